@@ -1,0 +1,1 @@
+"""Local Functions host for development and tests (not deployed; see ``devhost.host``)."""

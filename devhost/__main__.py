@@ -1,0 +1,52 @@
+"""``python -m devhost``: serve function_app.py locally, as ``func start`` would."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .host import load_local_settings, serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
+    parser.add_argument("--app-dir", type=Path, default=Path.cwd(), help="folder holding function_app.py")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("FUNCTIONS_HTTP_PORT", "7071")))
+    parser.add_argument("--settings", type=Path, default=None, help="local.settings.json to load")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    for noisy in ("azure", "httpx", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    app_dir = args.app_dir.resolve()
+    applied = load_local_settings(args.settings or app_dir / "local.settings.json")
+    logging.getLogger("devhost").info("devhost.settings applied_from_file=%s", len(applied))
+    sys.path.insert(0, str(app_dir))
+
+    # Fail at start-up, naming every bad setting, rather than at the first request.
+    from shared.errors import ConfigurationError
+    from shared.settings import get_settings
+
+    try:
+        get_settings()
+    except ConfigurationError as exc:
+        print(f"devhost: {exc}", file=sys.stderr)
+        return 2
+
+    try:
+        asyncio.run(serve(app_dir, args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

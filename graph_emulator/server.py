@@ -1,0 +1,608 @@
+"""A local Microsoft Graph emulator: the calls the portal makes, over real HTTP.
+
+Graph endpoints (under ``/v1.0``; a bearer token from the emulator's own token
+endpoint is required):
+
+* ``POST /invitations``: 201 with ``id``, ``inviteRedeemUrl``, ``invitedUser.id`` and a
+  guest user ``name_domain#EXT#@tenant``; re-inviting an address returns the same
+  user with a new redeem URL; ``invitedUser.id`` converts an internal user (with
+  the documented pre-checks); ``resetRedemption`` resets a guest.
+* ``GET /users`` with the ``$filter`` forms the app uses; ``GET``/``PATCH /users/{id}``;
+  ``POST /groups/{id}/members/$ref``.
+
+Every request body is validated against Microsoft's published schema
+(``schema.py``); a body that does not conform gets 400 with Graph's error
+envelope. Writes draw on a token bucket per app (Graph's 3,000 writes per 150 s
+by default); an empty bucket answers 429 with ``Retry-After`` and the
+``x-ms-throttle-*`` headers, and a throttled call still costs a token, as in Graph.
+
+Token endpoints: ``GET /msi/token`` speaks the App Service managed-identity
+protocol (``IDENTITY_ENDPOINT``/``IDENTITY_HEADER``), so azure-identity's own
+``ManagedIdentityCredential`` runs against it; ``POST /{tenant}/oauth2/v2.0/token``
+takes client-credential grants (secret or certificate assertion).
+
+Control endpoints under ``/_emulator`` (no auth): ``requests`` (everything
+received, with validation findings), ``stats``, ``faults``, ``users``, ``groups``,
+``config`` and ``reset``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import re
+import secrets
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from . import schema
+
+log = logging.getLogger("graph_emulator")
+
+TENANT_ID = "72f988bf-0000-4000-8000-00000000e2e0"
+TENANT_DOMAIN = "contoso.onmicrosoft.com"
+FAULT_KINDS = ("400", "403", "404", "429", "500", "503", "timeout", "drop")
+FAULT_ERRORS = {
+    "400": (400, "BadRequest", "Invalid request: the invited user's address was refused."),
+    "403": (403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation. ActionName=CreateInvite"),
+    "404": (404, "Request_ResourceNotFound", "Resource does not exist or one of its queried reference-property objects are not present."),
+    "429": (429, "TooManyRequests", "Too many requests."),
+    "500": (500, "generalException", "An internal server error occurred."),
+    "503": (503, "serviceNotAvailable", "The service is temporarily unavailable."),
+}
+_FILTER_CLAUSE = re.compile(
+    r"^\s*(?:"
+    r"(?P<prop>mail|userPrincipalName)\s+eq\s+'(?P<v1>(?:[^']|'')*)'"
+    r"|(?P<coll>otherMails|proxyAddresses)/any\((?P<var>\w+):(?P=var)\s+eq\s+'(?P<v2>(?:[^']|'')*)'\)"
+    r")\s*$",
+    re.IGNORECASE,
+)
+
+
+def graph_error(status: int, code: str, message: str, request_id: str, headers: dict[str, str] | None = None) -> web.Response:
+    """A response in Graph's error envelope."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "innerError": {"date": now, "request-id": request_id, "client-request-id": request_id},
+        }
+    }
+    return web.json_response(body, status=status, headers={"request-id": request_id, **(headers or {})})
+
+
+@dataclass
+class Fault:
+    """A planned failure: for one address (or any request), a number of times or at a rate."""
+
+    kind: str
+    address: str | None = None
+    times: int | None = None
+    rate: float | None = None
+    operation: str = "invitation"
+
+    def matches(self, operation: str, address: str | None, rng: random.Random) -> bool:
+        if operation != self.operation and self.operation != "*":
+            return False
+        if self.address is not None and (address or "").lower() != self.address.lower():
+            return False
+        if self.times is not None and self.times <= 0:
+            return False
+        if self.rate is not None and rng.random() >= self.rate:
+            return False
+        return True
+
+
+@dataclass
+class Config:
+    """Tunable behaviour (all changeable at run time through ``/_emulator/config``)."""
+
+    latency_ms: float = 0.0
+    write_budget: int = 3000
+    write_window_seconds: float = 150.0
+    identity_header: str = "local-graph-emulator"
+    timeout_fault_seconds: float = 120.0
+    seed: int = 0
+
+
+class WriteBucket:
+    """Graph's write limit for one app: ``budget`` writes refilled evenly over ``window`` seconds."""
+
+    def __init__(self, budget: int, window: float) -> None:
+        self.budget = budget
+        self.rate = budget / window
+        self.tokens = float(budget)
+        self.stamp = time.monotonic()
+
+    def take(self) -> tuple[bool, float, float]:
+        """Spend one write; return (allowed, seconds until one is free, percentage used)."""
+        now = time.monotonic()
+        self.tokens = min(float(self.budget), self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        allowed = self.tokens >= 1.0
+        # A throttled call still costs: clients that hammer only dig the hole deeper (bounded).
+        self.tokens = max(self.tokens - 1.0, -float(self.budget))
+        wait = 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+        used = 100.0 * (1.0 - max(self.tokens, 0.0) / self.budget)
+        return allowed, wait, used
+
+
+@dataclass
+class Recorded:
+    """One request as the emulator saw it."""
+
+    seq: int
+    at: float
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    operation: str | None = None
+    findings: list[dict[str, str]] = field(default_factory=list)
+    status: int | None = None
+
+
+class GraphEmulator:
+    """State and handlers of one emulator instance."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or Config()
+        self.rng = random.Random(self.config.seed)
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        self.users: dict[str, dict[str, Any]] = {}
+        self.groups: dict[str, set[str]] = {}
+        self.invitations: list[dict[str, Any]] = []
+        self.requests: list[Recorded] = []
+        self.faults: list[Fault] = []
+        self.tokens: dict[str, dict[str, Any]] = {}
+        self.bucket = WriteBucket(self.config.write_budget, self.config.write_window_seconds)
+        self.stats: dict[str, int] = {"throttled": 0, "invalid": 0, "faults": 0, "writes": 0}
+
+    def add_user(self, **props: Any) -> dict[str, Any]:
+        user = {
+            "id": props.pop("id", None) or str(uuid.uuid4()),
+            "accountEnabled": True,
+            "userType": "Member",
+            "creationType": None,
+            "externalUserState": None,
+            "otherMails": [],
+            "proxyAddresses": [],
+            "onPremisesUserPrincipalName": None,
+            **props,
+        }
+        if user.get("mail") and not user["proxyAddresses"]:
+            user["proxyAddresses"] = [f"SMTP:{user['mail']}"]
+        self.users[user["id"]] = user
+        return user
+
+    # ------------------------------------------------------------------ plumbing
+    def _record(self, request: web.Request, body: Any) -> Recorded:
+        headers = {k: ("<redacted>" if k.lower() == "authorization" else v) for k, v in request.headers.items()}
+        rec = Recorded(len(self.requests) + 1, time.time(), request.method, request.path, dict(request.query), headers, body)
+        self.requests.append(rec)
+        return rec
+
+    def _authorised(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else ""
+        grant = self.tokens.get(token)
+        return bool(grant) and grant["expires_on"] > time.time()
+
+    async def _latency(self) -> None:
+        if self.config.latency_ms > 0:
+            await asyncio.sleep(self.config.latency_ms / 1000.0)
+
+    def _fault(self, operation: str, address: str | None) -> Fault | None:
+        for fault in self.faults:
+            if fault.matches(operation, address, self.rng):
+                if fault.times is not None:
+                    fault.times -= 1
+                self.stats["faults"] += 1
+                return fault
+        return None
+
+    async def _apply_fault(self, fault: Fault, request: web.Request, rid: str) -> web.StreamResponse:
+        if fault.kind == "timeout":
+            await asyncio.sleep(self.config.timeout_fault_seconds)
+            return graph_error(504, "GatewayTimeout", "The operation timed out.", rid)
+        if fault.kind == "drop":
+            transport = request.transport
+            if transport is not None:
+                transport.abort()  # the client sees the connection reset, with no answer
+            return web.Response(status=500)
+        status, code, message = FAULT_ERRORS[fault.kind]
+        headers = {"Retry-After": "2"} if status in (429, 503) else None
+        return graph_error(status, code, message, rid, headers)
+
+    def _throttle(self, rid: str) -> web.Response | None:
+        """Charge one write; a 429 when the app's bucket is empty."""
+        allowed, wait, used = self.bucket.take()
+        if allowed:
+            self.stats["writes"] += 1
+            return None
+        self.stats["throttled"] += 1
+        headers = {
+            "Retry-After": str(max(1, math.ceil(wait))),
+            "x-ms-throttle-scope": f"Tenant_Application/WriteLimitExceeded/{TENANT_ID}/emulator-app",
+            "x-ms-throttle-information": "WriteLimitExceeded",
+            "x-ms-throttle-limit-percentage": f"{min(used, 100.0):.1f}",
+        }
+        return graph_error(429, "TooManyRequests", "Too many requests; the application's write limit is exceeded.", rid, headers)
+
+    @staticmethod
+    def _write_headers(rid: str, used: float | None = None) -> dict[str, str]:
+        headers = {"request-id": rid, "client-request-id": rid}
+        if used is not None and used >= 80.0:
+            headers["x-ms-throttle-limit-percentage"] = f"{used:.1f}"
+        return headers
+
+    async def _read_json(self, request: web.Request, rec: Recorded, rid: str) -> Any:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            rec.body = raw.decode("utf-8", "replace")
+            raise web.HTTPBadRequest() from None
+        rec.body = body
+        return body
+
+    def _check(self, rec: Recorded, operation: str, body: Any, rid: str) -> web.Response | None:
+        rec.operation = operation
+        findings = schema.validate(operation, body)
+        rec.findings = [asdict(f) for f in findings]
+        errors = [f for f in findings if f.level == "error"]
+        if errors:
+            self.stats["invalid"] += 1
+            message = "; ".join(f"{f.path}: {f.message}" for f in errors)
+            return graph_error(400, "BadRequest", f"Request body does not conform: {message}", rid)
+        return None
+
+    # ------------------------------------------------------------------ middleware
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/_emulator") or not request.path.startswith("/v1.0/"):
+            return await handler(request)
+        rid = str(uuid.uuid4())
+        request["rid"] = rid
+        rec = self._record(request, None)
+        request["rec"] = rec
+        await self._latency()
+        if not self._authorised(request):
+            response: web.StreamResponse = graph_error(
+                401, "InvalidAuthenticationToken", "Access token is empty or invalid.", rid
+            )
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPBadRequest:
+                response = graph_error(400, "BadRequest", "Unable to read JSON request payload.", rid)
+        rec.status = response.status
+        return response
+
+    # ------------------------------------------------------------------ tokens
+    def _issue(self, resource: str, client_id: str) -> dict[str, Any]:
+        token = "emu." + secrets.token_urlsafe(24)
+        expires_on = int(time.time()) + 3600
+        self.tokens[token] = {"resource": resource, "client_id": client_id, "expires_on": expires_on}
+        return {"access_token": token, "expires_on": expires_on}
+
+    async def msi_token(self, request: web.Request) -> web.Response:
+        """App Service managed identity (api-version 2019-08-01)."""
+        if request.headers.get("X-IDENTITY-HEADER") != self.config.identity_header:
+            return web.json_response({"error": "invalid_request", "error_description": "bad X-IDENTITY-HEADER"}, status=401)
+        resource = request.query.get("resource", "")
+        if not resource:
+            return web.json_response({"error": "invalid_request", "error_description": "resource is required"}, status=400)
+        client_id = request.query.get("client_id", "system-assigned")
+        issued = self._issue(resource, client_id)
+        self.requests.append(Recorded(len(self.requests) + 1, time.time(), "GET", request.path, dict(request.query), {}, None, "msi-token", status=200))
+        return web.json_response({
+            "access_token": issued["access_token"],
+            "expires_on": str(issued["expires_on"]),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": client_id,
+        })
+
+    async def openid_configuration(self, request: web.Request) -> web.Response:
+        base = f"{request.scheme}://{request.host}/{request.match_info['tenant']}"
+        return web.json_response({
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "issuer": f"{base}/v2.0",
+            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+        })
+
+    async def oauth_token(self, request: web.Request) -> web.Response:
+        """Client-credentials grant with a secret or a certificate assertion."""
+        form = await request.post()
+        if form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        client_id = str(form.get("client_id", ""))
+        has_secret = bool(form.get("client_secret"))
+        has_assertion = form.get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" and bool(form.get("client_assertion"))
+        if not client_id or not (has_secret or has_assertion):
+            return web.json_response({"error": "invalid_client", "error_description": "client credentials missing"}, status=401)
+        scope = str(form.get("scope", ""))
+        issued = self._issue(scope.split()[0] if scope else "", client_id)
+        kind = "secret" if has_secret else "certificate"
+        self.requests.append(Recorded(len(self.requests) + 1, time.time(), "POST", request.path, {"credential": kind, "scope": scope}, {}, None, "oauth-token", status=200))
+        return web.json_response({
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "ext_expires_in": 3600,
+            "access_token": issued["access_token"],
+        })
+
+    # ------------------------------------------------------------------ Graph: invitations
+    def _guest_upn(self, email: str) -> str:
+        return f"{email.replace('@', '_')}#EXT#@{TENANT_DOMAIN}"
+
+    def _find_by_mail(self, email: str) -> dict[str, Any] | None:
+        lowered = email.lower()
+        for user in self.users.values():
+            addresses = [user.get("mail") or "", *user.get("otherMails", [])]
+            if any(a.lower() == lowered for a in addresses):
+                return user
+        return None
+
+    def _redeem_url(self, user_id: str) -> str:
+        ticket = secrets.token_urlsafe(24)
+        inner = f"https://invitations.microsoft.com/redeem/?tenant={TENANT_ID}&user={user_id}&ticket={ticket}&ver=2.0"
+        return "https://login.microsoftonline.com/redeem?rd=" + quote(inner, safe="")
+
+    async def post_invitation(self, request: web.Request) -> web.Response:
+        rid, rec = request["rid"], request["rec"]
+        body = await self._read_json(request, rec, rid)
+        invalid = self._check(rec, "invitation", body, rid)
+        if invalid is not None:
+            return invalid
+        email = body["invitedUserEmailAddress"]
+        fault = self._fault("invitation", email)
+        if fault is not None:
+            return await self._apply_fault(fault, request, rid)  # type: ignore[return-value]
+        throttled = self._throttle(rid)
+        if throttled is not None:
+            return throttled
+        used = 100.0 * (1.0 - max(self.bucket.tokens, 0.0) / self.bucket.budget)
+
+        invited_id = (body.get("invitedUser") or {}).get("id")
+        if invited_id:
+            user = self.users.get(invited_id)
+            if user is None:
+                return graph_error(404, "Request_ResourceNotFound", f"Resource '{invited_id}' does not exist.", rid)
+            if body.get("resetRedemption"):
+                user["externalUserState"] = "PendingAcceptance"
+            else:
+                if user.get("onPremisesUserPrincipalName"):
+                    return graph_error(400, "BadRequest", "Cannot invite a user synchronised from on-premises directory.", rid)
+                if (user.get("mail") or "").lower() != email.lower():
+                    return graph_error(400, "BadRequest", "The invited user's mail must match invitedUserEmailAddress.", rid)
+                if user.get("externalUserState"):
+                    return graph_error(400, "BadRequest", "The user is already an external user.", rid)
+                user["externalUserState"] = "PendingAcceptance"
+        else:
+            user = self._find_by_mail(email)
+            if user is not None and user.get("creationType") != "Invitation":
+                return graph_error(
+                    400, "BadRequest", f"The invited user already exists in the directory as objectID {user['id']}.", rid
+                )
+            if user is None:
+                user = self.add_user(
+                    displayName=body.get("invitedUserDisplayName") or email.split("@")[0],
+                    mail=email,
+                    userPrincipalName=self._guest_upn(email),
+                    userType=body.get("invitedUserType") or "Guest",
+                    creationType="Invitation",
+                    externalUserState="PendingAcceptance",
+                )
+        info = body.get("invitedUserMessageInfo") or {}
+        invitation = {
+            "@odata.context": f"{request.scheme}://{request.host}/v1.0/$metadata#invitations/$entity",
+            "id": str(uuid.uuid4()),
+            "inviteRedeemUrl": self._redeem_url(user["id"]),
+            "invitedUserDisplayName": body.get("invitedUserDisplayName"),
+            "invitedUserType": body.get("invitedUserType") or "Guest",
+            "invitedUserEmailAddress": email,
+            "sendInvitationMessage": bool(body.get("sendInvitationMessage", False)),
+            "resetRedemption": bool(body.get("resetRedemption", False)),
+            "inviteRedirectUrl": body["inviteRedirectUrl"],
+            "status": "PendingAcceptance",
+            "invitedUserMessageInfo": {
+                "messageLanguage": info.get("messageLanguage"),
+                "customizedMessageBody": info.get("customizedMessageBody"),
+                "ccRecipients": info.get("ccRecipients") or [],
+            },
+            "invitedUser": {"id": user["id"]},
+        }
+        self.invitations.append({"email": email.lower(), "user_id": user["id"], "seq": rec.seq})
+        return web.json_response(invitation, status=201, headers=self._write_headers(rid, used))
+
+    # ------------------------------------------------------------------ Graph: users
+    def _select(self, user: dict[str, Any], select: str | None) -> dict[str, Any]:
+        if not select:
+            return {k: v for k, v in user.items() if k in ("id", "displayName", "mail", "userPrincipalName", "userType")}
+        wanted = [s.strip() for s in select.split(",") if s.strip()]
+        return {k: user.get(k) for k in wanted}
+
+    def _matches(self, user: dict[str, Any], clauses: list[tuple[str, str]]) -> bool:
+        for prop, value in clauses:
+            current = user.get(prop)
+            values = current if isinstance(current, list) else [current]
+            if any(isinstance(v, str) and v.lower() == value.lower() for v in values):
+                return True
+        return False
+
+    async def list_users(self, request: web.Request) -> web.Response:
+        rid = request["rid"]
+        request["rec"].operation = "list-users"
+        fault = self._fault("list-users", None)
+        if fault is not None:
+            return await self._apply_fault(fault, request, rid)  # type: ignore[return-value]
+        raw = request.query.get("$filter")
+        users = list(self.users.values())
+        if raw:
+            clauses = []
+            for part in re.split(r"\s+or\s+", raw, flags=re.IGNORECASE):
+                match = _FILTER_CLAUSE.match(part)
+                if not match:
+                    return graph_error(400, "Request_UnsupportedQuery", f"Unsupported or invalid query filter clause: {part}", rid)
+                prop = match.group("prop") or match.group("coll")
+                value = (match.group("v1") if match.group("v1") is not None else match.group("v2")).replace("''", "'")
+                canonical = {"mail": "mail", "userprincipalname": "userPrincipalName", "othermails": "otherMails", "proxyaddresses": "proxyAddresses"}[prop.lower()]
+                clauses.append((canonical, value))
+            advanced = any(c in ("proxyAddresses", "otherMails") for c, _ in clauses) and len(clauses) > 1
+            if advanced and not (request.headers.get("ConsistencyLevel") == "eventual" and request.query.get("$count") == "true"):
+                return graph_error(400, "Request_UnsupportedQuery", "This query needs ConsistencyLevel: eventual and $count=true.", rid)
+            users = [u for u in users if self._matches(u, clauses)]
+        top = int(request.query.get("$top", "100"))
+        page = [self._select(u, request.query.get("$select")) for u in users[:top]]
+        body: dict[str, Any] = {"@odata.context": f"{request.scheme}://{request.host}/v1.0/$metadata#users", "value": page}
+        if request.query.get("$count") == "true":
+            body["@odata.count"] = len(users)
+        return web.json_response(body, headers={"request-id": rid})
+
+    async def get_user(self, request: web.Request) -> web.Response:
+        rid = request["rid"]
+        request["rec"].operation = "get-user"
+        user = self.users.get(request.match_info["user_id"])
+        if user is None:
+            return graph_error(404, "Request_ResourceNotFound", f"Resource '{request.match_info['user_id']}' does not exist.", rid)
+        return web.json_response(self._select(user, request.query.get("$select")), headers={"request-id": rid})
+
+    async def patch_user(self, request: web.Request) -> web.Response:
+        rid, rec = request["rid"], request["rec"]
+        body = await self._read_json(request, rec, rid)
+        invalid = self._check(rec, "user-update", body, rid)
+        if invalid is not None:
+            return invalid
+        user = self.users.get(request.match_info["user_id"])
+        if user is None:
+            return graph_error(404, "Request_ResourceNotFound", f"Resource '{request.match_info['user_id']}' does not exist.", rid)
+        throttled = self._throttle(rid)
+        if throttled is not None:
+            return throttled
+        user.update(body)
+        return web.Response(status=204, headers={"request-id": rid})
+
+    async def add_member(self, request: web.Request) -> web.Response:
+        rid, rec = request["rid"], request["rec"]
+        body = await self._read_json(request, rec, rid)
+        invalid = self._check(rec, "group-member-ref", body, rid)
+        if invalid is not None:
+            return invalid
+        group_id = request.match_info["group_id"]
+        fault = self._fault("group-member-ref", None)
+        if fault is not None:
+            return await self._apply_fault(fault, request, rid)  # type: ignore[return-value]
+        if group_id not in self.groups:
+            return graph_error(404, "Request_ResourceNotFound", f"Resource '{group_id}' does not exist.", rid)
+        member_id = str(body.get("@odata.id", "")).rstrip("/").rsplit("/", 1)[-1]
+        if member_id not in self.users:
+            return graph_error(404, "Request_ResourceNotFound", f"Resource '{member_id}' does not exist.", rid)
+        throttled = self._throttle(rid)
+        if throttled is not None:
+            return throttled
+        if member_id in self.groups[group_id]:
+            return graph_error(
+                400, "Request_BadRequest",
+                "One or more added object references already exist for the following modified properties: 'members'.", rid,
+            )
+        self.groups[group_id].add(member_id)
+        return web.Response(status=204, headers={"request-id": rid})
+
+    # ------------------------------------------------------------------ control
+    async def ctl_requests(self, request: web.Request) -> web.Response:
+        since = int(request.query.get("since", "0"))
+        return web.json_response([asdict(r) for r in self.requests if r.seq > since])
+
+    async def ctl_stats(self, _: web.Request) -> web.Response:
+        per_address: dict[str, int] = {}
+        for inv in self.invitations:
+            per_address[inv["email"]] = per_address.get(inv["email"], 0) + 1
+        return web.json_response({
+            **self.stats,
+            "invitations": len(self.invitations),
+            "invited_addresses": len(per_address),
+            "reinvited_addresses": sum(1 for n in per_address.values() if n > 1),
+            "requests": len(self.requests),
+            "users": len(self.users),
+        })
+
+    async def ctl_faults(self, request: web.Request) -> web.Response:
+        if request.method == "DELETE":
+            self.faults.clear()
+            return web.json_response([])
+        data = await request.json()
+        items = data if isinstance(data, list) else [data]
+        for item in items:
+            if item.get("kind") not in FAULT_KINDS:
+                return web.json_response({"error": f"kind must be one of {FAULT_KINDS}"}, status=400)
+            self.faults.append(Fault(**item))
+        return web.json_response([asdict(f) for f in self.faults])
+
+    async def ctl_users(self, request: web.Request) -> web.Response:
+        if request.method == "GET":
+            return web.json_response(list(self.users.values()))
+        return web.json_response(self.add_user(**await request.json()), status=201)
+
+    async def ctl_groups(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            group_id = (await request.json()).get("id") or str(uuid.uuid4())
+            self.groups.setdefault(group_id, set())
+            return web.json_response({"id": group_id}, status=201)
+        return web.json_response({gid: sorted(m) for gid, m in self.groups.items()})
+
+    async def ctl_config(self, request: web.Request) -> web.Response:
+        if request.method == "PUT":
+            for key, value in (await request.json()).items():
+                if not hasattr(self.config, key):
+                    return web.json_response({"error": f"unknown key {key}"}, status=400)
+                setattr(self.config, key, type(getattr(self.config, key))(value))
+            self.bucket = WriteBucket(self.config.write_budget, self.config.write_window_seconds)
+        return web.json_response(asdict(self.config))
+
+    async def ctl_reset(self, _: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"reset": True})
+
+    # ------------------------------------------------------------------ app
+    def make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self.middleware])
+        r = app.router
+        r.add_post("/v1.0/invitations", self.post_invitation)
+        r.add_get("/v1.0/users", self.list_users)
+        r.add_get("/v1.0/users/{user_id}", self.get_user)
+        r.add_patch("/v1.0/users/{user_id}", self.patch_user)
+        r.add_post("/v1.0/groups/{group_id}/members/$ref", self.add_member)
+        r.add_get("/msi/token", self.msi_token)
+        r.add_get("/{tenant}/v2.0/.well-known/openid-configuration", self.openid_configuration)
+        r.add_post("/{tenant}/oauth2/v2.0/token", self.oauth_token)
+        r.add_get("/_emulator/requests", self.ctl_requests)
+        r.add_get("/_emulator/stats", self.ctl_stats)
+        r.add_route("*", "/_emulator/faults", self.ctl_faults)
+        r.add_route("*", "/_emulator/users", self.ctl_users)
+        r.add_route("*", "/_emulator/groups", self.ctl_groups)
+        r.add_route("*", "/_emulator/config", self.ctl_config)
+        r.add_post("/_emulator/reset", self.ctl_reset)
+        return app
+
+
+def http_date(seconds_from_now: float) -> str:
+    """An HTTP date ``seconds_from_now`` in the future (for Retry-After tests)."""
+    return format_datetime(datetime.fromtimestamp(time.time() + seconds_from_now, timezone.utc), usegmt=True)

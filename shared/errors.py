@@ -1,0 +1,133 @@
+"""The project's exception tree.
+
+Every error the domain raises on purpose derives from ``PortalError``::
+
+    PortalError
+    ├── ConfigurationError          settings missing or invalid (names every key)
+    ├── RequestError                the sign-up request itself is unacceptable (4xx)
+    │   ├── ValidationFailed        field problems, all at once (400)
+    │   ├── UnsupportedMediaType    content type not accepted (415)
+    │   └── PayloadTooLarge         body over the limit (413)
+    ├── StorageError                Table or Queue storage failed (503 at intake)
+    │   └── ConcurrencyConflict     an ETag-conditional write lost a race
+    └── GraphError                  Microsoft Graph refused or failed a call
+        ├── PermanentGraphError     record and stop (400, 403, 404, 409, ...)
+        └── TransientGraphError     retry later, honouring ``retry_after``
+            └── SignupBusy          another delivery holds the sign-up's lease
+
+Foreign exceptions (azure-core, kiota, httpx) are wrapped with
+``raise ... from exc`` at the boundary that knows what they mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+class PortalError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigurationError(PortalError):
+    """One or more settings are missing or invalid."""
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        self.problems = dict(problems)
+        listed = "; ".join(f"{key}: {why}" for key, why in sorted(self.problems.items()))
+        super().__init__(f"invalid configuration ({len(self.problems)} setting(s)): {listed}")
+
+
+class RequestError(PortalError):
+    """The sign-up request cannot be accepted; maps to a 4xx problem response."""
+
+    status = 400
+    type_uri = "/problems/bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class ValidationFailed(RequestError):
+    """Field-level problems, every field's problems at once."""
+
+    type_uri = "/problems/validation"
+    title = "The sign-up request is not valid"
+
+    def __init__(self, errors: Mapping[str, Sequence[str]], detail: str | None = None) -> None:
+        self.errors = {field: list(messages) for field, messages in errors.items()}
+        fields = ", ".join(sorted(self.errors))
+        super().__init__(detail or f"Correct these fields and send again: {fields}.")
+
+
+class UnsupportedMediaType(RequestError):
+    """The body's content type is not one the endpoint reads."""
+
+    status = 415
+    type_uri = "/problems/unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class PayloadTooLarge(RequestError):
+    """The body is larger than the endpoint accepts."""
+
+    status = 413
+    type_uri = "/problems/payload-too-large"
+    title = "Request body too large"
+
+
+class StorageError(PortalError):
+    """Azure Table or Queue storage could not complete an operation."""
+
+
+class ConcurrencyConflict(StorageError):
+    """A conditional (ETag) write found the entity changed by someone else."""
+
+
+class GraphError(PortalError):
+    """Microsoft Graph refused or failed a call."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.code = code
+        self.status = status
+        self.request_id = request_id
+        super().__init__(message)
+
+
+class PermanentGraphError(GraphError):
+    """Graph refused the call; repeating it would not help. Record and stop."""
+
+
+class TransientGraphError(GraphError):
+    """Graph was throttled, unavailable or unreachable; try again later."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        status: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, code=code, status=status, request_id=request_id)
+
+
+class SignupBusy(TransientGraphError):
+    """Another delivery of the same sign-up holds its lease; retry later."""
+
+    def __init__(self, signup_id: str, retry_after: float) -> None:
+        super().__init__(
+            f"sign-up {signup_id} is being processed by another delivery",
+            code="SignupBusy",
+            retry_after=retry_after,
+        )

@@ -1,0 +1,328 @@
+"""Microsoft Graph through msgraph-sdk: credentials, the client, and ``MsGraphDirectory``.
+
+One ``GraphServiceClient`` per process, async all the way (``azure.identity.aio``).
+The endpoint and token scope come from ``GRAPH_CLOUD``; ``GRAPH_BASE_URL`` points
+the same code at another endpoint (the local Graph emulator).
+
+Retries, decided once:
+
+* The SDK's retry handler is switched off. It retries every method on 429, 503
+  and 504, POST included; a 503 or 504 can come back after Graph has created the
+  invitation, so a silent re-POST could invite twice inside one attempt.
+* A 429 means Graph did not act on the request, so ``MsGraphDirectory`` retries it
+  here, behind the shared ``WritePacer`` (which pauses every caller for
+  ``Retry-After``), as long as the total wait stays under ``max_throttle_wait``.
+* Everything else transient (5xx, timeouts, dropped connections) is raised as
+  ``TransientGraphError`` and retried by the queue: each redelivery is a new attempt
+  that the worker's state machine records and bounds (``maxDequeueCount``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
+from typing import Any, Final, TypeVar
+
+import httpx
+from azure.core.exceptions import ClientAuthenticationError
+from kiota_abstractions.api_error import APIError
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_abstractions.headers_collection import HeadersCollection
+from kiota_authentication_azure.azure_identity_authentication_provider import (
+    AzureIdentityAuthenticationProvider,
+)
+from kiota_http.middleware.options import HeadersInspectionHandlerOption, RetryHandlerOption
+from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph.generated.models.directory_object import DirectoryObject
+from msgraph.generated.models.email_address import EmailAddress
+from msgraph.generated.models.invitation import Invitation as GraphInvitation
+from msgraph.generated.models.invited_user_message_info import InvitedUserMessageInfo
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.generated.models.recipient import Recipient
+from msgraph.generated.models.reference_create import ReferenceCreate
+from msgraph.generated.models.user import User
+from msgraph.generated.users.users_request_builder import UsersRequestBuilder
+from msgraph_core import GraphClientFactory
+
+from .directory import DirectoryUser, Invitation, InvitationResult
+from .errors import GraphError, PermanentGraphError, TransientGraphError
+from .pacing import WritePacer
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TRANSIENT_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
+USER_FIELDS: Final = [
+    "id",
+    "userType",
+    "mail",
+    "userPrincipalName",
+    "onPremisesUserPrincipalName",
+    "externalUserState",
+]
+# Graph's answer when the reference being added exists already.
+ALREADY_MEMBER: Final = "already exist"
+
+
+def build_credential(settings: Settings) -> Any:
+    """The async azure-identity credential ``GRAPH_CREDENTIAL`` selects."""
+    from azure.identity import aio
+
+    authority = settings.authority_host
+    if settings.graph_credential == "client_secret":
+        return aio.ClientSecretCredential(
+            settings.tenant_id or "",
+            settings.client_id or "",
+            settings.client_secret or "",
+            authority=authority,
+        )
+    if settings.graph_credential == "certificate":
+        return aio.CertificateCredential(
+            settings.tenant_id or "",
+            settings.client_id or "",
+            certificate_path=settings.client_certificate_path,
+            password=settings.client_certificate_password,
+            authority=authority,
+        )
+    if settings.graph_credential == "workload_identity":
+        return aio.WorkloadIdentityCredential(
+            tenant_id=settings.tenant_id,
+            client_id=settings.client_id,
+            token_file_path=settings.federated_token_file,
+            authority=authority,
+        )
+    # System-assigned, or user-assigned when AZURE_CLIENT_ID names it. Inside Functions and
+    # App Service it reads IDENTITY_ENDPOINT / IDENTITY_HEADER; elsewhere in Azure, IMDS.
+    return aio.ManagedIdentityCredential(client_id=settings.client_id)
+
+
+def build_graph_client(settings: Settings, credential: Any) -> GraphServiceClient:
+    """A ``GraphServiceClient`` for the configured cloud or ``GRAPH_BASE_URL``."""
+    auth = AzureIdentityAuthenticationProvider(
+        credential, scopes=[settings.graph_scope], allowed_hosts=[settings.graph_host]
+    )
+    http = GraphClientFactory.create_with_default_middleware(
+        client=httpx.AsyncClient(timeout=httpx.Timeout(settings.graph_timeout_seconds)),
+        options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0, should_retry=False)},
+    )
+    adapter = GraphRequestAdapter(auth, http)
+    adapter.base_url = settings.graph_base_url
+    return GraphServiceClient(request_adapter=adapter)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def _header(headers: Any, name: str) -> str | None:
+    if not headers:
+        return None
+    if isinstance(headers, HeadersCollection):
+        values = headers.get(name)
+        return next(iter(values), None) if values else None
+    for key, value in dict(headers).items():
+        if key.lower() == name.lower():
+            return str(next(iter(value), "")) if isinstance(value, (set, list, tuple)) else str(value)
+    return None
+
+
+def classify(exc: BaseException) -> GraphError:
+    """Map any failure of a Graph call to ``PermanentGraphError`` or ``TransientGraphError``."""
+    if isinstance(exc, GraphError):
+        return exc
+    if isinstance(exc, APIError):
+        status = exc.response_status_code
+        headers = exc.response_headers
+        code, message, request_id = f"Http{status}", str(exc), _header(headers, "request-id")
+        if isinstance(exc, ODataError) and exc.error is not None:
+            code = exc.error.code or code
+            message = exc.error.message or message
+            inner = exc.error.inner_error
+            request_id = (inner.request_id if inner is not None else None) or request_id
+        if status in TRANSIENT_STATUSES:
+            return TransientGraphError(
+                message,
+                code=code,
+                status=status,
+                request_id=request_id,
+                retry_after=parse_retry_after(_header(headers, "Retry-After")),
+            )
+        return PermanentGraphError(message, code=code, status=status, request_id=request_id)
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientGraphError("Graph did not answer in time", code="Timeout")
+    if isinstance(exc, httpx.TransportError):
+        return TransientGraphError(f"connection to Graph failed ({type(exc).__name__})", code="ConnectionFailed")
+    if isinstance(exc, ClientAuthenticationError):
+        # Usually configuration, sometimes a flaky identity endpoint; the requester did nothing wrong.
+        return TransientGraphError("could not obtain a token for Graph", code="AuthenticationFailed")
+    raise TypeError(f"not a Graph failure: {type(exc).__name__}") from exc
+
+
+def odata_literal(value: str) -> str:
+    """A string as an OData literal (single quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def email_filter(email: str) -> str:
+    """The documented pre-check: every property that can hold an address already in use."""
+    lit = odata_literal(email)
+    smtp = odata_literal(f"smtp:{email}")
+    return (
+        f"mail eq {lit} or userPrincipalName eq {lit} or otherMails/any(m:m eq {lit})"
+        f" or proxyAddresses/any(p:p eq {smtp})"
+    )
+
+
+def _to_user(user: User) -> DirectoryUser:
+    return DirectoryUser(
+        id=user.id or "",
+        user_type=user.user_type,
+        mail=user.mail,
+        user_principal_name=user.user_principal_name,
+        on_premises_user_principal_name=user.on_premises_user_principal_name,
+        external_user_state=user.external_user_state,
+    )
+
+
+def to_graph_invitation(invitation: Invitation) -> GraphInvitation:
+    """The msgraph-sdk model for an invitation (only the fields that are set)."""
+    opts = invitation.options
+    body = GraphInvitation(
+        invited_user_email_address=invitation.email,
+        invite_redirect_url=opts.redirect_url,
+        invited_user_type=opts.user_type,
+        send_invitation_message=opts.send_message,
+    )
+    if invitation.display_name:
+        body.invited_user_display_name = invitation.display_name
+    if opts.send_message and (opts.message_language or opts.message_body or opts.cc_address):
+        info = InvitedUserMessageInfo()
+        if opts.message_body:
+            info.customized_message_body = opts.message_body
+        elif opts.message_language:  # Graph ignores the language when a custom body is given
+            info.message_language = opts.message_language
+        if opts.cc_address:
+            info.cc_recipients = [Recipient(email_address=EmailAddress(address=opts.cc_address))]
+        body.invited_user_message_info = info
+    if opts.sponsor_ids:
+        body.invited_user_sponsors = [DirectoryObject(id=sponsor) for sponsor in opts.sponsor_ids]
+    if invitation.invited_user_id:
+        body.invited_user = User(id=invitation.invited_user_id)
+    if invitation.reset_redemption:
+        body.reset_redemption = True
+    return body
+
+
+class MsGraphDirectory:
+    """``Directory`` over msgraph-sdk, with writes paced by a shared ``WritePacer``."""
+
+    def __init__(
+        self,
+        client: GraphServiceClient,
+        pacer: WritePacer,
+        *,
+        max_throttle_wait: float = 60.0,
+        directory_object_base: str = "https://graph.microsoft.com/v1.0",
+    ) -> None:
+        self._client = client
+        self._pacer = pacer
+        self._max_throttle_wait = max_throttle_wait
+        self._object_base = directory_object_base.rstrip("/")
+
+    async def _write(self, call: Callable[[RequestConfiguration[Any]], Awaitable[T]]) -> tuple[T, str | None]:
+        """One write through the pacer; 429s retried after Retry-After, nothing else."""
+        waited = 0.0
+        while True:
+            waited += await self._pacer.acquire()
+            inspect = HeadersInspectionHandlerOption(inspect_request_headers=False)
+            config: RequestConfiguration[Any] = RequestConfiguration(options=[inspect])
+            try:
+                result = await call(config)
+            except Exception as exc:  # noqa: BLE001 - classified just below
+                error = classify(exc)
+                if isinstance(error, TransientGraphError) and error.status == 429:
+                    self._pacer.throttled(error.retry_after)
+                    pause = error.retry_after or 1.0
+                    if waited + pause <= self._max_throttle_wait:
+                        waited += pause
+                        continue
+                raise error from exc
+            headers = inspect.response_headers
+            percentage = _header(headers, "x-ms-throttle-limit-percentage")
+            if percentage:
+                try:
+                    self._pacer.near_limit(float(percentage))
+                except ValueError:
+                    pass
+            return result, _header(headers, "request-id")
+
+    async def invite(self, invitation: Invitation) -> InvitationResult:
+        body = to_graph_invitation(invitation)
+        result, request_id = await self._write(
+            lambda config: self._client.invitations.post(body, request_configuration=config)
+        )
+        if result is None:
+            raise PermanentGraphError("Graph returned no invitation", code="EmptyResponse")
+        return InvitationResult(
+            invitation_id=result.id,
+            invited_user_id=result.invited_user.id if result.invited_user else None,
+            status=result.status,
+            redeem_url=result.invite_redeem_url,
+            request_id=request_id,
+        )
+
+    async def find_users_by_email(self, email: str) -> list[DirectoryUser]:
+        params = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(
+            filter=email_filter(email), select=USER_FIELDS, count=True, top=10
+        )
+        config = RequestConfiguration(query_parameters=params)
+        # proxyAddresses/any(...) is an advanced query: it needs ConsistencyLevel and $count.
+        config.headers.add("ConsistencyLevel", "eventual")
+        try:
+            page = await self._client.users.get(request_configuration=config)
+        except Exception as exc:  # noqa: BLE001 - classified
+            raise classify(exc) from exc
+        return [_to_user(user) for user in (page.value if page and page.value else [])]
+
+    async def get_user(self, user_id: str) -> DirectoryUser | None:
+        from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+
+        params = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=USER_FIELDS)
+        try:
+            user = await self._client.users.by_user_id(user_id).get(
+                request_configuration=RequestConfiguration(query_parameters=params)
+            )
+        except Exception as exc:  # noqa: BLE001 - classified
+            error = classify(exc)
+            if error.status == 404:
+                return None
+            raise error from exc
+        return _to_user(user) if user else None
+
+    async def add_group_member(self, group_id: str, user_id: str) -> None:
+        body = ReferenceCreate(odata_id=f"{self._object_base}/directoryObjects/{user_id}")
+        try:
+            await self._write(
+                lambda config: self._client.groups.by_group_id(group_id).members.ref.post(
+                    body, request_configuration=config
+                )
+            )
+        except PermanentGraphError as exc:
+            if exc.status == 400 and ALREADY_MEMBER in str(exc):
+                return
+            raise

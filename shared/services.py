@@ -1,0 +1,91 @@
+"""The process's long-lived objects, built once on first use and reused by every invocation.
+
+Storage clients, the Graph client and the write pacer are shared by all
+concurrent invocations in one worker process (one event loop).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .directory import Directory, InvitationOptions
+from .graph_client import MsGraphDirectory, build_credential, build_graph_client
+from .intake import Intake
+from .pacing import WritePacer
+from .settings import Settings, get_settings
+from .storage import StorageQueue, TableSignupStore, build_queue_client, build_table_client
+from .worker import InvitationWorker
+
+log = logging.getLogger(__name__)
+
+MAX_THROTTLE_WAIT: Final = 60.0
+
+
+@dataclass
+class Services:
+    """What the triggers call into."""
+
+    settings: Settings
+    intake: Intake
+    worker: InvitationWorker
+    directory: Directory
+    closers: tuple[Any, ...] = ()
+
+    async def aclose(self) -> None:
+        """Close every client (tests and the local host call this on shutdown)."""
+        for closer in self.closers:
+            await closer.close()
+
+
+def lease_seconds(settings: Settings) -> float:
+    """How long a claim protects a sign-up: longer than one attempt can take."""
+    return 2 * settings.graph_timeout_seconds + MAX_THROTTLE_WAIT + 30.0
+
+
+def build_services(settings: Settings) -> Services:
+    """Wire the real Azure Storage and Microsoft Graph implementations."""
+    table = build_table_client(settings)
+    queue = build_queue_client(settings)
+    credential = build_credential(settings)
+    pacer = WritePacer(
+        settings.graph_write_budget,
+        settings.graph_write_window_seconds,
+        enabled=settings.graph_pacing_enabled,
+    )
+    directory = MsGraphDirectory(
+        build_graph_client(settings, credential),
+        pacer,
+        max_throttle_wait=MAX_THROTTLE_WAIT,
+        directory_object_base=settings.graph_base_url,
+    )
+    store = TableSignupStore(table)
+    log.info(
+        "services.built graph_base_url=%s credential=%s pacing=%s budget=%s/%ss",
+        settings.graph_base_url, settings.graph_credential, settings.graph_pacing_enabled,
+        settings.graph_write_budget, settings.graph_write_window_seconds,
+    )
+    return Services(
+        settings=settings,
+        intake=Intake(store, StorageQueue(queue)),
+        worker=InvitationWorker(
+            store,
+            directory,
+            InvitationOptions.from_settings(settings),
+            lease_seconds=lease_seconds(settings),
+        ),
+        directory=directory,
+        closers=(table, queue, credential),
+    )
+
+
+_services: Services | None = None
+
+
+def get_services() -> Services:
+    """The process's services, built on first use from ``get_settings()``."""
+    global _services
+    if _services is None:
+        _services = build_services(get_settings())
+    return _services

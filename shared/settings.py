@@ -1,0 +1,355 @@
+"""One frozen ``Settings`` object, built lazily from the environment.
+
+``load_settings`` reads every key, collects every problem and raises one
+``ConfigurationError`` naming all of them, so a misconfigured deployment is
+fixed in one round. ``get_settings`` caches the result for the process.
+
+An empty value counts as unset: ``local.settings.sample.json`` lists every key,
+optional ones with ``""``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+
+T = TypeVar("T")
+
+GRAPH_CLOUDS: Final = {
+    # name: (Graph host, token scope, Entra authority host)
+    "global": (
+        "https://graph.microsoft.com",
+        "https://graph.microsoft.com/.default",
+        "login.microsoftonline.com",
+    ),
+    "usgov": (
+        "https://graph.microsoft.us",
+        "https://graph.microsoft.us/.default",
+        "login.microsoftonline.us",
+    ),
+    "usgovdod": (
+        "https://dod-graph.microsoft.us",
+        "https://dod-graph.microsoft.us/.default",
+        "login.microsoftonline.us",
+    ),
+    "china": (
+        "https://microsoftgraph.chinacloudapi.cn",
+        "https://microsoftgraph.chinacloudapi.cn/.default",
+        "login.chinacloudapi.cn",
+    ),
+}
+CREDENTIAL_KINDS: Final = (
+    "auto",
+    "managed_identity",
+    "client_secret",
+    "certificate",
+    "workload_identity",
+)
+LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+
+_QUEUE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_HTML = re.compile(r"<\s*/?\s*[A-Za-z][^>]*>")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the app reads; see README "Settings" for each key."""
+
+    # Storage (the Functions host's own connection, shared with the app's clients).
+    storage_connection_string: str | None
+    storage_queue_service_uri: str | None
+    storage_table_service_uri: str | None
+    storage_client_id: str | None
+    signup_queue: str
+    signup_table: str
+    # Invitation.
+    invite_redirect_url: str
+    invite_user_type: str
+    invite_send_message: bool
+    invite_message_language: str | None
+    invite_message_body: str | None
+    invite_cc_address: str | None
+    invite_sponsor_ids: tuple[str, ...]
+    # Graph endpoint and credentials.
+    graph_cloud: str
+    graph_base_url: str
+    graph_scope: str
+    graph_credential: str
+    authority_host: str
+    tenant_id: str | None
+    client_id: str | None
+    client_secret: str | None = field(repr=False)
+    client_certificate_path: str | None
+    client_certificate_password: str | None = field(repr=False)
+    federated_token_file: str | None
+    graph_timeout_seconds: float
+    # Pacing inside Graph's write budget.
+    graph_pacing_enabled: bool
+    graph_write_budget: int
+    graph_write_window_seconds: float
+
+    @property
+    def graph_host(self) -> str:
+        """Host name of the Graph endpoint in use (for the auth provider's allow-list)."""
+        return urlsplit(self.graph_base_url).hostname or ""
+
+
+# Every environment key Settings reads, in the order of the README table.
+SETTING_KEYS: Final = (
+    "AzureWebJobsStorage",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
+    "AzureWebJobsStorage__clientId",
+    "SIGNUP_QUEUE",
+    "SIGNUP_TABLE",
+    "INVITE_REDIRECT_URL",
+    "INVITE_USER_TYPE",
+    "INVITE_SEND_MESSAGE",
+    "INVITE_MESSAGE_LANGUAGE",
+    "INVITE_MESSAGE_BODY",
+    "INVITE_CC_ADDRESS",
+    "INVITE_SPONSOR_IDS",
+    "GRAPH_CLOUD",
+    "GRAPH_BASE_URL",
+    "GRAPH_CREDENTIAL",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "GRAPH_TIMEOUT_SECONDS",
+    "GRAPH_PACING_ENABLED",
+    "GRAPH_WRITE_BUDGET",
+    "GRAPH_WRITE_WINDOW_SECONDS",
+)
+# Keys the sample lists that are read by the Functions host or azure-identity, not by Settings.
+EXTERNAL_KEYS: Final = ("FUNCTIONS_WORKER_RUNTIME", "IDENTITY_ENDPOINT", "IDENTITY_HEADER")
+
+
+class _Reader:
+    """Reads keys from a mapping, collecting problems instead of raising at the first."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: dict[str, str] = {}
+
+    def raw(self, key: str) -> str | None:
+        value = self.env.get(key)
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def optional(self, key: str, check: Callable[[str], T] | None = None) -> T | str | None:
+        value = self.raw(key)
+        if value is None or check is None:
+            return value
+        try:
+            return check(value)
+        except ValueError as exc:
+            self.problems[key] = str(exc)
+            return None
+
+    def required(self, key: str, check: Callable[[str], Any] | None = None) -> Any:
+        value = self.raw(key)
+        if value is None:
+            self.problems[key] = "required but not set"
+            return None
+        return self.optional(key, check)
+
+    def default(self, key: str, default: T, check: Callable[[str], T]) -> T:
+        value = self.raw(key)
+        if value is None:
+            return default
+        try:
+            return check(value)
+        except ValueError as exc:
+            self.problems[key] = str(exc)
+            return default
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in {"true", "1", "yes", "on"}:
+        return True
+    if lowered in {"false", "0", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+    if number <= 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError("must be a finite number greater than 0")
+    return number
+
+
+def _one_of(*allowed: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}; got {value!r}")
+        return value
+
+    return check
+
+
+def _url(value: str) -> str:
+    """An absolute URL; plain http only for loopback hosts (local development)."""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"expected an absolute http(s) URL, got {value!r}")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ValueError("plain http is allowed only for localhost; use https")
+    return value.rstrip("/")
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not regex.match(value):
+            raise ValueError(f"{value!r} is not a valid {what}")
+        return value
+
+    return check
+
+
+def _guid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a GUID") from None
+
+
+def _guid_list(value: str) -> tuple[str, ...]:
+    ids = tuple(_guid(part.strip()) for part in value.split(",") if part.strip())
+    if len(ids) > 5:
+        # Graph documents no limit; keep a sane one so a typo cannot fan out.
+        raise ValueError("at most 5 sponsor ids")
+    return ids
+
+
+def _plain_text(value: str) -> str:
+    if _HTML.search(value):
+        raise ValueError("must be plain text (Graph allows no HTML in customizedMessageBody)")
+    return value
+
+
+def _email(value: str) -> str:
+    # Imported here: validation imports settings-free helpers only, but keep the graph tidy.
+    from .validation import normalise_email
+
+    return normalise_email(value)
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Build ``Settings`` from ``env``; raise ``ConfigurationError`` naming every problem."""
+    r = _Reader(env)
+
+    connection = r.optional("AzureWebJobsStorage")
+    queue_uri = r.optional("AzureWebJobsStorage__queueServiceUri", _url)
+    table_uri = r.optional("AzureWebJobsStorage__tableServiceUri", _url)
+    if connection is None and not (queue_uri and table_uri):
+        r.problems["AzureWebJobsStorage"] = (
+            "set a connection string, or both AzureWebJobsStorage__queueServiceUri and "
+            "AzureWebJobsStorage__tableServiceUri for an identity-based connection"
+        )
+
+    cloud = r.default("GRAPH_CLOUD", "global", _one_of(*GRAPH_CLOUDS))
+    cloud_url, scope, authority = GRAPH_CLOUDS[cloud]
+    base_url = r.optional("GRAPH_BASE_URL", _url) or f"{cloud_url}/v1.0"
+
+    credential = r.default("GRAPH_CREDENTIAL", "auto", _one_of(*CREDENTIAL_KINDS))
+    tenant_id = r.optional("AZURE_TENANT_ID")
+    client_id = r.optional("AZURE_CLIENT_ID")
+    secret = r.optional("AZURE_CLIENT_SECRET")
+    cert_path = r.optional("AZURE_CLIENT_CERTIFICATE_PATH")
+    token_file = r.optional("AZURE_FEDERATED_TOKEN_FILE")
+    if credential == "auto":
+        credential = (
+            "client_secret" if secret
+            else "certificate" if cert_path
+            else "workload_identity" if token_file
+            else "managed_identity"
+        )
+    needs = {
+        "client_secret": ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"),
+        "certificate": ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_CERTIFICATE_PATH"),
+        "workload_identity": ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE"),
+    }.get(credential, ())
+    for key in needs:
+        if r.raw(key) is None:
+            r.problems[key] = f"required when GRAPH_CREDENTIAL is {credential}"
+
+    budget = r.default("GRAPH_WRITE_BUDGET", 3000, _positive_int)
+    window = r.default("GRAPH_WRITE_WINDOW_SECONDS", 150.0, _positive_float)
+
+    settings = Settings(
+        storage_connection_string=connection,
+        storage_queue_service_uri=queue_uri,
+        storage_table_service_uri=table_uri,
+        storage_client_id=r.optional("AzureWebJobsStorage__clientId"),
+        signup_queue=r.default("SIGNUP_QUEUE", "signups", _pattern(_QUEUE_NAME, "queue name")),
+        signup_table=r.default("SIGNUP_TABLE", "signups", _pattern(_TABLE_NAME, "table name")),
+        invite_redirect_url=r.required("INVITE_REDIRECT_URL", _url),
+        invite_user_type=r.default("INVITE_USER_TYPE", "Guest", _one_of("Guest", "Member")),
+        invite_send_message=r.default("INVITE_SEND_MESSAGE", True, _boolean),
+        invite_message_language=r.optional(
+            "INVITE_MESSAGE_LANGUAGE", _pattern(_LANGUAGE, "ISO 639 language tag")
+        ),
+        invite_message_body=r.optional("INVITE_MESSAGE_BODY", _plain_text),
+        invite_cc_address=r.optional("INVITE_CC_ADDRESS", _email),
+        invite_sponsor_ids=r.default("INVITE_SPONSOR_IDS", (), _guid_list),
+        graph_cloud=cloud,
+        graph_base_url=base_url,
+        graph_scope=scope,
+        graph_credential=credential,
+        authority_host=r.optional("AZURE_AUTHORITY_HOST") or authority,
+        tenant_id=tenant_id,
+        client_id=client_id,
+        client_secret=secret,
+        client_certificate_path=cert_path,
+        client_certificate_password=r.optional("AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+        federated_token_file=token_file,
+        graph_timeout_seconds=r.default("GRAPH_TIMEOUT_SECONDS", 30.0, _positive_float),
+        graph_pacing_enabled=r.default("GRAPH_PACING_ENABLED", True, _boolean),
+        graph_write_budget=budget,
+        graph_write_window_seconds=window,
+    )
+    if r.problems:
+        raise ConfigurationError(r.problems)
+    return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from ``os.environ`` on first use."""
+    import os
+
+    return load_settings(os.environ)
+
+
+def setting_field_names() -> tuple[str, ...]:
+    """Names of the ``Settings`` fields (used by tests to check nothing is unlisted)."""
+    return tuple(f.name for f in fields(Settings))

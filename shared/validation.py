@@ -1,0 +1,196 @@
+"""Parsing and validation of a sign-up request body.
+
+``parse_signup`` turns the raw body and its content type into a ``SignupForm``
+or raises a ``RequestError`` subclass; a ``ValidationFailed`` carries every
+field's problems at once. Email addresses are normalised once here (trimmed,
+domain lower-cased and IDNA-encoded) and that form is what is stored and
+invited. The rules for the address follow Microsoft Graph's documented
+restrictions on ``invitedUserEmailAddress`` (see ``graph_emulator/spec``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qsl
+
+from .errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+MAX_BODY_BYTES: Final = 16 * 1024
+FIELDS: Final = ("email", "displayName", "company", "justification")
+REQUIRED: Final = frozenset({"email", "displayName"})
+MAX_LENGTH: Final = {"email": 254, "displayName": 256, "company": 256, "justification": 2000}
+# Characters Graph refuses in invitedUserEmailAddress (its docs' table), plus '@' in the local part.
+GRAPH_FORBIDDEN: Final = frozenset('~!#$%^&*()+=[]{}\\/|;:"<>?,')
+_LOCAL_ALLOWED = re.compile(r"^[A-Za-z0-9._'`-]+$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+JSON_TYPES: Final = frozenset({"application/json"})
+FORM_TYPES: Final = frozenset({"application/x-www-form-urlencoded"})
+
+
+@dataclass(frozen=True)
+class SignupForm:
+    """A validated sign-up: normalised email and trimmed text fields."""
+
+    email: str
+    display_name: str
+    company: str | None
+    justification: str | None
+
+    @property
+    def domain(self) -> str:
+        """The (IDNA-encoded, lower-case) domain of the email address."""
+        return self.email.rsplit("@", 1)[1]
+
+
+class InvalidEmail(ValueError):
+    """An email address Graph would refuse; the message says why."""
+
+
+def normalise_email(raw: str) -> str:
+    """Trim, lower-case and IDNA-encode the domain; raise ``InvalidEmail`` if Graph would refuse it."""
+    value = unicodedata.normalize("NFC", raw.strip())
+    if not value:
+        raise InvalidEmail("is empty")
+    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in value):
+        raise InvalidEmail("must not contain spaces or control characters")
+    if value.count("@") != 1:
+        raise InvalidEmail("must be one address of the form name@domain")
+    local, domain = value.split("@")
+    if not local or not domain:
+        raise InvalidEmail("must be one address of the form name@domain")
+    forbidden = sorted(set(local) & GRAPH_FORBIDDEN)
+    if forbidden:
+        hint = " (plus-addressing is not supported)" if "+" in forbidden else ""
+        raise InvalidEmail(f"must not contain {' '.join(forbidden)}{hint}")
+    if not _LOCAL_ALLOWED.match(local):
+        raise InvalidEmail("the part before @ may use only letters a-z, digits and . _ - '")
+    if len(local) > 64:
+        raise InvalidEmail("the part before @ is longer than 64 characters")
+    if local[0] in ".-" or local[-1] in ".-":
+        raise InvalidEmail("the part before @ must not start or end with . or -")
+    if ".." in local:
+        raise InvalidEmail("the part before @ must not contain two dots in a row")
+    try:
+        ascii_domain = domain.rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise InvalidEmail("has a domain that is not a valid internationalised name") from None
+    labels = ascii_domain.split(".")
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise InvalidEmail("has a domain that is not a valid host name")
+    if labels[-1].isdigit():
+        raise InvalidEmail("has a domain that is not a valid host name")
+    address = f"{local}@{ascii_domain}"
+    if len(address) > MAX_LENGTH["email"]:
+        raise InvalidEmail(f"is longer than {MAX_LENGTH['email']} characters")
+    return address
+
+
+def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
+    """Split a Content-Type header into its lower-cased media type and parameters."""
+    if not content_type:
+        return "", {}
+    head, *params = content_type.split(";")
+    parsed = {}
+    for param in params:
+        name, _, value = param.partition("=")
+        parsed[name.strip().lower()] = value.strip().strip('"').lower()
+    return head.strip().lower(), parsed
+
+
+def _decode(body: bytes, charset: str) -> str:
+    if charset not in {"utf-8", "utf8", "us-ascii"}:
+        raise UnsupportedMediaType(f"charset {charset!r} is not supported; send UTF-8")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationFailed({"body": ["is not valid UTF-8"]}, "The body is not valid UTF-8.") from None
+
+
+def _read_fields(content_type: str | None, body: bytes) -> dict[str, object]:
+    kind, params = media_type(content_type)
+    if kind not in JSON_TYPES | FORM_TYPES:
+        shown = kind or "none"
+        raise UnsupportedMediaType(
+            f"Content-Type {shown!r} is not supported; send application/json or "
+            "application/x-www-form-urlencoded."
+        )
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"The body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted.")
+    text = _decode(body, params.get("charset", "utf-8"))
+    if kind in JSON_TYPES:
+        try:
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:
+            raise ValidationFailed({"body": [f"is not valid JSON ({exc})"]}, "The body is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise ValidationFailed({"body": ["must be a JSON object"]}, "The body must be a JSON object.")
+        return data
+    pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
+    data_form: dict[str, object] = {}
+    duplicates: dict[str, list[str]] = {}
+    for key, value in pairs:
+        if key in data_form:
+            duplicates[key] = ["is given more than once"]
+        data_form[key] = value
+    if duplicates:
+        raise ValidationFailed(duplicates)
+    return data_form
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _check_text(field: str, value: str, problems: list[str]) -> str:
+    allow_newlines = field == "justification"
+    for ch in value:
+        if unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} and not (
+            allow_newlines and ch in "\r\n\t"
+        ):
+            problems.append("must not contain control characters")
+            break
+    value = unicodedata.normalize("NFC", value.strip())
+    if len(value) > MAX_LENGTH[field]:
+        problems.append(f"must be at most {MAX_LENGTH[field]} characters")
+    return value
+
+
+def parse_signup(content_type: str | None, body: bytes) -> SignupForm:
+    """Parse and validate a sign-up body; raise a ``RequestError`` describing every problem."""
+    data = _read_fields(content_type, body)
+    errors: dict[str, list[str]] = {}
+    for unknown in sorted(set(data) - set(FIELDS)):
+        errors[unknown] = ["is not a known field"]
+    values: dict[str, str | None] = {}
+    for name in FIELDS:
+        raw = data.get(name)
+        problems: list[str] = []
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            if name in REQUIRED:
+                problems.append("is required")
+            values[name] = None
+        elif not isinstance(raw, str):
+            problems.append("must be a string")
+        elif name == "email":
+            try:
+                values[name] = normalise_email(raw)
+            except InvalidEmail as exc:
+                problems.append(str(exc))
+        else:
+            values[name] = _check_text(name, raw, problems)
+        if problems:
+            errors[name] = problems
+    if errors:
+        raise ValidationFailed(errors)
+    email, display_name = values["email"], values["displayName"]
+    assert email is not None and display_name is not None  # guaranteed by REQUIRED above
+    return SignupForm(
+        email=email,
+        display_name=display_name,
+        company=values["company"],
+        justification=values["justification"],
+    )

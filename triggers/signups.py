@@ -1,0 +1,101 @@
+"""Sign-up triggers: HTTP intake and status, the invitation queue consumer and its poison queue."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit, urlunsplit
+
+import azure.functions as func
+
+from shared import problems
+from shared.errors import RequestError, StorageError
+from shared.hostconfig import queue_options
+from shared.services import get_services
+from shared.storage import decode_message
+from shared.validation import parse_signup
+from shared.worker import Delivery
+
+from .http import guarded, json_response, problem_response
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+
+# Every method is routed here so that the wrong one gets a 405 problem, not the host's bare 404.
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+
+
+@bp.function_name("submit_signup")
+@bp.route(route="signups", methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
+async def submit_signup(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/signups: validate, record, enqueue, answer 202."""
+    if req.method != "POST":
+        return problem_response(problems.method_not_allowed(req.method, "POST"))
+
+    async def handle() -> func.HttpResponse:
+        try:
+            form = parse_signup(req.headers.get("Content-Type"), req.get_body())
+            signup = await get_services().intake.submit(form)
+        except RequestError as exc:
+            return problem_response(problems.from_request_error(exc))
+        except StorageError as exc:
+            log.warning("http.intake_unavailable error=%s", type(exc.__cause__ or exc).__name__)
+            return problem_response(problems.unavailable())
+        parts = urlsplit(req.url)
+        location = f"{parts.path.rstrip('/')}/{signup.id}"
+        status_url = urlunsplit((parts.scheme, parts.netloc, location, "", ""))
+        return json_response(
+            202,
+            {"id": signup.id, "status": signup.status.value, "statusUrl": status_url},
+            {"Location": location},
+        )
+
+    return await guarded(handle)
+
+
+@bp.function_name("get_signup")
+@bp.route(route="signups/{id}", methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
+async def get_signup(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/signups/{id}: the anonymous status view."""
+    if req.method not in {"GET", "HEAD"}:
+        return problem_response(problems.method_not_allowed(req.method, "GET"))
+
+    async def handle() -> func.HttpResponse:
+        try:
+            view = await get_services().intake.public_status(req.route_params.get("id", ""))
+        except StorageError:
+            return problem_response(problems.unavailable())
+        if view is None:
+            return problem_response(problems.not_found("sign-up with that id"))
+        return json_response(200, view)
+
+    return await guarded(handle)
+
+
+def _signup_id(msg: func.QueueMessage) -> str | None:
+    try:
+        return decode_message(msg.get_body().decode("utf-8"))
+    except ValueError:
+        # Not ours (or corrupted): nothing to record it against, so drop it, loudly.
+        log.error("queue.malformed_message message_id=%s", msg.id)
+        return None
+
+
+@bp.function_name("invite_signup")
+@bp.queue_trigger(arg_name="msg", queue_name="%SIGNUP_QUEUE%", connection="AzureWebJobsStorage")
+async def invite_signup(msg: func.QueueMessage) -> None:
+    """Queue consumer: one delivery of the invitation state machine (raises to be retried)."""
+    signup_id = _signup_id(msg)
+    if signup_id is None:
+        return
+    delivery = Delivery(signup_id, msg.dequeue_count or 1, queue_options().max_dequeue_count)
+    await get_services().worker.process(delivery)
+
+
+@bp.function_name("finalise_poisoned_signup")
+@bp.queue_trigger(arg_name="msg", queue_name="%SIGNUP_QUEUE%-poison", connection="AzureWebJobsStorage")
+async def finalise_poisoned_signup(msg: func.QueueMessage) -> None:
+    """Poison-queue consumer: make sure a given-up sign-up ends in a visible ``failed``."""
+    signup_id = _signup_id(msg)
+    if signup_id is not None:
+        await get_services().worker.finalise_poisoned(signup_id)
