@@ -1,0 +1,122 @@
+"""Fixtures: a real Azurite and a real Graph emulator (over HTTP), started and stopped here."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from devhost.processes import azurite_connection_string, free_port, start_azurite
+from graph_emulator.server import Config, GraphEmulator
+from shared.services import Services, build_services
+from shared.settings import Settings, load_settings
+
+IDENTITY_HEADER = "test-identity-header"
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh Azurite on free ports; yields its connection string."""
+    root = tmp_path_factory.mktemp("azurite")
+    blob, queue, table = free_port(), free_port(), free_port()
+    service = start_azurite(root / "data", root, blob, queue, table)
+    try:
+        yield azurite_connection_string(queue, table, blob)
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+async def emulator_server() -> AsyncIterator[tuple[GraphEmulator, str]]:
+    """The Graph emulator served over real HTTP on the test loop; yields (emulator, base URL)."""
+    emulator = GraphEmulator(Config(identity_header=IDENTITY_HEADER))
+    runner = web.AppRunner(emulator.make_app(), access_log=None)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    base = f"http://127.0.0.1:{port}"
+    # azure-identity's ManagedIdentityCredential reads these from the process environment.
+    saved = {k: os.environ.get(k) for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
+    os.environ["IDENTITY_ENDPOINT"] = f"{base}/msi/token"
+    os.environ["IDENTITY_HEADER"] = IDENTITY_HEADER
+    try:
+        yield emulator, base
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def emulator(emulator_server: tuple[GraphEmulator, str]) -> GraphEmulator:
+    """The emulator, reset to an empty directory with the default config."""
+    em, _ = emulator_server
+    em.config = Config(identity_header=IDENTITY_HEADER)
+    em.reset()
+    return em
+
+
+@pytest.fixture
+def graph_base(emulator_server: tuple[GraphEmulator, str]) -> str:
+    return emulator_server[1]
+
+
+def unique_names() -> dict[str, str]:
+    """A queue and table of their own, so tests cannot see each other's messages."""
+    suffix = uuid.uuid4().hex[:12]
+    return {"SIGNUP_QUEUE": f"signups-{suffix}", "SIGNUP_TABLE": f"signups{suffix}"}
+
+
+@pytest.fixture
+def app_env(azurite: str, graph_base: str) -> dict[str, str]:
+    """Settings environment pointing at the test Azurite and emulator."""
+    return {
+        "AzureWebJobsStorage": azurite,
+        "INVITE_REDIRECT_URL": "https://myapps.microsoft.com/?tenantid=72f988bf-0000-4000-8000-00000000e2e0",
+        "GRAPH_BASE_URL": f"{graph_base}/v1.0",
+        "GRAPH_CREDENTIAL": "managed_identity",
+        "GRAPH_TIMEOUT_SECONDS": "5",
+        **unique_names(),
+    }
+
+
+@pytest.fixture
+def settings(app_env: dict[str, str]) -> Settings:
+    return load_settings(app_env)
+
+
+@pytest.fixture
+async def services(settings: Settings, emulator: GraphEmulator) -> AsyncIterator[Services]:
+    """Real services (Azurite + emulator), installed as the process's services for the triggers."""
+    import shared.services as module
+
+    built = build_services(settings)
+    previous = module._services
+    module._services = built
+    try:
+        yield built
+    finally:
+        module._services = previous
+        await built.aclose()
+
+
+def problem_of(body: Any) -> dict[str, Any]:
+    """Assert the RFC 9457 members are there and return the body."""
+    assert isinstance(body, dict)
+    for member in ("type", "title", "status", "detail"):
+        assert member in body, f"problem lacks {member}: {body}"
+    return body
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

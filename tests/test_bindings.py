@@ -1,0 +1,74 @@
+"""Every function's trigger and bindings, checked through app.get_functions() without a host."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+from function_app import app
+from shared.hostconfig import QueueOptions, queue_options
+from shared.storage import QUEUE_MESSAGE_ENCODING
+
+
+def _bindings() -> dict[str, list[dict[str, object]]]:
+    app.functions_bindings = None  # get_functions() refuses a second call on the same app otherwise
+    return {f.get_function_name(): f.get_bindings_dict()["bindings"] for f in app.get_functions()}
+
+
+def _norm(value: object) -> object:
+    if isinstance(value, list):
+        return [_norm(v) for v in value]
+    return getattr(value, "value", value)
+
+
+def test_exactly_these_functions_are_registered() -> None:
+    """The app registers the intake, status, worker and poison functions and nothing else."""
+    assert set(_bindings()) == {"submit_signup", "get_signup", "invite_signup", "finalise_poisoned_signup"}
+
+
+def test_http_routes() -> None:
+    """The HTTP API's routes are the contract: /api/signups and /api/signups/{id}, anonymous."""
+    bindings = _bindings()
+    for name, route in (("submit_signup", "signups"), ("get_signup", "signups/{id}")):
+        trigger = bindings[name][0]
+        assert trigger["type"] == "httpTrigger"
+        assert trigger["route"] == route
+        assert _norm(trigger["authLevel"]) == "anonymous"
+        # Every method reaches the function so that a wrong one gets a 405 problem.
+        assert {"GET", "POST", "PUT", "PATCH", "DELETE"} <= set(_norm(trigger["methods"]))  # type: ignore[arg-type]
+        assert bindings[name][1]["type"] == "http"
+
+
+def test_queue_triggers_name_the_queue_through_app_settings() -> None:
+    """Queue names come from %SIGNUP_QUEUE%, never from the environment at import."""
+    bindings = _bindings()
+    worker, poison = bindings["invite_signup"], bindings["finalise_poisoned_signup"]
+    assert len(worker) == 1 and len(poison) == 1
+    assert worker[0]["type"] == "queueTrigger"
+    assert worker[0]["queueName"] == "%SIGNUP_QUEUE%"
+    assert poison[0]["queueName"] == "%SIGNUP_QUEUE%-poison"
+    assert worker[0]["connection"] == poison[0]["connection"] == "AzureWebJobsStorage"
+
+
+def test_host_json_matches_what_the_code_assumes(repo_root: Path) -> None:
+    """The enqueue encoding and the worker's view of maxDequeueCount come from host.json."""
+    host = json.loads((repo_root / "host.json").read_text())
+    options = QueueOptions.from_host_json(host)
+    assert options.message_encoding == QUEUE_MESSAGE_ENCODING
+    assert queue_options() == options
+    assert options.max_dequeue_count >= 2
+    assert host["extensions"]["http"]["routePrefix"] == "api"
+
+
+def test_trigger_layer_is_the_only_azure_functions_importer(repo_root: Path) -> None:
+    """shared/ is the domain: it never imports azure.functions."""
+    offenders = []
+    for path in (repo_root / "shared").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n == "azure.functions" or n.startswith("azure.functions.") for n in names):
+                offenders.append(str(path.relative_to(repo_root)))
+    assert offenders == []

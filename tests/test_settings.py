@@ -1,0 +1,148 @@
+"""Settings: one frozen object, every problem named at once, and the sample lists every key."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.settings import EXTERNAL_KEYS, SETTING_KEYS, load_settings
+
+MINIMAL = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "INVITE_REDIRECT_URL": "https://myapps.microsoft.com"}
+
+
+def test_defaults() -> None:
+    """With only the required keys, the documented defaults apply."""
+    s = load_settings(MINIMAL)
+    assert (s.signup_queue, s.signup_table) == ("signups", "signups")
+    assert s.graph_base_url == "https://graph.microsoft.com/v1.0"
+    assert s.graph_scope == "https://graph.microsoft.com/.default"
+    assert s.graph_credential == "managed_identity"
+    assert (s.graph_write_budget, s.graph_write_window_seconds) == (3000, 150.0)
+    assert s.invite_user_type == "Guest" and s.invite_send_message is True
+
+
+def test_settings_are_frozen() -> None:
+    """Nobody can change settings after start-up."""
+    s = load_settings(MINIMAL)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.signup_queue = "other"  # type: ignore[misc]
+
+
+def test_every_problem_is_named_at_once() -> None:
+    """Missing and invalid keys are all listed in one error."""
+    env = {
+        "SIGNUP_QUEUE": "Bad_Queue",
+        "INVITE_SEND_MESSAGE": "maybe",
+        "GRAPH_CLOUD": "mars",
+        "GRAPH_WRITE_BUDGET": "-1",
+        "INVITE_REDIRECT_URL": "http://example.com",
+        "INVITE_SPONSOR_IDS": "not-a-guid",
+        "INVITE_MESSAGE_BODY": "<b>hi</b>",
+        "GRAPH_CREDENTIAL": "client_secret",
+    }
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(env)
+    assert set(info.value.problems) == {
+        "AzureWebJobsStorage",
+        "SIGNUP_QUEUE",
+        "INVITE_SEND_MESSAGE",
+        "GRAPH_CLOUD",
+        "GRAPH_WRITE_BUDGET",
+        "INVITE_REDIRECT_URL",
+        "INVITE_SPONSOR_IDS",
+        "INVITE_MESSAGE_BODY",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+    }
+    assert "INVITE_REDIRECT_URL" in str(info.value)
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    """A logged Settings object never shows the client secret."""
+    s = load_settings({**MINIMAL, "AZURE_TENANT_ID": "t", "AZURE_CLIENT_ID": "c", "AZURE_CLIENT_SECRET": "s3cr3t-value"})
+    assert s.graph_credential == "client_secret"
+    assert "s3cr3t-value" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("cloud", "url", "scope", "authority"),
+    [
+        ("global", "https://graph.microsoft.com/v1.0", "https://graph.microsoft.com/.default", "login.microsoftonline.com"),
+        ("usgov", "https://graph.microsoft.us/v1.0", "https://graph.microsoft.us/.default", "login.microsoftonline.us"),
+        ("usgovdod", "https://dod-graph.microsoft.us/v1.0", "https://dod-graph.microsoft.us/.default", "login.microsoftonline.us"),
+        ("china", "https://microsoftgraph.chinacloudapi.cn/v1.0", "https://microsoftgraph.chinacloudapi.cn/.default", "login.chinacloudapi.cn"),
+    ],
+)
+def test_national_clouds_set_url_scope_and_authority(cloud: str, url: str, scope: str, authority: str) -> None:
+    """GRAPH_CLOUD sets the base URL, the token scope and the authority together."""
+    s = load_settings({**MINIMAL, "GRAPH_CLOUD": cloud})
+    assert (s.graph_base_url, s.graph_scope, s.authority_host) == (url, scope, authority)
+
+
+def test_base_url_override_keeps_the_clouds_scope() -> None:
+    """GRAPH_BASE_URL changes where requests go, not which token audience is asked for."""
+    s = load_settings({**MINIMAL, "GRAPH_CLOUD": "usgov", "GRAPH_BASE_URL": "http://127.0.0.1:7081/v1.0"})
+    assert s.graph_base_url == "http://127.0.0.1:7081/v1.0"
+    assert s.graph_scope == "https://graph.microsoft.us/.default"
+    assert s.graph_host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("env", "kind"),
+    [
+        ({"AZURE_TENANT_ID": "t", "AZURE_CLIENT_ID": "c", "AZURE_CLIENT_SECRET": "s"}, "client_secret"),
+        ({"AZURE_TENANT_ID": "t", "AZURE_CLIENT_ID": "c", "AZURE_CLIENT_CERTIFICATE_PATH": "/c.pem"}, "certificate"),
+        ({"AZURE_TENANT_ID": "t", "AZURE_CLIENT_ID": "c", "AZURE_FEDERATED_TOKEN_FILE": "/t"}, "workload_identity"),
+        ({"AZURE_CLIENT_ID": "c"}, "managed_identity"),
+    ],
+)
+def test_auto_credential_follows_the_azure_identity_variables(env: dict[str, str], kind: str) -> None:
+    """GRAPH_CREDENTIAL=auto picks the credential the standard variables describe."""
+    assert load_settings({**MINIMAL, **env}).graph_credential == kind
+
+
+def test_identity_based_storage_connection() -> None:
+    """Service URIs instead of a connection string are enough (managed identity in Azure)."""
+    s = load_settings({
+        "INVITE_REDIRECT_URL": "https://myapps.microsoft.com",
+        "AzureWebJobsStorage__queueServiceUri": "https://acct.queue.core.windows.net",
+        "AzureWebJobsStorage__tableServiceUri": "https://acct.table.core.windows.net",
+    })
+    assert s.storage_connection_string is None
+    assert s.storage_table_service_uri == "https://acct.table.core.windows.net"
+
+
+def test_sample_lists_every_setting_and_nothing_else(repo_root: Path) -> None:
+    """local.settings.sample.json and Settings agree key for key, and the sample loads as is."""
+    values = json.loads((repo_root / "local.settings.sample.json").read_text())["Values"]
+    assert set(values) == set(SETTING_KEYS) | set(EXTERNAL_KEYS)
+    load_settings(values)  # the sample's values are valid
+
+
+def test_every_settings_key_is_read() -> None:
+    """Each key in SETTING_KEYS changes what load_settings produces (none is listed but ignored)."""
+    base = load_settings(MINIMAL)
+    for key in SETTING_KEYS:
+        if key in MINIMAL or key.startswith("AzureWebJobsStorage__"):
+            continue
+        probe = {
+            "SIGNUP_QUEUE": "other-queue", "SIGNUP_TABLE": "othertable", "INVITE_USER_TYPE": "Member",
+            "INVITE_SEND_MESSAGE": "false", "INVITE_MESSAGE_LANGUAGE": "fr-FR", "INVITE_MESSAGE_BODY": "Welcome",
+            "INVITE_CC_ADDRESS": "owner@contoso.com", "INVITE_SPONSOR_IDS": "6d1b7d5e-3c5f-4c5b-9a7a-0f0e1d2c3b4a",
+            "GRAPH_CLOUD": "china", "GRAPH_BASE_URL": "https://graph.example.com/v1.0",
+            "GRAPH_CREDENTIAL": "managed_identity", "GRAPH_TIMEOUT_SECONDS": "7", "GRAPH_PACING_ENABLED": "false",
+            "GRAPH_WRITE_BUDGET": "10", "GRAPH_WRITE_WINDOW_SECONDS": "5", "AZURE_AUTHORITY_HOST": "login.example",
+            "AZURE_CLIENT_CERTIFICATE_PASSWORD": "pw",
+        }.get(key, "value")
+        env = {**MINIMAL, key: probe}
+        if key in {"AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE"}:
+            env.update(AZURE_TENANT_ID="t", AZURE_CLIENT_ID="c")
+        if key == "GRAPH_CREDENTIAL":
+            env["GRAPH_CREDENTIAL"] = "client_secret"
+            env.update(AZURE_TENANT_ID="t", AZURE_CLIENT_ID="c", AZURE_CLIENT_SECRET="s")
+        assert load_settings(env) != base, key
