@@ -28,7 +28,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
-from azure.storage.queue import TextBase64EncodePolicy
+from azure.storage.queue import ExponentialRetry, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
 from .errors import ConcurrencyConflict, StorageError
@@ -39,6 +39,13 @@ log = logging.getLogger(__name__)
 
 QUEUE_MESSAGE_ENCODING: Final = "base64"
 ROW_KEY: Final = "signup"
+# Intake answers a person waiting on a form: a few quick retries, then 503 with Retry-After,
+# instead of the SDKs' defaults (up to 10 retries, minutes of backoff).
+CLIENT_OPTIONS: Final[dict[str, Any]] = {"connection_timeout": 5, "read_timeout": 15}
+TABLE_RETRY: Final[dict[str, Any]] = {"retry_total": 3, "retry_backoff_factor": 0.2, "retry_backoff_max": 2}
+
+# The async queue client builds its own (async) ExponentialRetry from these keywords.
+QUEUE_RETRY: Final[dict[str, Any]] = {"retry_total": 2, "initial_backoff": 0.2, "increment_base": 1}
 # Azurite's well-known development account (public, documented by Microsoft).
 DEVELOPMENT_STORAGE: Final = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
@@ -259,11 +266,18 @@ def build_table_client(settings: Settings) -> TableClient:
     """A Table client for the sign-up table, from a connection string or an identity-based URI."""
     if settings.storage_connection_string:
         return TableClient.from_connection_string(
-            expand_connection_string(settings.storage_connection_string), settings.signup_table
+            expand_connection_string(settings.storage_connection_string),
+            settings.signup_table,
+            **CLIENT_OPTIONS,
+            **TABLE_RETRY,
         )
     assert settings.storage_table_service_uri is not None  # settings guarantee one of the two
     return TableClient(
-        settings.storage_table_service_uri, settings.signup_table, credential=_identity_credential(settings)
+        settings.storage_table_service_uri,
+        settings.signup_table,
+        credential=_identity_credential(settings),
+        **CLIENT_OPTIONS,
+        **TABLE_RETRY,
     )
 
 
@@ -276,6 +290,8 @@ def build_queue_client(settings: Settings, queue_name: str | None = None) -> Que
             expand_connection_string(settings.storage_connection_string),
             name,
             message_encode_policy=policy,
+            **QUEUE_RETRY,
+            **CLIENT_OPTIONS,
         )
     assert settings.storage_queue_service_uri is not None
     return QueueClient(
@@ -283,4 +299,6 @@ def build_queue_client(settings: Settings, queue_name: str | None = None) -> Que
         name,
         credential=_identity_credential(settings),
         message_encode_policy=policy,
+        **QUEUE_RETRY,
+        **CLIENT_OPTIONS,
     )
