@@ -154,6 +154,10 @@ class Recorded:
     status: int | None = None
 
 
+RID = web.RequestKey("rid", str)
+REC = web.RequestKey("rec", Recorded)
+
+
 class GraphEmulator:
     """State and handlers of one emulator instance."""
 
@@ -278,9 +282,9 @@ class GraphEmulator:
         if request.path.startswith("/_emulator") or not request.path.startswith("/v1.0/"):
             return await handler(request)
         rid = str(uuid.uuid4())
-        request["rid"] = rid
+        request[RID] = rid
         rec = self._record(request, None)
-        request["rec"] = rec
+        request[REC] = rec
         await self._latency()
         if not self._authorised(request):
             response: web.StreamResponse = graph_error(
@@ -367,7 +371,7 @@ class GraphEmulator:
         return "https://login.microsoftonline.com/redeem?rd=" + quote(inner, safe="")
 
     async def post_invitation(self, request: web.Request) -> web.Response:
-        rid, rec = request["rid"], request["rec"]
+        rid, rec = request[RID], request[REC]
         body = await self._read_json(request, rec, rid)
         invalid = self._check(rec, "invitation", body, rid)
         if invalid is not None:
@@ -449,8 +453,8 @@ class GraphEmulator:
         return False
 
     async def list_users(self, request: web.Request) -> web.Response:
-        rid = request["rid"]
-        request["rec"].operation = "list-users"
+        rid = request[RID]
+        request[REC].operation = "list-users"
         fault = self._fault("list-users", None)
         if fault is not None:
             return await self._apply_fault(fault, request, rid)  # type: ignore[return-value]
@@ -478,15 +482,15 @@ class GraphEmulator:
         return web.json_response(body, headers={"request-id": rid})
 
     async def get_user(self, request: web.Request) -> web.Response:
-        rid = request["rid"]
-        request["rec"].operation = "get-user"
+        rid = request[RID]
+        request[REC].operation = "get-user"
         user = self.users.get(request.match_info["user_id"])
         if user is None:
             return graph_error(404, "Request_ResourceNotFound", f"Resource '{request.match_info['user_id']}' does not exist.", rid)
         return web.json_response(self._select(user, request.query.get("$select")), headers={"request-id": rid})
 
     async def patch_user(self, request: web.Request) -> web.Response:
-        rid, rec = request["rid"], request["rec"]
+        rid, rec = request[RID], request[REC]
         body = await self._read_json(request, rec, rid)
         invalid = self._check(rec, "user-update", body, rid)
         if invalid is not None:
@@ -501,7 +505,7 @@ class GraphEmulator:
         return web.Response(status=204, headers={"request-id": rid})
 
     async def add_member(self, request: web.Request) -> web.Response:
-        rid, rec = request["rid"], request["rec"]
+        rid, rec = request[RID], request[REC]
         body = await self._read_json(request, rec, rid)
         invalid = self._check(rec, "group-member-ref", body, rid)
         if invalid is not None:

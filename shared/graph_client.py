@@ -257,9 +257,8 @@ class MsGraphDirectory:
                 error = classify(exc)
                 if isinstance(error, TransientGraphError) and error.status == 429:
                     self._pacer.throttled(error.retry_after)
-                    pause = error.retry_after or 1.0
-                    if waited + pause <= self._max_throttle_wait:
-                        waited += pause
+                    # The pause itself is spent inside the next acquire(), which adds it to `waited`.
+                    if waited + (error.retry_after or 1.0) <= self._max_throttle_wait:
                         continue
                 raise error from exc
             headers = inspect.response_headers

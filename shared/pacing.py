@@ -23,7 +23,12 @@ log = logging.getLogger(__name__)
 
 
 class WritePacer:
-    """A token bucket of ``budget`` writes refilled evenly over ``window`` seconds."""
+    """A token bucket of ``budget`` writes refilled evenly over ``window`` seconds.
+
+    ``headroom`` (default 2.5 %) is kept back from both the burst and the rate: a
+    client that paces at exactly Graph's refill rate meets a 429 whenever network
+    jitter lands a request a moment before its token exists at Graph.
+    """
 
     def __init__(
         self,
@@ -31,15 +36,16 @@ class WritePacer:
         window: float,
         *,
         enabled: bool = True,
+        headroom: float = 0.025,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if budget <= 0 or window <= 0:
-            raise ValueError("budget and window must be positive")
-        self.budget = budget
+        if budget <= 0 or window <= 0 or not 0 <= headroom < 1:
+            raise ValueError("budget and window must be positive, headroom in [0, 1)")
         self.window = window
         self.enabled = enabled
-        self.rate = budget / window  # writes per second
+        self.budget = max(1, min(budget - 1, int(budget * (1 - headroom)))) if headroom else budget
+        self.rate = budget * (1 - headroom) / window  # writes per second
         self._clock = clock
         self._sleep = sleep
         self._tokens = float(budget)

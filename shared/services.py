@@ -14,7 +14,7 @@ from .directory import Directory, InvitationOptions
 from .graph_client import MsGraphDirectory, build_credential, build_graph_client
 from .intake import Intake
 from .pacing import WritePacer
-from .settings import Settings, get_settings
+from .settings import GRAPH_CLOUDS, Settings, get_settings
 from .storage import StorageQueue, TableSignupStore, build_queue_client, build_table_client
 from .worker import InvitationWorker
 
@@ -58,7 +58,8 @@ def build_services(settings: Settings) -> Services:
         build_graph_client(settings, credential),
         pacer,
         max_throttle_wait=MAX_THROTTLE_WAIT,
-        directory_object_base=settings.graph_base_url,
+        # @odata.id names the object by its canonical Graph URL, even when requests go elsewhere.
+        directory_object_base=f"{GRAPH_CLOUDS[settings.graph_cloud][0]}/v1.0",
     )
     store = TableSignupStore(table)
     log.info(

@@ -25,7 +25,7 @@ class FakeTime:
 
 
 def _pacer(t: FakeTime, budget: int = 10, window: float = 5.0, enabled: bool = True) -> WritePacer:
-    return WritePacer(budget, window, enabled=enabled, clock=t.clock, sleep=t.sleep)
+    return WritePacer(budget, window, enabled=enabled, headroom=0.0, clock=t.clock, sleep=t.sleep)
 
 
 async def test_a_full_bucket_lets_the_budget_through_at_once() -> None:
@@ -86,3 +86,12 @@ async def test_disabled_pacer_never_waits() -> None:
     t = FakeTime()
     pacer = _pacer(t, budget=1, window=100.0, enabled=False)
     assert [await pacer.acquire() for _ in range(5)] == [0.0] * 5
+
+
+async def test_headroom_keeps_the_pacer_under_the_budget() -> None:
+    """By default the pacer keeps 2.5 % of burst and rate back for jitter and other writers."""
+    t = FakeTime()
+    pacer = WritePacer(300, 15.0, clock=t.clock, sleep=t.sleep)
+    assert pacer.budget == 292
+    assert pacer.rate == pytest.approx(19.5)
+    assert WritePacer(20, 1.0).budget == 19  # at least one token of slack

@@ -1,0 +1,331 @@
+"""The real msgraph-sdk client against the Graph emulator over HTTP: bodies, faults, credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from graph_emulator import schema
+from graph_emulator.server import Fault, GraphEmulator, http_date
+from shared.directory import Invitation, InvitationOptions
+from shared.errors import PermanentGraphError, TransientGraphError
+from shared.graph_client import (
+    MsGraphDirectory,
+    build_credential,
+    build_graph_client,
+    classify,
+    email_filter,
+    parse_retry_after,
+)
+from shared.pacing import WritePacer
+from shared.settings import Settings, load_settings
+
+OPTIONS = InvitationOptions(redirect_url="https://myapps.microsoft.com")
+
+
+@pytest.fixture
+async def directory(settings: Settings, emulator: GraphEmulator):  # type: ignore[no-untyped-def]
+    credential = build_credential(settings)
+    client = build_graph_client(settings, credential)
+    pacer = WritePacer(settings.graph_write_budget, settings.graph_write_window_seconds)
+    yield MsGraphDirectory(client, pacer, max_throttle_wait=5.0)
+    await credential.close()
+
+
+def _posts(emulator: GraphEmulator, operation: str = "invitation") -> list[Any]:
+    return [r for r in emulator.requests if r.operation == operation]
+
+
+async def test_invitation_round_trip(directory: MsGraphDirectory, emulator: GraphEmulator) -> None:
+    """201 gives the invitation id, the guest's object id, the status and the redeem URL."""
+    result = await directory.invite(Invitation("sam@fabrikam.com", "Sam Guest", OPTIONS))
+    assert result.status == "PendingAcceptance"
+    assert result.redeem_url and result.redeem_url.startswith("https://login.microsoftonline.com/redeem?rd=")
+    assert result.request_id
+    guest = emulator.users[result.invited_user_id or ""]
+    assert guest["userPrincipalName"] == "sam_fabrikam.com#EXT#@contoso.onmicrosoft.com"
+    assert guest["userType"] == "Guest"
+    [post] = _posts(emulator)
+    assert post.body == {
+        "invitedUserEmailAddress": "sam@fabrikam.com",
+        "inviteRedirectUrl": "https://myapps.microsoft.com",
+        "invitedUserDisplayName": "Sam Guest",
+        "invitedUserType": "Guest",
+        "sendInvitationMessage": True,
+    }
+    assert post.headers["Authorization"] == "<redacted>"
+
+
+async def test_reinvite_returns_same_user_with_new_redeem_url(directory: MsGraphDirectory) -> None:
+    """Graph's documented behaviour, mirrored: same user, fresh redeem URL."""
+    first = await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
+    second = await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
+    assert first.invited_user_id == second.invited_user_id
+    assert first.redeem_url != second.redeem_url
+
+
+async def test_every_option_is_sent_and_conforms(directory: MsGraphDirectory, emulator: GraphEmulator) -> None:
+    """Message info, cc, sponsors, user type, conversion and reset all serialise to schema-valid bodies."""
+    sponsor = emulator.add_user(displayName="Owner", mail="owner@contoso.com")
+    internal = emulator.add_user(displayName="Adele", mail="adele@fabrikam.com")
+    full = InvitationOptions(
+        redirect_url="https://myapps.microsoft.com",
+        user_type="Guest",
+        send_message=True,
+        message_body="Welcome to Contoso's partner workspace.",
+        cc_address="owner@contoso.com",
+        sponsor_ids=(sponsor["id"],),
+    )
+    await directory.invite(Invitation("kim@fabrikam.com", "Kim", full))
+    await directory.invite(Invitation("lee@fabrikam.com", "Lee", InvitationOptions(
+        redirect_url="https://myapps.microsoft.com", message_language="fr-FR")))
+    converted = await directory.invite(Invitation("adele@fabrikam.com", None, OPTIONS, invited_user_id=internal["id"]))
+    assert converted.invited_user_id == internal["id"]
+    await directory.invite(Invitation("adele@fabrikam.com", None, OPTIONS, invited_user_id=internal["id"],
+                                      reset_redemption=True))
+    posts = _posts(emulator)
+    assert [p.status for p in posts] == [201, 201, 201, 201]
+    assert all(p.findings == [] for p in posts), [p.findings for p in posts]
+    assert posts[0].body["invitedUserMessageInfo"] == {
+        "ccRecipients": [{"emailAddress": {"address": "owner@contoso.com"}}],
+        "customizedMessageBody": "Welcome to Contoso's partner workspace.",
+    }
+    assert [s["id"] for s in posts[0].body["invitedUserSponsors"]] == [sponsor["id"]]
+    assert posts[1].body["invitedUserMessageInfo"] == {"messageLanguage": "fr-FR"}
+    assert posts[2].body["invitedUser"]["id"] == internal["id"]
+    assert posts[3].body["resetRedemption"] is True
+
+
+async def test_emulator_responses_conform_to_the_schema(directory: MsGraphDirectory, graph_base: str,
+                                                        emulator: GraphEmulator) -> None:
+    """What the emulator answers is a valid invitation response per Microsoft's schema."""
+    import httpx
+
+    token = (await build_credential(load_settings({
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true", "INVITE_REDIRECT_URL": "https://x.example",
+    })).get_token("https://graph.microsoft.com/.default")).token
+    async with httpx.AsyncClient(base_url=f"{graph_base}/v1.0", headers={"Authorization": f"Bearer {token}"}) as http:
+        response = await http.post("/invitations", json={
+            "invitedUserEmailAddress": "pat@fabrikam.com", "inviteRedirectUrl": "https://myapps.microsoft.com",
+            "invitedUserMessageInfo": {"ccRecipients": [{"emailAddress": {"address": "o@contoso.com"}}]},
+        })
+        assert response.status_code == 201
+        assert schema.errors("invitation-response", response.json()) == []
+        bad = await http.post("/invitations", json={"invitedUserEmailAddress": "a+b@x.com", "inviteRedirectUrl": 5})
+        assert bad.status_code == 400
+        error = bad.json()["error"]
+        assert error["code"] == "BadRequest" and error["innerError"]["request-id"]
+        unauth = await http.post("/invitations", json={}, headers={"Authorization": "Bearer forged"})
+        assert unauth.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        pytest.param("400", "BadRequest", id="400"),
+        pytest.param("403", "Authorization_RequestDenied", id="403"),
+        pytest.param("404", "Request_ResourceNotFound", id="404"),
+    ],
+)
+async def test_permanent_faults(directory: MsGraphDirectory, emulator: GraphEmulator, kind: str, code: str) -> None:
+    """4xx (other than 408/429) are permanent, carrying Graph's code and request id."""
+    emulator.faults.append(Fault(kind=kind, address="sam@fabrikam.com"))
+    with pytest.raises(PermanentGraphError) as info:
+        await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
+    assert info.value.code == code
+    assert info.value.status == int(kind)
+    assert info.value.request_id
+    assert len(_posts(emulator)) == 1
+
+
+@pytest.mark.parametrize("kind", ["500", "503"])
+async def test_server_errors_are_transient_and_never_reposted(directory: MsGraphDirectory, emulator: GraphEmulator,
+                                                              kind: str) -> None:
+    """5xx are transient, and the SDK's retry handler does not silently POST again."""
+    emulator.faults.append(Fault(kind=kind))
+    with pytest.raises(TransientGraphError) as info:
+        await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
+    assert info.value.status == int(kind)
+    assert len(_posts(emulator)) == 1
+    if kind == "503":
+        assert info.value.retry_after == 2.0
+
+
+async def test_timeout_is_transient(app_env: dict[str, str], emulator: GraphEmulator) -> None:
+    """A Graph that does not answer within GRAPH_TIMEOUT_SECONDS is a transient Timeout."""
+    settings = load_settings({**app_env, "GRAPH_TIMEOUT_SECONDS": "0.5"})
+    emulator.config.timeout_fault_seconds = 3
+    emulator.faults.append(Fault(kind="timeout"))
+    credential = build_credential(settings)
+    directory = MsGraphDirectory(build_graph_client(settings, credential), WritePacer(10, 1))
+    try:
+        with pytest.raises(TransientGraphError) as info:
+            await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
+    finally:
+        await credential.close()
+    assert info.value.code == "Timeout"
+
+
+async def test_dropped_connection_is_transient(directory: MsGraphDirectory, emulator: GraphEmulator) -> None:
+    """A connection closed without an answer is a transient ConnectionFailed."""
+    emulator.faults.append(Fault(kind="drop"))
+    with pytest.raises(TransientGraphError) as info:
+        await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
+    assert info.value.code == "ConnectionFailed"
+
+
+async def test_429_is_retried_after_retry_after(directory: MsGraphDirectory, emulator: GraphEmulator) -> None:
+    """A throttled POST was not acted on, so it is sent again once Retry-After has passed."""
+    emulator.faults.append(Fault(kind="429", times=1))
+    started = time.monotonic()
+    result = await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
+    assert result.invited_user_id
+    assert [p.status for p in _posts(emulator)] == [429, 201]
+    assert time.monotonic() - started >= 2.0  # the fault's Retry-After
+
+
+async def test_429_past_the_wait_limit_is_transient(directory: MsGraphDirectory, emulator: GraphEmulator) -> None:
+    """Throttling that outlasts max_throttle_wait goes back to the queue as transient."""
+    emulator.faults.append(Fault(kind="429", times=10))
+    with pytest.raises(TransientGraphError) as info:
+        await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
+    assert info.value.status == 429
+    assert len(_posts(emulator)) == 3  # 5 s budget, 2 s each: two retries
+
+
+async def test_lookup_by_email_finds_every_property(directory: MsGraphDirectory, emulator: GraphEmulator) -> None:
+    """The documented pre-check finds users by mail, otherMails, UPN and proxyAddresses, quotes escaped."""
+    a = emulator.add_user(displayName="A", mail="o'neil@fabrikam.com")
+    b = emulator.add_user(displayName="B", mail="b@contoso.com", otherMails=["kim@fabrikam.com"])
+    c = emulator.add_user(displayName="C", mail="c@contoso.com", proxyAddresses=["smtp:lee@fabrikam.com"])
+    d = emulator.add_user(displayName="D", mail=None, userPrincipalName="dee@fabrikam.com")
+    assert [u.id for u in await directory.find_users_by_email("o'neil@fabrikam.com")] == [a["id"]]
+    assert [u.id for u in await directory.find_users_by_email("kim@fabrikam.com")] == [b["id"]]
+    assert [u.id for u in await directory.find_users_by_email("lee@fabrikam.com")] == [c["id"]]
+    assert [u.id for u in await directory.find_users_by_email("dee@fabrikam.com")] == [d["id"]]
+    assert await directory.find_users_by_email("nobody@fabrikam.com") == []
+    lookups = [r for r in emulator.requests if r.operation == "list-users"]
+    headers = [{k.lower(): v for k, v in r.headers.items()} for r in lookups]
+    assert all(r.status == 200 for r in lookups)
+    assert all(h.get("consistencylevel") == "eventual" for h in headers)
+    assert "o''neil" in lookups[0].query["$filter"]
+
+
+async def test_get_user_and_group_membership(directory: MsGraphDirectory, emulator: GraphEmulator) -> None:
+    """Read a user (None when unknown) and add to a group twice without error."""
+    user = emulator.add_user(displayName="A", mail="a@fabrikam.com", onPremisesUserPrincipalName="a@corp.local")
+    found = await directory.get_user(user["id"])
+    assert found is not None and found.on_premises_user_principal_name == "a@corp.local"
+    assert await directory.get_user("00000000-0000-4000-8000-000000000000") is None
+    group = "11111111-2222-4333-8444-555555555555"
+    emulator.groups[group] = set()
+    await directory.add_group_member(group, user["id"])
+    await directory.add_group_member(group, user["id"])  # already a member: still fine
+    assert emulator.groups[group] == {user["id"]}
+    refs = [r for r in emulator.requests if r.operation == "group-member-ref"]
+    assert refs and all(r.findings == [] for r in refs)
+    with pytest.raises(PermanentGraphError):
+        await directory.add_group_member("99999999-2222-4333-8444-555555555555", user["id"])
+
+
+async def test_backlog_drains_without_429_once_paced(app_env: dict[str, str], emulator: GraphEmulator) -> None:
+    """With the pacer sized to the emulator's budget, 60 concurrent invitations meet no 429."""
+    emulator.config.write_budget, emulator.config.write_window_seconds = 20, 1.0
+    emulator.bucket = type(emulator.bucket)(20, 1.0)
+    settings = load_settings({**app_env, "GRAPH_WRITE_BUDGET": "20", "GRAPH_WRITE_WINDOW_SECONDS": "1"})
+    credential = build_credential(settings)
+    pacer = WritePacer(settings.graph_write_budget, settings.graph_write_window_seconds)
+    directory = MsGraphDirectory(build_graph_client(settings, credential), pacer)
+    try:
+        await asyncio.gather(*(directory.invite(Invitation(f"u{i}@fabrikam.com", None, OPTIONS)) for i in range(60)))
+    finally:
+        await credential.close()
+    statuses = [p.status for p in _posts(emulator)]
+    assert statuses.count(201) == 60
+    assert 429 not in statuses
+
+
+def test_retry_after_forms() -> None:
+    """Retry-After may be seconds or an HTTP date."""
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert 8 <= (parse_retry_after(http_date(10)) or 0) <= 10
+
+
+def test_classify_refuses_foreign_errors() -> None:
+    """Only Graph-call failures are classified; anything else is a bug to surface."""
+    with pytest.raises(TypeError):
+        classify(ValueError("x"))
+
+
+def test_filter_covers_every_address_property() -> None:
+    """The pre-check filter asks about mail, UPN, otherMails and proxyAddresses."""
+    text = email_filter("a@b.com")
+    for part in ("mail eq 'a@b.com'", "userPrincipalName eq", "otherMails/any", "proxyAddresses/any(p:p eq 'smtp:a@b.com')"):
+        assert part in text
+
+
+async def test_managed_identity_token_comes_from_the_identity_endpoint(settings: Settings,
+                                                                       emulator: GraphEmulator) -> None:
+    """azure-identity's ManagedIdentityCredential, unmodified, gets its token from IDENTITY_ENDPOINT."""
+    credential = build_credential(settings)
+    try:
+        token = await credential.get_token(settings.graph_scope)
+    finally:
+        await credential.close()
+    assert type(credential).__name__ == "ManagedIdentityCredential"
+    assert token.token in emulator.tokens
+    assert emulator.tokens[token.token]["resource"] == "https://graph.microsoft.com"
+
+
+@pytest.mark.parametrize(
+    ("extra", "kind", "cls"),
+    [
+        ({"AZURE_TENANT_ID": "t1", "AZURE_CLIENT_ID": "c1", "AZURE_CLIENT_SECRET": "s"}, "client_secret", "ClientSecretCredential"),
+        ({"AZURE_TENANT_ID": "t1", "AZURE_CLIENT_ID": "c1", "AZURE_CLIENT_CERTIFICATE_PATH": "/nonexistent.pem"},
+         "certificate", "CertificateCredential"),
+        ({"AZURE_TENANT_ID": "t1", "AZURE_CLIENT_ID": "c1", "AZURE_FEDERATED_TOKEN_FILE": "/var/run/token"},
+         "workload_identity", "WorkloadIdentityCredential"),
+    ],
+)
+def test_credential_construction(extra: dict[str, str], kind: str, cls: str, tmp_path: Any) -> None:
+    """Secret, certificate and workload identity build azure-identity's own credential types."""
+    if kind == "certificate":
+        extra = {**extra, "AZURE_CLIENT_CERTIFICATE_PATH": str(_self_signed(tmp_path))}
+    settings = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                              "INVITE_REDIRECT_URL": "https://x.example", "GRAPH_CLOUD": "usgov", **extra})
+    credential = build_credential(settings)
+    assert settings.graph_credential == kind
+    assert type(credential).__name__ == cls
+    assert settings.authority_host == "login.microsoftonline.us"
+
+
+def _self_signed(tmp_path: Any) -> Any:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signup-portal-test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    path = tmp_path / "cert.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_emulator_request_log_is_json_serialisable(emulator: GraphEmulator) -> None:
+    """The request log the tests and benchmarks read is plain JSON."""
+    emulator.add_user(displayName="x", mail="x@y.com")
+    json.dumps([r.__dict__ for r in emulator.requests])
