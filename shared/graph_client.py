@@ -99,13 +99,18 @@ def build_credential(settings: Settings) -> Any:
     return aio.ManagedIdentityCredential(client_id=settings.client_id)
 
 
-def build_graph_client(settings: Settings, credential: Any) -> GraphServiceClient:
-    """A ``GraphServiceClient`` for the configured cloud or ``GRAPH_BASE_URL``."""
+def build_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The HTTP client Graph calls go through (the caller owns it and closes it)."""
+    return httpx.AsyncClient(timeout=httpx.Timeout(settings.graph_timeout_seconds))
+
+
+def build_graph_client(settings: Settings, credential: Any, http: httpx.AsyncClient) -> GraphServiceClient:
+    """A ``GraphServiceClient`` for the configured cloud or ``GRAPH_BASE_URL``, over ``http``."""
     auth = AzureIdentityAuthenticationProvider(
         credential, scopes=[settings.graph_scope], allowed_hosts=[settings.graph_host]
     )
     http = GraphClientFactory.create_with_default_middleware(
-        client=httpx.AsyncClient(timeout=httpx.Timeout(settings.graph_timeout_seconds)),
+        client=http,
         options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0, should_retry=False)},
     )
     adapter = GraphRequestAdapter(auth, http)

@@ -9,7 +9,13 @@ instance), ``throttled`` empties the bucket and blocks every caller until
 ``Retry-After`` has passed.
 
 Reservations are handed out in order under one lock, so waiting callers are
-served first come, first served; the sleep happens outside the lock.
+served first come, first served; the sleep happens outside the lock. A caller
+that was asleep when a 429 arrived takes a new slot after the pause instead of
+going ahead on its old one.
+
+The bucket starts with a single token: a fresh process cannot know how much of
+Graph's budget other instances or earlier runs have spent, so it earns its
+burst at the budget's rate like everybody else.
 """
 
 from __future__ import annotations
@@ -48,9 +54,10 @@ class WritePacer:
         self.rate = budget * (1 - headroom) / window  # writes per second
         self._clock = clock
         self._sleep = sleep
-        self._tokens = float(budget)
+        self._tokens = 1.0
         self._stamp = clock()
         self._blocked_until = 0.0
+        self._throttles = 0  # bumped by every 429; a sleeper that sees it change re-queues
         self._lock = asyncio.Lock()
 
     def _refill(self, now: float) -> None:
@@ -64,24 +71,32 @@ class WritePacer:
         """Wait for one write slot; return how long this caller waited, in seconds."""
         if not self.enabled:
             return 0.0
-        async with self._lock:
-            now = self._clock()
-            self._refill(now)
-            self._tokens -= 1.0
-            # Negative tokens are slots reserved by callers still asleep; refill
-            # resumes only once Graph's Retry-After has passed.
-            due = max(now, self._blocked_until) + max(0.0, -self._tokens) / self.rate
-        wait = due - now
-        if wait > 0:
+        waited = 0.0
+        while True:
+            async with self._lock:
+                now = self._clock()
+                self._refill(now)
+                self._tokens -= 1.0
+                generation = self._throttles
+                # Negative tokens are slots reserved by callers still asleep; refill
+                # resumes only once Graph's Retry-After has passed.
+                due = max(now, self._blocked_until) + max(0.0, -self._tokens) / self.rate
+            wait = due - now
+            if wait <= 0:
+                return waited
             await self._sleep(wait)
-        return max(wait, 0.0)
+            waited += wait
+            if generation == self._throttles:
+                return waited
 
     def throttled(self, retry_after: float | None) -> None:
         """Graph answered 429: pause every caller for ``retry_after`` seconds and empty the bucket."""
         now = self._clock()
         pause = retry_after if retry_after and retry_after > 0 else 1.0 / self.rate
         self._refill(now)
-        self._tokens = min(self._tokens, 0.0)
+        # Every sleeper re-queues (see acquire), so their old reservations are forgotten.
+        self._tokens = 0.0
+        self._throttles += 1
         self._blocked_until = max(self._blocked_until, now + pause)
         log.warning("graph.throttled retry_after=%.1f pacing=%s", pause, self.enabled)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .directory import Directory, InvitationOptions
-from .graph_client import MsGraphDirectory, build_credential, build_graph_client
+from .graph_client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
 from .intake import Intake
 from .pacing import WritePacer
 from .settings import GRAPH_CLOUDS, Settings, get_settings
@@ -36,7 +36,8 @@ class Services:
     async def aclose(self) -> None:
         """Close every client (tests and the local host call this on shutdown)."""
         for closer in self.closers:
-            await closer.close()
+            close = getattr(closer, "aclose", None) or closer.close
+            await close()
 
 
 def lease_seconds(settings: Settings) -> float:
@@ -49,13 +50,14 @@ def build_services(settings: Settings) -> Services:
     table = build_table_client(settings)
     queue = build_queue_client(settings)
     credential = build_credential(settings)
+    http = build_http_client(settings)
     pacer = WritePacer(
         settings.graph_write_budget,
         settings.graph_write_window_seconds,
         enabled=settings.graph_pacing_enabled,
     )
     directory = MsGraphDirectory(
-        build_graph_client(settings, credential),
+        build_graph_client(settings, credential, http),
         pacer,
         max_throttle_wait=MAX_THROTTLE_WAIT,
         # @odata.id names the object by its canonical Graph URL, even when requests go elsewhere.
@@ -77,7 +79,7 @@ def build_services(settings: Settings) -> Services:
             lease_seconds=lease_seconds(settings),
         ),
         directory=directory,
-        closers=(table, queue, credential),
+        closers=(table, queue, http, credential),
     )
 
 

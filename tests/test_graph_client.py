@@ -17,6 +17,7 @@ from shared.graph_client import (
     MsGraphDirectory,
     build_credential,
     build_graph_client,
+    build_http_client,
     classify,
     email_filter,
     parse_retry_after,
@@ -29,10 +30,10 @@ OPTIONS = InvitationOptions(redirect_url="https://myapps.microsoft.com")
 
 @pytest.fixture
 async def directory(settings: Settings, emulator: GraphEmulator):  # type: ignore[no-untyped-def]
-    credential = build_credential(settings)
-    client = build_graph_client(settings, credential)
+    credential, http = build_credential(settings), build_http_client(settings)
     pacer = WritePacer(settings.graph_write_budget, settings.graph_write_window_seconds)
-    yield MsGraphDirectory(client, pacer, max_throttle_wait=5.0)
+    yield MsGraphDirectory(build_graph_client(settings, credential, http), pacer, max_throttle_wait=5.0)
+    await http.aclose()
     await credential.close()
 
 
@@ -105,9 +106,11 @@ async def test_emulator_responses_conform_to_the_schema(directory: MsGraphDirect
     """What the emulator answers is a valid invitation response per Microsoft's schema."""
     import httpx
 
-    token = (await build_credential(load_settings({
+    credential = build_credential(load_settings({
         "AzureWebJobsStorage": "UseDevelopmentStorage=true", "INVITE_REDIRECT_URL": "https://x.example",
-    })).get_token("https://graph.microsoft.com/.default")).token
+    }))
+    async with credential:
+        token = (await credential.get_token("https://graph.microsoft.com/.default")).token
     async with httpx.AsyncClient(base_url=f"{graph_base}/v1.0", headers={"Authorization": f"Bearer {token}"}) as http:
         response = await http.post("/invitations", json={
             "invitedUserEmailAddress": "pat@fabrikam.com", "inviteRedirectUrl": "https://myapps.microsoft.com",
@@ -160,12 +163,13 @@ async def test_timeout_is_transient(app_env: dict[str, str], emulator: GraphEmul
     settings = load_settings({**app_env, "GRAPH_TIMEOUT_SECONDS": "0.5"})
     emulator.config.timeout_fault_seconds = 3
     emulator.faults.append(Fault(kind="timeout"))
-    credential = build_credential(settings)
-    directory = MsGraphDirectory(build_graph_client(settings, credential), WritePacer(10, 1))
+    credential, http = build_credential(settings), build_http_client(settings)
+    directory = MsGraphDirectory(build_graph_client(settings, credential, http), WritePacer(10, 1))
     try:
         with pytest.raises(TransientGraphError) as info:
             await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
     finally:
+        await http.aclose()
         await credential.close()
     assert info.value.code == "Timeout"
 
@@ -237,12 +241,13 @@ async def test_backlog_drains_without_429_once_paced(app_env: dict[str, str], em
     emulator.config.write_budget, emulator.config.write_window_seconds = 20, 1.0
     emulator.bucket = type(emulator.bucket)(20, 1.0)
     settings = load_settings({**app_env, "GRAPH_WRITE_BUDGET": "20", "GRAPH_WRITE_WINDOW_SECONDS": "1"})
-    credential = build_credential(settings)
+    credential, http = build_credential(settings), build_http_client(settings)
     pacer = WritePacer(settings.graph_write_budget, settings.graph_write_window_seconds)
-    directory = MsGraphDirectory(build_graph_client(settings, credential), pacer)
+    directory = MsGraphDirectory(build_graph_client(settings, credential, http), pacer)
     try:
         await asyncio.gather(*(directory.invite(Invitation(f"u{i}@fabrikam.com", None, OPTIONS)) for i in range(60)))
     finally:
+        await http.aclose()
         await credential.close()
     statuses = [p.status for p in _posts(emulator)]
     assert statuses.count(201) == 60

@@ -10,10 +10,11 @@ from shared.pacing import WritePacer
 
 
 class FakeTime:
-    """A clock that only moves when someone sleeps on it."""
+    """A clock that moves only when told to, or (advance=True) when someone sleeps on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, advance: bool = False) -> None:
         self.now = 1000.0
+        self.advance = advance
         self.sleeps: list[float] = []
 
     def clock(self) -> float:
@@ -21,11 +22,15 @@ class FakeTime:
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+        if self.advance:
+            self.now += seconds
         await asyncio.sleep(0)
 
 
 def _pacer(t: FakeTime, budget: int = 10, window: float = 5.0, enabled: bool = True) -> WritePacer:
-    return WritePacer(budget, window, enabled=enabled, headroom=0.0, clock=t.clock, sleep=t.sleep)
+    pacer = WritePacer(budget, window, enabled=enabled, headroom=0.0, clock=t.clock, sleep=t.sleep)
+    t.now += window  # let the bucket fill: it starts with one token
+    return pacer
 
 
 async def test_a_full_bucket_lets_the_budget_through_at_once() -> None:
@@ -47,16 +52,46 @@ async def test_concurrent_callers_get_successive_slots() -> None:
 
 async def test_sustained_rate_matches_the_budget() -> None:
     """Over a long drain the pacer admits budget/window writes per second, no more."""
-    t = FakeTime()
-    pacer = _pacer(t, budget=300, window=15.0)
-    admitted = 0
+    t = FakeTime(advance=True)
+    pacer = WritePacer(300, 15.0, headroom=0.0, clock=t.clock, sleep=t.sleep)
     for _ in range(2000):
-        wait = await pacer.acquire()
-        t.now += wait
-        admitted += 1
+        await pacer.acquire()
     elapsed = t.now - 1000.0
-    # 300 free at start, then 20/s.
-    assert admitted - 300 == pytest.approx(elapsed * 20.0, abs=1.0)
+    # It starts with one token, then earns 20 a second.
+    assert 2000 - 1 == pytest.approx(elapsed * 20.0, abs=1.0)
+
+
+async def test_a_fresh_pacer_earns_its_burst() -> None:
+    """A new process does not assume Graph's bucket is full: one write at once, then the rate."""
+    t = FakeTime()
+    pacer = WritePacer(10, 5.0, headroom=0.0, clock=t.clock, sleep=t.sleep)
+    assert await pacer.acquire() == 0.0
+    assert await pacer.acquire() == pytest.approx(0.5)
+
+
+async def test_sleepers_requeue_after_a_throttle() -> None:
+    """Writes already waiting when a 429 arrives do not go ahead before Retry-After."""
+    t = FakeTime()
+    pacer = _pacer(t, budget=2, window=1.0)
+    await pacer.acquire()
+    await pacer.acquire()
+    gate = asyncio.Event()
+    real_sleep = t.sleep
+
+    async def sleep_until_released(seconds: float) -> None:
+        await gate.wait()
+        await real_sleep(seconds)
+
+    t.sleep = sleep_until_released  # type: ignore[method-assign]
+    pacer._sleep = sleep_until_released
+    waiter = asyncio.create_task(pacer.acquire())
+    await asyncio.sleep(0)
+    pacer.throttled(10.0)
+    t.sleep = real_sleep  # type: ignore[method-assign]
+    pacer._sleep = real_sleep
+    gate.set()
+    waited = await waiter
+    assert waited >= 10.0
 
 
 async def test_throttle_pauses_everyone_for_retry_after() -> None:
@@ -90,8 +125,7 @@ async def test_disabled_pacer_never_waits() -> None:
 
 async def test_headroom_keeps_the_pacer_under_the_budget() -> None:
     """By default the pacer keeps 2.5 % of burst and rate back for jitter and other writers."""
-    t = FakeTime()
-    pacer = WritePacer(300, 15.0, clock=t.clock, sleep=t.sleep)
+    pacer = WritePacer(300, 15.0)
     assert pacer.budget == 292
     assert pacer.rate == pytest.approx(19.5)
     assert WritePacer(20, 1.0).budget == 19  # at least one token of slack
