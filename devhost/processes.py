@@ -147,8 +147,12 @@ def start_emulator(port: int, log_dir: Path, extra: Sequence[str] = (), echo: bo
     return service
 
 
-def start_devhost(port: int, env: Mapping[str, str], log_dir: Path, echo: bool = False) -> Service:
-    """The local Functions host on 127.0.0.1:``port``."""
-    service = start("devhost", [sys.executable, "-m", "devhost", "--port", str(port)], log_dir, env=env, echo=echo)
+def start_devhost(port: int, env: Mapping[str, str], log_dir: Path, echo: bool = False,
+                  settings_file: Path | None = None) -> Service:
+    """The local Functions host on 127.0.0.1:``port`` (``settings_file`` instead of local.settings.json)."""
+    argv = [sys.executable, "-m", "devhost", "--port", str(port)]
+    if settings_file is not None:
+        argv += ["--settings", str(settings_file)]
+    service = start("devhost", argv, log_dir, env=env, echo=echo)
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/admin/host/status"), service, 60, "function host")
     return service

@@ -164,6 +164,8 @@ class GraphEmulator:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
         self.rng = random.Random(self.config.seed)
+        # Issued tokens belong to the identities, not the directory: they survive reset().
+        self.tokens: dict[str, dict[str, Any]] = {}
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -173,7 +175,6 @@ class GraphEmulator:
         self.invitations: list[dict[str, Any]] = []
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
-        self.tokens: dict[str, dict[str, Any]] = {}
         self.bucket = WriteBucket(self.config.write_budget, self.config.write_window_seconds)
         self.stats: dict[str, int] = {"throttled": 0, "invalid": 0, "faults": 0, "writes": 0}
 

@@ -54,7 +54,9 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-TRANSIENT_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
+# 401 is here too: a rejected token is the app's credential problem, not the requester's; a later
+# attempt may hold a fresh token, and if not the sign-up fails after maxDequeueCount like any outage.
+TRANSIENT_STATUSES: Final = frozenset({401, 408, 429, 500, 502, 503, 504})
 USER_FIELDS: Final = [
     "id",
     "userType",

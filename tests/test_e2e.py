@@ -1,0 +1,202 @@
+"""End to end: the local host as a process, real Azurite, the real msgraph-sdk and the Graph emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from azure.storage.queue.aio import QueueClient
+
+from devhost.processes import Service, free_port, start_devhost
+from graph_emulator.server import Fault, GraphEmulator
+from shared.storage import expand_connection_string
+from tests.conftest import IDENTITY_HEADER, problem_of, unique_names
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def host(azurite: str, emulator_server: tuple[GraphEmulator, str],
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One local host for this module, configured entirely through its environment."""
+    _, graph = emulator_server
+    logs = tmp_path_factory.mktemp("devhost")
+    names = unique_names()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "INVITE_", "SIGNUP_", "AZURE_"))},
+        "AzureWebJobsStorage": azurite,
+        "INVITE_REDIRECT_URL": "https://myapps.microsoft.com",
+        "GRAPH_BASE_URL": f"{graph}/v1.0",
+        "GRAPH_CREDENTIAL": "managed_identity",
+        "IDENTITY_ENDPOINT": f"{graph}/msi/token",
+        "IDENTITY_HEADER": IDENTITY_HEADER,
+        "GRAPH_TIMEOUT_SECONDS": "5",
+        **names,
+    }
+    port = free_port()
+    service: Service = start_devhost(port, env, logs, settings_file=logs / "none.json")
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "env": env, "service": service}
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+async def client(host: dict[str, Any], emulator: GraphEmulator) -> Any:
+    async with httpx.AsyncClient(base_url=host["url"], timeout=10) as http:
+        yield http
+
+
+async def _until(client: httpx.AsyncClient, url: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        body = (await client.get(url)).json()
+        if body["status"] in statuses:
+            return dict(body)
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"still {body['status']} after {timeout}s: {body}")
+        await asyncio.sleep(0.2)
+
+
+async def _invitations_for(emulator: GraphEmulator, address: str) -> list[Any]:
+    return [r for r in emulator.requests
+            if r.operation == "invitation" and (r.body or {}).get("invitedUserEmailAddress") == address]
+
+
+async def test_signup_is_accepted_and_ends_invited(client: httpx.AsyncClient, emulator: GraphEmulator) -> None:
+    """POST → 202 with Location and statusUrl; the worker invites; the status URL shows invited."""
+    response = await client.post("/api/signups", json={"email": " Sam.Guest@Fabrikam.COM ", "displayName": "Sam Guest",
+                                                       "company": "Fabrikam", "justification": "Project Falcon"})
+    assert response.status_code == 202
+    body = response.json()
+    assert set(body) == {"id", "status", "statusUrl"}
+    assert body["status"] == "queued"
+    assert response.headers["Location"] == f"/api/signups/{body['id']}"
+    assert body["statusUrl"] == f"{client.base_url}/api/signups/{body['id']}".replace("//api", "/api")
+    assert len(body["id"]) >= 22  # 128 random bits, URL-safe
+
+    final = await _until(client, response.headers["Location"], {"invited", "failed"})
+    assert final["status"] == "invited" and final["error"] is None
+    assert set(final) == {"id", "status", "createdAt", "updatedAt", "error"}
+    text = json.dumps(final)
+    assert "fabrikam" not in text.lower() and "redeem" not in text.lower()
+
+    [post] = await _invitations_for(emulator, "Sam.Guest@fabrikam.com")
+    assert post.findings == [] and post.status == 201
+    assert post.body["inviteRedirectUrl"] == "https://myapps.microsoft.com"
+    assert post.body["invitedUserDisplayName"] == "Sam Guest"
+
+
+async def test_form_post_from_a_plain_html_form(client: httpx.AsyncClient, emulator: GraphEmulator) -> None:
+    """application/x-www-form-urlencoded works like JSON, IDNA domain included."""
+    response = await client.post("/api/signups", data={"email": "alex@fäbrikam.com", "displayName": "Alex"})
+    assert response.status_code == 202
+    final = await _until(client, response.json()["statusUrl"], {"invited", "failed"})
+    assert final["status"] == "invited"
+    assert len(await _invitations_for(emulator, "alex@xn--fbrikam-5wa.com")) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "fields"),
+    [
+        pytest.param({"json": {"email": "a+b@x.com", "displayName": 7, "role": "admin"}}, 400,
+                     {"email", "displayName", "role"}, id="fields"),
+        pytest.param({"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, {"body"},
+                     id="malformed-json"),
+        pytest.param({"content": b"email=x", "headers": {"Content-Type": "text/plain"}}, 415, None, id="415"),
+        pytest.param({"content": b"{}", "headers": {}}, 415, None, id="no-content-type"),
+        pytest.param({"content": b'{"email": "' + b"a" * 17000 + b'"}', "headers": {"Content-Type": "application/json"}},
+                     413, None, id="413"),
+    ],
+)
+async def test_bad_input_is_a_problem_and_queues_nothing(client: httpx.AsyncClient, emulator: GraphEmulator,
+                                                         kwargs: dict[str, Any], status: int,
+                                                         fields: set[str] | None) -> None:
+    """Every refusal is application/problem+json with the right status; nothing reaches Graph."""
+    response = await client.post("/api/signups", **kwargs)
+    assert response.status_code == status
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    problem = problem_of(response.json())
+    assert problem["status"] == status
+    if fields is not None:
+        assert set(problem["errors"]) == fields
+    await asyncio.sleep(0.5)
+    assert [r for r in emulator.requests if r.operation == "invitation"] == []
+
+
+async def test_wrong_methods_and_unknown_ids(client: httpx.AsyncClient) -> None:
+    """405 with Allow for the wrong method; 404 problem for unknown or malformed ids."""
+    for method, url, allow in (("GET", "/api/signups", "POST"), ("DELETE", "/api/signups/abc", "GET"),
+                               ("PUT", "/api/signups", "POST")):
+        response = await client.request(method, url)
+        assert response.status_code == 405, (method, url)
+        assert response.headers["Allow"] == allow
+        problem_of(response.json())
+    for unknown in ("A" * 22, "not-an-id", "..%2F..%2Fetc"):
+        response = await client.get(f"/api/signups/{unknown}")
+        assert response.status_code == 404
+        assert response.headers["Content-Type"].startswith("application/problem+json")
+
+
+async def test_permanent_graph_failure_is_visible(client: httpx.AsyncClient, emulator: GraphEmulator) -> None:
+    """A 403 from Graph ends the sign-up as failed with Graph's error code, after one call."""
+    emulator.faults.append(Fault(kind="403", address="blocked@fabrikam.com"))
+    response = await client.post("/api/signups", json={"email": "blocked@fabrikam.com", "displayName": "B"})
+    final = await _until(client, response.json()["statusUrl"], {"invited", "failed"})
+    assert final["status"] == "failed"
+    assert final["error"]["code"] == "Authorization_RequestDenied"
+    assert len(await _invitations_for(emulator, "blocked@fabrikam.com")) == 1
+
+
+async def test_transient_failure_is_retried_by_the_queue(client: httpx.AsyncClient, emulator: GraphEmulator) -> None:
+    """A 503 raises; the host redelivers after visibilityTimeout and the second attempt invites."""
+    emulator.faults.append(Fault(kind="503", address="flaky@fabrikam.com", times=1))
+    response = await client.post("/api/signups", json={"email": "flaky@fabrikam.com", "displayName": "F"})
+    final = await _until(client, response.json()["statusUrl"], {"invited", "failed"}, timeout=40)
+    assert final["status"] == "invited"
+    assert [p.status for p in await _invitations_for(emulator, "flaky@fabrikam.com")] == [503, 201]
+
+
+async def test_duplicate_messages_never_invite_twice(client: httpx.AsyncClient, emulator: GraphEmulator,
+                                                     host: dict[str, Any]) -> None:
+    """Extra copies of a message, delivered concurrently and after the fact, invite exactly once."""
+    emulator.config.latency_ms = 300  # keep the first attempt in flight while the copies arrive
+    response = await client.post("/api/signups", json={"email": "dup@fabrikam.com", "displayName": "D"})
+    signup_id = response.json()["id"]
+    env = host["env"]
+    queue = QueueClient.from_connection_string(expand_connection_string(env["AzureWebJobsStorage"]),
+                                               env["SIGNUP_QUEUE"])
+    async with queue:
+        for _ in range(3):
+            await queue.send_message(base64.b64encode(json.dumps({"id": signup_id}).encode()).decode())
+        final = await _until(client, response.json()["statusUrl"], {"invited", "failed"}, timeout=40)
+        assert final["status"] == "invited"
+        for _ in range(3):
+            await queue.send_message(base64.b64encode(json.dumps({"id": signup_id}).encode()).decode())
+        # Copies that met the live lease come back after visibilityTimeout; all drain without poison.
+        for _ in range(150):
+            props = await queue.get_queue_properties()
+            if props.approximate_message_count == 0:
+                break
+            await asyncio.sleep(0.2)
+    assert props.approximate_message_count == 0
+    poison = QueueClient.from_connection_string(expand_connection_string(env["AzureWebJobsStorage"]),
+                                                f"{env['SIGNUP_QUEUE']}-poison")
+    async with poison:
+        assert [m async for m in poison.peek_messages(max_messages=32)] == []
+    assert len([p for p in await _invitations_for(emulator, "dup@fabrikam.com") if p.status == 201]) == 1
+
+
+def test_host_log_never_holds_an_email_address(host: dict[str, Any]) -> None:
+    """Logs carry ids and domains, never the raw address."""
+    log = Path(host["service"].log_path).read_text()
+    assert "intake.accepted" in log
+    for address in ("Sam.Guest@fabrikam.com", "alex@xn--fbrikam-5wa.com", "blocked@fabrikam.com"):
+        assert address.lower() not in log.lower()
