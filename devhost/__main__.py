@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -41,10 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"devhost: {exc}", file=sys.stderr)
         return 2
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(app_dir, args.host, args.port))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import importlib
 import inspect
 import json
@@ -175,10 +176,8 @@ class QueueListener:
         self.inflight: set[asyncio.Task[None]] = set()
 
     async def _ensure(self, client: QueueClient) -> None:
-        try:
+        with contextlib.suppress(ResourceExistsError):
             await client.create_queue()
-        except ResourceExistsError:
-            pass
 
     def _decode(self, content: str) -> bytes:
         if self.options.message_encoding == "base64":
@@ -234,17 +233,18 @@ class QueueListener:
         )
         try:
             await invoke(self.fn.handler, **{self.fn.arg: msg})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any function failure means: redeliver or poison
             log.warning(
                 "devhost.invocation_failed function=%s dequeue_count=%s error=%s: %s",
-                self.fn.name, message.dequeue_count, type(exc).__name__, exc,
+                self.fn.name,
+                message.dequeue_count,
+                type(exc).__name__,
+                exc,
             )
             if message.dequeue_count >= self.options.max_dequeue_count:
                 await self._to_poison(message)
             else:
-                await self.client.update_message(
-                    message, visibility_timeout=int(self.options.visibility_timeout)
-                )
+                await self.client.update_message(message, visibility_timeout=int(self.options.visibility_timeout))
             return
         await self.client.delete_message(message)
 
@@ -285,7 +285,9 @@ async def serve(app_dir: Path, host: str, port: int, module_name: str = "functio
         path = route_pattern(prefix, fn.route)
         for method in fn.methods:
             web_app.router.add_route(method, path, _http_handler(fn), name=None)
-        log.info("devhost.http function=%s methods=%s url=http://%s:%s%s", fn.name, ",".join(fn.methods), host, port, path)
+        log.info(
+            "devhost.http function=%s methods=%s url=http://%s:%s%s", fn.name, ",".join(fn.methods), host, port, path
+        )
 
     async def status(_: web.Request) -> web.Response:
         return web.json_response({"state": "Running"})

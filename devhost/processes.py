@@ -6,6 +6,7 @@ so every one of them starts the services the same way and stops what it started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -64,10 +65,8 @@ class Service:
             os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=grace)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.process.wait(timeout=grace)
 
     def tail(self, lines: int = 40) -> str:
@@ -78,15 +77,25 @@ class Service:
             return ""
 
 
-def start(name: str, argv: Sequence[str], log_dir: Path, env: Mapping[str, str] | None = None,
-          cwd: Path = ROOT, echo: bool = False) -> Service:
+def start(
+    name: str,
+    argv: Sequence[str],
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = ROOT,
+    echo: bool = False,
+) -> Service:
     """Start ``argv`` in its own process group, its output to ``log_dir/name.log`` (and the terminal)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     out = None if echo else open(log_path, "wb")  # noqa: SIM115 - handed to the child
-    process = subprocess.Popen(
-        list(argv), cwd=cwd, env=dict(env) if env is not None else None,
-        stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True,
+    process = subprocess.Popen(  # noqa: S603 - argv is built here from fixed programs, no shell
+        list(argv),
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdout=out,
+        stderr=subprocess.STDOUT if out else None,
+        start_new_session=True,
     )
     if out:
         out.close()
@@ -122,11 +131,24 @@ def start_azurite(data_dir: Path, log_dir: Path, blob: int, queue: int, table: i
     service = start(
         "azurite",
         [
-            str(AZURITE), "--silent", "--disableTelemetry", "--skipApiVersionCheck",
-            "--location", str(data_dir),
-            "--blobHost", "127.0.0.1", "--blobPort", str(blob),
-            "--queueHost", "127.0.0.1", "--queuePort", str(queue),
-            "--tableHost", "127.0.0.1", "--tablePort", str(table),
+            str(AZURITE),
+            "--silent",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--location",
+            str(data_dir),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(blob),
+            "--queueHost",
+            "127.0.0.1",
+            "--queuePort",
+            str(queue),
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            str(table),
         ],
         log_dir,
         echo=echo,
@@ -147,8 +169,9 @@ def start_emulator(port: int, log_dir: Path, extra: Sequence[str] = (), echo: bo
     return service
 
 
-def start_devhost(port: int, env: Mapping[str, str], log_dir: Path, echo: bool = False,
-                  settings_file: Path | None = None) -> Service:
+def start_devhost(
+    port: int, env: Mapping[str, str], log_dir: Path, echo: bool = False, settings_file: Path | None = None
+) -> Service:
     """The local Functions host on 127.0.0.1:``port`` (``settings_file`` instead of local.settings.json)."""
     argv = [sys.executable, "-m", "devhost", "--port", str(port)]
     if settings_file is not None:

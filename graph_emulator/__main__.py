@@ -35,24 +35,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-budget", type=int, default=3000, help="writes per window per app (Graph: 3000)")
     parser.add_argument("--write-window", type=float, default=150.0, help="seconds (Graph: 150)")
     parser.add_argument("--identity-header", default="local-graph-emulator", help="expected X-IDENTITY-HEADER")
-    parser.add_argument("--fault", type=parse_fault, action="append", default=[], help="e.g. 403@sam@fabrikam.com, 503@sam@fabrikam.com*2 or 503%%0.1")
+    parser.add_argument(
+        "--fault",
+        type=parse_fault,
+        action="append",
+        default=[],
+        help="e.g. 403@sam@fabrikam.com, 503@sam@fabrikam.com*2 or 503%%0.1",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed for rate faults")
     parser.add_argument("--demo-directory", action="store_true", help="seed an internal user and a group")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    emulator = GraphEmulator(Config(
-        latency_ms=args.latency_ms,
-        write_budget=args.write_budget,
-        write_window_seconds=args.write_window,
-        identity_header=args.identity_header,
-        seed=args.seed,
-    ))
+    emulator = GraphEmulator(
+        Config(
+            latency_ms=args.latency_ms,
+            write_budget=args.write_budget,
+            write_window_seconds=args.write_window,
+            identity_header=args.identity_header,
+            seed=args.seed,
+        )
+    )
     emulator.faults.extend(args.fault)
     if args.demo_directory:
-        emulator.add_user(displayName="Adele Vance", mail="adele.vance@fabrikam.com",
-                          userPrincipalName="adele@contoso.onmicrosoft.com")
+        emulator.add_user(
+            displayName="Adele Vance",
+            mail="adele.vance@fabrikam.com",
+            userPrincipalName="adele@contoso.onmicrosoft.com",
+        )
         emulator.groups["00000000-0000-4000-8000-00000000a11e"] = set()
     print(f"graph-emulator listening on http://{args.host}:{args.port}/v1.0", flush=True)
     web.run_app(emulator.make_app(), host=args.host, port=args.port, print=None, access_log=None)

@@ -38,7 +38,7 @@ import secrets
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import quote
@@ -54,8 +54,16 @@ TENANT_DOMAIN = "contoso.onmicrosoft.com"
 FAULT_KINDS = ("400", "403", "404", "429", "500", "503", "timeout", "drop")
 FAULT_ERRORS = {
     "400": (400, "BadRequest", "Invalid request: the invited user's address was refused."),
-    "403": (403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation. ActionName=CreateInvite"),
-    "404": (404, "Request_ResourceNotFound", "Resource does not exist or one of its queried reference-property objects are not present."),
+    "403": (
+        403,
+        "Authorization_RequestDenied",
+        "Insufficient privileges to complete the operation. ActionName=CreateInvite",
+    ),
+    "404": (
+        404,
+        "Request_ResourceNotFound",
+        "Resource does not exist or one of its queried reference-property objects are not present.",
+    ),
     "429": (429, "TooManyRequests", "Too many requests."),
     "500": (500, "generalException", "An internal server error occurred."),
     "503": (503, "serviceNotAvailable", "The service is temporarily unavailable."),
@@ -69,9 +77,11 @@ _FILTER_CLAUSE = re.compile(
 )
 
 
-def graph_error(status: int, code: str, message: str, request_id: str, headers: dict[str, str] | None = None) -> web.Response:
+def graph_error(
+    status: int, code: str, message: str, request_id: str, headers: dict[str, str] | None = None
+) -> web.Response:
     """A response in Graph's error envelope."""
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     body = {
         "error": {
             "code": code,
@@ -99,9 +109,7 @@ class Fault:
             return False
         if self.times is not None and self.times <= 0:
             return False
-        if self.rate is not None and rng.random() >= self.rate:
-            return False
-        return True
+        return self.rate is None or rng.random() < self.rate
 
 
 @dataclass
@@ -198,7 +206,9 @@ class GraphEmulator:
     # ------------------------------------------------------------------ plumbing
     def _record(self, request: web.Request, body: Any) -> Recorded:
         headers = {k: ("<redacted>" if k.lower() == "authorization" else v) for k, v in request.headers.items()}
-        rec = Recorded(len(self.requests) + 1, time.time(), request.method, request.path, dict(request.query), headers, body)
+        rec = Recorded(
+            len(self.requests) + 1, time.time(), request.method, request.path, dict(request.query), headers, body
+        )
         self.requests.append(rec)
         return rec
 
@@ -247,7 +257,9 @@ class GraphEmulator:
             "x-ms-throttle-information": "WriteLimitExceeded",
             "x-ms-throttle-limit-percentage": f"{min(used, 100.0):.1f}",
         }
-        return graph_error(429, "TooManyRequests", "Too many requests; the application's write limit is exceeded.", rid, headers)
+        return graph_error(
+            429, "TooManyRequests", "Too many requests; the application's write limit is exceeded.", rid, headers
+        )
 
     @staticmethod
     def _write_headers(rid: str, used: float | None = None) -> dict[str, str]:
@@ -309,29 +321,49 @@ class GraphEmulator:
     async def msi_token(self, request: web.Request) -> web.Response:
         """App Service managed identity (api-version 2019-08-01)."""
         if request.headers.get("X-IDENTITY-HEADER") != self.config.identity_header:
-            return web.json_response({"error": "invalid_request", "error_description": "bad X-IDENTITY-HEADER"}, status=401)
+            return web.json_response(
+                {"error": "invalid_request", "error_description": "bad X-IDENTITY-HEADER"}, status=401
+            )
         resource = request.query.get("resource", "")
         if not resource:
-            return web.json_response({"error": "invalid_request", "error_description": "resource is required"}, status=400)
+            return web.json_response(
+                {"error": "invalid_request", "error_description": "resource is required"}, status=400
+            )
         client_id = request.query.get("client_id", "system-assigned")
         issued = self._issue(resource, client_id)
-        self.requests.append(Recorded(len(self.requests) + 1, time.time(), "GET", request.path, dict(request.query), {}, None, "msi-token", status=200))
-        return web.json_response({
-            "access_token": issued["access_token"],
-            "expires_on": str(issued["expires_on"]),
-            "resource": resource,
-            "token_type": "Bearer",
-            "client_id": client_id,
-        })
+        self.requests.append(
+            Recorded(
+                len(self.requests) + 1,
+                time.time(),
+                "GET",
+                request.path,
+                dict(request.query),
+                {},
+                None,
+                "msi-token",
+                status=200,
+            )
+        )
+        return web.json_response(
+            {
+                "access_token": issued["access_token"],
+                "expires_on": str(issued["expires_on"]),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": client_id,
+            }
+        )
 
     async def openid_configuration(self, request: web.Request) -> web.Response:
         base = f"{request.scheme}://{request.host}/{request.match_info['tenant']}"
-        return web.json_response({
-            "token_endpoint": f"{base}/oauth2/v2.0/token",
-            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-            "issuer": f"{base}/v2.0",
-            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-        })
+        return web.json_response(
+            {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "issuer": f"{base}/v2.0",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            }
+        )
 
     async def oauth_token(self, request: web.Request) -> web.Response:
         """Client-credentials grant with a secret or a certificate assertion."""
@@ -340,19 +372,37 @@ class GraphEmulator:
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
         client_id = str(form.get("client_id", ""))
         has_secret = bool(form.get("client_secret"))
-        has_assertion = form.get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" and bool(form.get("client_assertion"))
+        has_assertion = form.get(
+            "client_assertion_type"
+        ) == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" and bool(form.get("client_assertion"))
         if not client_id or not (has_secret or has_assertion):
-            return web.json_response({"error": "invalid_client", "error_description": "client credentials missing"}, status=401)
+            return web.json_response(
+                {"error": "invalid_client", "error_description": "client credentials missing"}, status=401
+            )
         scope = str(form.get("scope", ""))
         issued = self._issue(scope.split()[0] if scope else "", client_id)
         kind = "secret" if has_secret else "certificate"
-        self.requests.append(Recorded(len(self.requests) + 1, time.time(), "POST", request.path, {"credential": kind, "scope": scope}, {}, None, "oauth-token", status=200))
-        return web.json_response({
-            "token_type": "Bearer",
-            "expires_in": 3600,
-            "ext_expires_in": 3600,
-            "access_token": issued["access_token"],
-        })
+        self.requests.append(
+            Recorded(
+                len(self.requests) + 1,
+                time.time(),
+                "POST",
+                request.path,
+                {"credential": kind, "scope": scope},
+                {},
+                None,
+                "oauth-token",
+                status=200,
+            )
+        )
+        return web.json_response(
+            {
+                "token_type": "Bearer",
+                "expires_in": 3600,
+                "ext_expires_in": 3600,
+                "access_token": issued["access_token"],
+            }
+        )
 
     # ------------------------------------------------------------------ Graph: invitations
     def _guest_upn(self, email: str) -> str:
@@ -395,9 +445,13 @@ class GraphEmulator:
                 user["externalUserState"] = "PendingAcceptance"
             else:
                 if user.get("onPremisesUserPrincipalName"):
-                    return graph_error(400, "BadRequest", "Cannot invite a user synchronised from on-premises directory.", rid)
+                    return graph_error(
+                        400, "BadRequest", "Cannot invite a user synchronised from on-premises directory.", rid
+                    )
                 if (user.get("mail") or "").lower() != email.lower():
-                    return graph_error(400, "BadRequest", "The invited user's mail must match invitedUserEmailAddress.", rid)
+                    return graph_error(
+                        400, "BadRequest", "The invited user's mail must match invitedUserEmailAddress.", rid
+                    )
                 if user.get("externalUserState"):
                     return graph_error(400, "BadRequest", "The user is already an external user.", rid)
                 user["externalUserState"] = "PendingAcceptance"
@@ -405,7 +459,10 @@ class GraphEmulator:
             user = self._find_by_mail(email)
             if user is not None and user.get("creationType") != "Invitation":
                 return graph_error(
-                    400, "BadRequest", f"The invited user already exists in the directory as objectID {user['id']}.", rid
+                    400,
+                    "BadRequest",
+                    f"The invited user already exists in the directory as objectID {user['id']}.",
+                    rid,
                 )
             if user is None:
                 user = self.add_user(
@@ -441,7 +498,9 @@ class GraphEmulator:
     # ------------------------------------------------------------------ Graph: users
     def _select(self, user: dict[str, Any], select: str | None) -> dict[str, Any]:
         if not select:
-            return {k: v for k, v in user.items() if k in ("id", "displayName", "mail", "userPrincipalName", "userType")}
+            return {
+                k: v for k, v in user.items() if k in ("id", "displayName", "mail", "userPrincipalName", "userType")
+            }
         wanted = [s.strip() for s in select.split(",") if s.strip()]
         return {k: user.get(k) for k in wanted}
 
@@ -466,18 +525,32 @@ class GraphEmulator:
             for part in re.split(r"\s+or\s+", raw, flags=re.IGNORECASE):
                 match = _FILTER_CLAUSE.match(part)
                 if not match:
-                    return graph_error(400, "Request_UnsupportedQuery", f"Unsupported or invalid query filter clause: {part}", rid)
+                    return graph_error(
+                        400, "Request_UnsupportedQuery", f"Unsupported or invalid query filter clause: {part}", rid
+                    )
                 prop = match.group("prop") or match.group("coll")
                 value = (match.group("v1") if match.group("v1") is not None else match.group("v2")).replace("''", "'")
-                canonical = {"mail": "mail", "userprincipalname": "userPrincipalName", "othermails": "otherMails", "proxyaddresses": "proxyAddresses"}[prop.lower()]
+                canonical = {
+                    "mail": "mail",
+                    "userprincipalname": "userPrincipalName",
+                    "othermails": "otherMails",
+                    "proxyaddresses": "proxyAddresses",
+                }[prop.lower()]
                 clauses.append((canonical, value))
             advanced = any(c in ("proxyAddresses", "otherMails") for c, _ in clauses) and len(clauses) > 1
-            if advanced and not (request.headers.get("ConsistencyLevel") == "eventual" and request.query.get("$count") == "true"):
-                return graph_error(400, "Request_UnsupportedQuery", "This query needs ConsistencyLevel: eventual and $count=true.", rid)
+            if advanced and not (
+                request.headers.get("ConsistencyLevel") == "eventual" and request.query.get("$count") == "true"
+            ):
+                return graph_error(
+                    400, "Request_UnsupportedQuery", "This query needs ConsistencyLevel: eventual and $count=true.", rid
+                )
             users = [u for u in users if self._matches(u, clauses)]
         top = int(request.query.get("$top", "100"))
         page = [self._select(u, request.query.get("$select")) for u in users[:top]]
-        body: dict[str, Any] = {"@odata.context": f"{request.scheme}://{request.host}/v1.0/$metadata#users", "value": page}
+        body: dict[str, Any] = {
+            "@odata.context": f"{request.scheme}://{request.host}/v1.0/$metadata#users",
+            "value": page,
+        }
         if request.query.get("$count") == "true":
             body["@odata.count"] = len(users)
         return web.json_response(body, headers={"request-id": rid})
@@ -487,7 +560,9 @@ class GraphEmulator:
         request[REC].operation = "get-user"
         user = self.users.get(request.match_info["user_id"])
         if user is None:
-            return graph_error(404, "Request_ResourceNotFound", f"Resource '{request.match_info['user_id']}' does not exist.", rid)
+            return graph_error(
+                404, "Request_ResourceNotFound", f"Resource '{request.match_info['user_id']}' does not exist.", rid
+            )
         return web.json_response(self._select(user, request.query.get("$select")), headers={"request-id": rid})
 
     async def patch_user(self, request: web.Request) -> web.Response:
@@ -498,7 +573,9 @@ class GraphEmulator:
             return invalid
         user = self.users.get(request.match_info["user_id"])
         if user is None:
-            return graph_error(404, "Request_ResourceNotFound", f"Resource '{request.match_info['user_id']}' does not exist.", rid)
+            return graph_error(
+                404, "Request_ResourceNotFound", f"Resource '{request.match_info['user_id']}' does not exist.", rid
+            )
         throttled = self._throttle(rid)
         if throttled is not None:
             return throttled
@@ -525,8 +602,10 @@ class GraphEmulator:
             return throttled
         if member_id in self.groups[group_id]:
             return graph_error(
-                400, "Request_BadRequest",
-                "One or more added object references already exist for the following modified properties: 'members'.", rid,
+                400,
+                "Request_BadRequest",
+                "One or more added object references already exist for the following modified properties: 'members'.",
+                rid,
             )
         self.groups[group_id].add(member_id)
         return web.Response(status=204, headers={"request-id": rid})
@@ -540,14 +619,16 @@ class GraphEmulator:
         per_address: dict[str, int] = {}
         for inv in self.invitations:
             per_address[inv["email"]] = per_address.get(inv["email"], 0) + 1
-        return web.json_response({
-            **self.stats,
-            "invitations": len(self.invitations),
-            "invited_addresses": len(per_address),
-            "reinvited_addresses": sum(1 for n in per_address.values() if n > 1),
-            "requests": len(self.requests),
-            "users": len(self.users),
-        })
+        return web.json_response(
+            {
+                **self.stats,
+                "invitations": len(self.invitations),
+                "invited_addresses": len(per_address),
+                "reinvited_addresses": sum(1 for n in per_address.values() if n > 1),
+                "requests": len(self.requests),
+                "users": len(self.users),
+            }
+        )
 
     async def ctl_faults(self, request: web.Request) -> web.Response:
         if request.method == "DELETE":
@@ -610,4 +691,4 @@ class GraphEmulator:
 
 def http_date(seconds_from_now: float) -> str:
     """An HTTP date ``seconds_from_now`` in the future (for Retry-After tests)."""
-    return format_datetime(datetime.fromtimestamp(time.time() + seconds_from_now, timezone.utc), usegmt=True)
+    return format_datetime(datetime.fromtimestamp(time.time() + seconds_from_now, UTC), usegmt=True)

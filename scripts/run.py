@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devhost.processes import (  # noqa: E402 - needs the path above
+from devhost.processes import (
     ROOT,
     Service,
     http_ok,
@@ -80,8 +80,12 @@ def main() -> int:
             print("Azure Functions Core Tools not found; using the project's local host")
         host = start("functions", argv, run_dir, env=env, echo=True)
         started.append(host)
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{APP_PORT}/admin/host/status") or port_open(APP_PORT),
-                   host, 120, "function host")
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{APP_PORT}/admin/host/status") or port_open(APP_PORT),
+            host,
+            120,
+            "function host",
+        )
         print(f"\nSign-up API: POST http://127.0.0.1:{APP_PORT}/api/signups   (Ctrl-C stops everything)\n")
         while host.process.poll() is None:
             time.sleep(0.5)

@@ -19,6 +19,7 @@ Retries, decided once:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -260,7 +261,7 @@ class MsGraphDirectory:
             config: RequestConfiguration[Any] = RequestConfiguration(options=[inspect])
             try:
                 result = await call(config)
-            except Exception as exc:  # noqa: BLE001 - classified just below
+            except Exception as exc:
                 error = classify(exc)
                 if isinstance(error, TransientGraphError) and error.status == 429:
                     self._pacer.throttled(error.retry_after)
@@ -271,10 +272,8 @@ class MsGraphDirectory:
             headers = inspect.response_headers
             percentage = _header(headers, "x-ms-throttle-limit-percentage")
             if percentage:
-                try:
+                with contextlib.suppress(ValueError):
                     self._pacer.near_limit(float(percentage))
-                except ValueError:
-                    pass
             return result, _header(headers, "request-id")
 
     async def invite(self, invitation: Invitation) -> InvitationResult:
@@ -301,7 +300,7 @@ class MsGraphDirectory:
         config.headers.add("ConsistencyLevel", "eventual")
         try:
             page = await self._client.users.get(request_configuration=config)
-        except Exception as exc:  # noqa: BLE001 - classified
+        except Exception as exc:
             raise classify(exc) from exc
         return [_to_user(user) for user in (page.value if page and page.value else [])]
 
@@ -313,7 +312,7 @@ class MsGraphDirectory:
             user = await self._client.users.by_user_id(user_id).get(
                 request_configuration=RequestConfiguration(query_parameters=params)
             )
-        except Exception as exc:  # noqa: BLE001 - classified
+        except Exception as exc:
             error = classify(exc)
             if error.status == 404:
                 return None

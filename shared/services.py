@@ -66,8 +66,11 @@ def build_services(settings: Settings) -> Services:
     store = TableSignupStore(table)
     log.info(
         "services.built graph_base_url=%s credential=%s pacing=%s budget=%s/%ss",
-        settings.graph_base_url, settings.graph_credential, settings.graph_pacing_enabled,
-        settings.graph_write_budget, settings.graph_write_window_seconds,
+        settings.graph_base_url,
+        settings.graph_credential,
+        settings.graph_pacing_enabled,
+        settings.graph_write_budget,
+        settings.graph_write_window_seconds,
     )
     return Services(
         settings=settings,

@@ -288,9 +288,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     token_file = r.optional("AZURE_FEDERATED_TOKEN_FILE")
     if credential == "auto":
         credential = (
-            "client_secret" if secret
-            else "certificate" if cert_path
-            else "workload_identity" if token_file
+            "client_secret"
+            if secret
+            else "certificate"
+            if cert_path
+            else "workload_identity"
+            if token_file
             else "managed_identity"
         )
     needs = {
@@ -315,9 +318,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         invite_redirect_url=r.required("INVITE_REDIRECT_URL", _url),
         invite_user_type=r.default("INVITE_USER_TYPE", "Guest", _one_of("Guest", "Member")),
         invite_send_message=r.default("INVITE_SEND_MESSAGE", True, _boolean),
-        invite_message_language=r.optional(
-            "INVITE_MESSAGE_LANGUAGE", _pattern(_LANGUAGE, "ISO 639 language tag")
-        ),
+        invite_message_language=r.optional("INVITE_MESSAGE_LANGUAGE", _pattern(_LANGUAGE, "ISO 639 language tag")),
         invite_message_body=r.optional("INVITE_MESSAGE_BODY", _plain_text),
         invite_cc_address=r.optional("INVITE_CC_ADDRESS", _email),
         invite_sponsor_ids=r.default("INVITE_SPONSOR_IDS", (), _guid_list),

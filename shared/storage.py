@@ -12,10 +12,10 @@ The queue message is ``{"id": "<sign-up id>"}``, encoded as host.json's
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
-import dataclasses
 from datetime import datetime
 from typing import Any, Final, Protocol
 
@@ -28,7 +28,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
-from azure.storage.queue import ExponentialRetry, TextBase64EncodePolicy
+from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
 from .errors import ConcurrencyConflict, StorageError
@@ -101,7 +101,7 @@ def decode_message(text: str) -> str:
     """The sign-up id in a queue message; ``ValueError`` when it is not one of ours."""
     data = json.loads(text)
     if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
-        raise ValueError("queue message is not {\"id\": \"...\"}")
+        raise ValueError('queue message is not {"id": "..."}')
     return str(data["id"])
 
 

@@ -115,8 +115,7 @@ def _read_fields(content_type: str | None, body: bytes) -> dict[str, object]:
     if kind not in JSON_TYPES | FORM_TYPES:
         shown = kind or "none"
         raise UnsupportedMediaType(
-            f"Content-Type {shown!r} is not supported; send application/json or "
-            "application/x-www-form-urlencoded."
+            f"Content-Type {shown!r} is not supported; send application/json or application/x-www-form-urlencoded."
         )
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"The body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted.")
@@ -148,9 +147,7 @@ def _refuse_constant(name: str) -> object:
 def _check_text(field: str, value: str, problems: list[str]) -> str:
     allow_newlines = field == "justification"
     for ch in value:
-        if unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} and not (
-            allow_newlines and ch in "\r\n\t"
-        ):
+        if unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} and not (allow_newlines and ch in "\r\n\t"):
             problems.append("must not contain control characters")
             break
     value = unicodedata.normalize("NFC", value.strip())

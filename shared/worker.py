@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Final
 
 from .directory import Directory, Invitation, InvitationOptions
@@ -56,7 +56,7 @@ PUBLIC_MESSAGES: Final = {
 }
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """What one delivery did."""
 
     INVITED = "invited"
@@ -109,7 +109,11 @@ class InvitationWorker:
         except PermanentGraphError as exc:
             log.warning(
                 "worker.refused signup_id=%s attempt=%s code=%s status=%s request_id=%s",
-                sid, claimed.attempts, exc.code, exc.status, exc.request_id,
+                sid,
+                claimed.attempts,
+                exc.code,
+                exc.status,
+                exc.request_id,
             )
             await self._settle(claimed, self._failure(exc.code, "permanent", exc))
             return Outcome.FAILED
@@ -118,7 +122,11 @@ class InvitationWorker:
             code = exc.code if isinstance(exc, TransientGraphError) else "InternalError"
             log.warning(
                 "worker.attempt_failed signup_id=%s attempt=%s code=%s last=%s",
-                sid, claimed.attempts, code, delivery.last, exc_info=not transient,
+                sid,
+                claimed.attempts,
+                code,
+                delivery.last,
+                exc_info=not transient,
             )
             if delivery.last:
                 await self._settle(claimed, self._failure(code, "transient" if transient else "internal", exc))
@@ -141,7 +149,9 @@ class InvitationWorker:
         )
         log.info(
             "worker.invited signup_id=%s attempt=%s invitation_status=%s",
-            sid, claimed.attempts, result.status,
+            sid,
+            claimed.attempts,
+            result.status,
         )
         return Outcome.INVITED
 
@@ -216,7 +226,9 @@ class InvitationWorker:
                 if fresh is None or fresh.status.terminal:
                     log.warning(
                         "worker.settle_superseded signup_id=%s wanted=%s found=%s",
-                        claimed.id, changes["status"].value, fresh.status.value if fresh else None,
+                        claimed.id,
+                        changes["status"].value,
+                        fresh.status.value if fresh else None,
                     )
                     return
                 current = fresh

@@ -29,10 +29,10 @@ def _listeners(env: dict[str, str]) -> dict[str, QueueListener]:
     return {fn.name: QueueListener(fn, options, 300, env) for fn in queues}
 
 
-async def _run_until(listeners: dict[str, QueueListener], done: Any, timeout: float = 30) -> None:
+async def _run_until(listeners: dict[str, QueueListener], done: Any, within: float = 30) -> None:
     tasks = [asyncio.create_task(listener.run()) for listener in listeners.values()]
     try:
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         while not await done():
             assert asyncio.get_running_loop().time() < deadline, "timed out"
             await asyncio.sleep(0.1)
@@ -53,8 +53,9 @@ def test_bindings_resolve_from_settings() -> None:
     assert route_pattern("", "signups") == "/signups"
 
 
-async def test_exhausted_retries_end_failed_and_poisoned(services: Services, app_env: dict[str, str],
-                                                         emulator: GraphEmulator) -> None:
+async def test_exhausted_retries_end_failed_and_poisoned(
+    services: Services, app_env: dict[str, str], emulator: GraphEmulator
+) -> None:
     """Graph down for every delivery: failed is recorded on the last one, then the message is poisoned."""
     emulator.faults.append(Fault(kind="503"))
     signup = await services.intake.submit(SignupForm("down@fabrikam.com", "D", None, None))
@@ -71,12 +72,14 @@ async def test_exhausted_retries_end_failed_and_poisoned(services: Services, app
     assert len(posts) == queue_options().max_dequeue_count  # one POST per delivery, no hidden retries
 
 
-async def test_a_worker_that_died_on_every_delivery_still_ends_failed(services: Services, app_env: dict[str, str],
-                                                                      emulator: GraphEmulator) -> None:
+async def test_a_worker_that_died_on_every_delivery_still_ends_failed(
+    services: Services, app_env: dict[str, str], emulator: GraphEmulator
+) -> None:
     """Deliveries that never finish (crashes) exhaust the count; the poison finaliser records failed."""
     signup = await services.intake.submit(SignupForm("crash@fabrikam.com", "C", None, None))
-    raw = QueueClient.from_connection_string(expand_connection_string(app_env["AzureWebJobsStorage"]),
-                                             app_env["SIGNUP_QUEUE"])
+    raw = QueueClient.from_connection_string(
+        expand_connection_string(app_env["AzureWebJobsStorage"]), app_env["SIGNUP_QUEUE"]
+    )
     async with raw:
         for _ in range(queue_options().max_dequeue_count):  # each receive is a delivery whose worker died
             [message] = [m async for m in raw.receive_messages(max_messages=1, visibility_timeout=1)]

@@ -23,8 +23,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def host(azurite: str, emulator_server: tuple[GraphEmulator, str],
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def host(
+    azurite: str, emulator_server: tuple[GraphEmulator, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     """One local host for this module, configured entirely through its environment."""
     _, graph = emulator_server
     logs = tmp_path_factory.mktemp("devhost")
@@ -54,26 +55,36 @@ async def client(host: dict[str, Any], emulator: GraphEmulator) -> Any:
         yield http
 
 
-async def _until(client: httpx.AsyncClient, url: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _until(client: httpx.AsyncClient, url: str, statuses: set[str], within: float = 30) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         body = (await client.get(url)).json()
         if body["status"] in statuses:
             return dict(body)
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"still {body['status']} after {timeout}s: {body}")
+            raise AssertionError(f"still {body['status']} after {within}s: {body}")
         await asyncio.sleep(0.2)
 
 
 async def _invitations_for(emulator: GraphEmulator, address: str) -> list[Any]:
-    return [r for r in emulator.requests
-            if r.operation == "invitation" and (r.body or {}).get("invitedUserEmailAddress") == address]
+    return [
+        r
+        for r in emulator.requests
+        if r.operation == "invitation" and (r.body or {}).get("invitedUserEmailAddress") == address
+    ]
 
 
 async def test_signup_is_accepted_and_ends_invited(client: httpx.AsyncClient, emulator: GraphEmulator) -> None:
     """POST → 202 with Location and statusUrl; the worker invites; the status URL shows invited."""
-    response = await client.post("/api/signups", json={"email": " Sam.Guest@Fabrikam.COM ", "displayName": "Sam Guest",
-                                                       "company": "Fabrikam", "justification": "Project Falcon"})
+    response = await client.post(
+        "/api/signups",
+        json={
+            "email": " Sam.Guest@Fabrikam.COM ",
+            "displayName": "Sam Guest",
+            "company": "Fabrikam",
+            "justification": "Project Falcon",
+        },
+    )
     assert response.status_code == 202
     body = response.json()
     assert set(body) == {"id", "status", "statusUrl"}
@@ -106,19 +117,31 @@ async def test_form_post_from_a_plain_html_form(client: httpx.AsyncClient, emula
 @pytest.mark.parametrize(
     ("kwargs", "status", "fields"),
     [
-        pytest.param({"json": {"email": "a+b@x.com", "displayName": 7, "role": "admin"}}, 400,
-                     {"email", "displayName", "role"}, id="fields"),
-        pytest.param({"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, {"body"},
-                     id="malformed-json"),
+        pytest.param(
+            {"json": {"email": "a+b@x.com", "displayName": 7, "role": "admin"}},
+            400,
+            {"email", "displayName", "role"},
+            id="fields",
+        ),
+        pytest.param(
+            {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
+            400,
+            {"body"},
+            id="malformed-json",
+        ),
         pytest.param({"content": b"email=x", "headers": {"Content-Type": "text/plain"}}, 415, None, id="415"),
         pytest.param({"content": b"{}", "headers": {}}, 415, None, id="no-content-type"),
-        pytest.param({"content": b'{"email": "' + b"a" * 17000 + b'"}', "headers": {"Content-Type": "application/json"}},
-                     413, None, id="413"),
+        pytest.param(
+            {"content": b'{"email": "' + b"a" * 17000 + b'"}', "headers": {"Content-Type": "application/json"}},
+            413,
+            None,
+            id="413",
+        ),
     ],
 )
-async def test_bad_input_is_a_problem_and_queues_nothing(client: httpx.AsyncClient, emulator: GraphEmulator,
-                                                         kwargs: dict[str, Any], status: int,
-                                                         fields: set[str] | None) -> None:
+async def test_bad_input_is_a_problem_and_queues_nothing(
+    client: httpx.AsyncClient, emulator: GraphEmulator, kwargs: dict[str, Any], status: int, fields: set[str] | None
+) -> None:
     """Every refusal is application/problem+json with the right status; nothing reaches Graph."""
     response = await client.post("/api/signups", **kwargs)
     assert response.status_code == status
@@ -133,8 +156,11 @@ async def test_bad_input_is_a_problem_and_queues_nothing(client: httpx.AsyncClie
 
 async def test_wrong_methods_and_unknown_ids(client: httpx.AsyncClient) -> None:
     """405 with Allow for the wrong method; 404 problem for unknown or malformed ids."""
-    for method, url, allow in (("GET", "/api/signups", "POST"), ("DELETE", "/api/signups/abc", "GET"),
-                               ("PUT", "/api/signups", "POST")):
+    for method, url, allow in (
+        ("GET", "/api/signups", "POST"),
+        ("DELETE", "/api/signups/abc", "GET"),
+        ("PUT", "/api/signups", "POST"),
+    ):
         response = await client.request(method, url)
         assert response.status_code == 405, (method, url)
         assert response.headers["Allow"] == allow
@@ -159,24 +185,26 @@ async def test_transient_failure_is_retried_by_the_queue(client: httpx.AsyncClie
     """A 503 raises; the host redelivers after visibilityTimeout and the second attempt invites."""
     emulator.faults.append(Fault(kind="503", address="flaky@fabrikam.com", times=1))
     response = await client.post("/api/signups", json={"email": "flaky@fabrikam.com", "displayName": "F"})
-    final = await _until(client, response.json()["statusUrl"], {"invited", "failed"}, timeout=40)
+    final = await _until(client, response.json()["statusUrl"], {"invited", "failed"}, within=40)
     assert final["status"] == "invited"
     assert [p.status for p in await _invitations_for(emulator, "flaky@fabrikam.com")] == [503, 201]
 
 
-async def test_duplicate_messages_never_invite_twice(client: httpx.AsyncClient, emulator: GraphEmulator,
-                                                     host: dict[str, Any]) -> None:
+async def test_duplicate_messages_never_invite_twice(
+    client: httpx.AsyncClient, emulator: GraphEmulator, host: dict[str, Any]
+) -> None:
     """Extra copies of a message, delivered concurrently and after the fact, invite exactly once."""
     emulator.config.latency_ms = 300  # keep the first attempt in flight while the copies arrive
     response = await client.post("/api/signups", json={"email": "dup@fabrikam.com", "displayName": "D"})
     signup_id = response.json()["id"]
     env = host["env"]
-    queue = QueueClient.from_connection_string(expand_connection_string(env["AzureWebJobsStorage"]),
-                                               env["SIGNUP_QUEUE"])
+    queue = QueueClient.from_connection_string(
+        expand_connection_string(env["AzureWebJobsStorage"]), env["SIGNUP_QUEUE"]
+    )
     async with queue:
         for _ in range(3):
             await queue.send_message(base64.b64encode(json.dumps({"id": signup_id}).encode()).decode())
-        final = await _until(client, response.json()["statusUrl"], {"invited", "failed"}, timeout=40)
+        final = await _until(client, response.json()["statusUrl"], {"invited", "failed"}, within=40)
         assert final["status"] == "invited"
         for _ in range(3):
             await queue.send_message(base64.b64encode(json.dumps({"id": signup_id}).encode()).decode())
@@ -187,8 +215,9 @@ async def test_duplicate_messages_never_invite_twice(client: httpx.AsyncClient, 
                 break
             await asyncio.sleep(0.2)
     assert props.approximate_message_count == 0
-    poison = QueueClient.from_connection_string(expand_connection_string(env["AzureWebJobsStorage"]),
-                                                f"{env['SIGNUP_QUEUE']}-poison")
+    poison = QueueClient.from_connection_string(
+        expand_connection_string(env["AzureWebJobsStorage"]), f"{env['SIGNUP_QUEUE']}-poison"
+    )
     async with poison:
         assert await poison.peek_messages(max_messages=32) == []
     assert len([p for p in await _invitations_for(emulator, "dup@fabrikam.com") if p.status == 201]) == 1

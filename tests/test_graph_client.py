@@ -82,12 +82,18 @@ async def test_every_option_is_sent_and_conforms(directory: MsGraphDirectory, em
         sponsor_ids=(sponsor["id"],),
     )
     await directory.invite(Invitation("kim@fabrikam.com", "Kim", full))
-    await directory.invite(Invitation("lee@fabrikam.com", "Lee", InvitationOptions(
-        redirect_url="https://myapps.microsoft.com", message_language="fr-FR")))
+    await directory.invite(
+        Invitation(
+            "lee@fabrikam.com",
+            "Lee",
+            InvitationOptions(redirect_url="https://myapps.microsoft.com", message_language="fr-FR"),
+        )
+    )
     converted = await directory.invite(Invitation("adele@fabrikam.com", None, OPTIONS, invited_user_id=internal["id"]))
     assert converted.invited_user_id == internal["id"]
-    await directory.invite(Invitation("adele@fabrikam.com", None, OPTIONS, invited_user_id=internal["id"],
-                                      reset_redemption=True))
+    await directory.invite(
+        Invitation("adele@fabrikam.com", None, OPTIONS, invited_user_id=internal["id"], reset_redemption=True)
+    )
     posts = _posts(emulator)
     assert [p.status for p in posts] == [201, 201, 201, 201]
     assert all(p.findings == [] for p in posts), [p.findings for p in posts]
@@ -101,21 +107,31 @@ async def test_every_option_is_sent_and_conforms(directory: MsGraphDirectory, em
     assert posts[3].body["resetRedemption"] is True
 
 
-async def test_emulator_responses_conform_to_the_schema(directory: MsGraphDirectory, graph_base: str,
-                                                        emulator: GraphEmulator) -> None:
+async def test_emulator_responses_conform_to_the_schema(
+    directory: MsGraphDirectory, graph_base: str, emulator: GraphEmulator
+) -> None:
     """What the emulator answers is a valid invitation response per Microsoft's schema."""
     import httpx
 
-    credential = build_credential(load_settings({
-        "AzureWebJobsStorage": "UseDevelopmentStorage=true", "INVITE_REDIRECT_URL": "https://x.example",
-    }))
+    credential = build_credential(
+        load_settings(
+            {
+                "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                "INVITE_REDIRECT_URL": "https://x.example",
+            }
+        )
+    )
     async with credential:
         token = (await credential.get_token("https://graph.microsoft.com/.default")).token
     async with httpx.AsyncClient(base_url=f"{graph_base}/v1.0", headers={"Authorization": f"Bearer {token}"}) as http:
-        response = await http.post("/invitations", json={
-            "invitedUserEmailAddress": "pat@fabrikam.com", "inviteRedirectUrl": "https://myapps.microsoft.com",
-            "invitedUserMessageInfo": {"ccRecipients": [{"emailAddress": {"address": "o@contoso.com"}}]},
-        })
+        response = await http.post(
+            "/invitations",
+            json={
+                "invitedUserEmailAddress": "pat@fabrikam.com",
+                "inviteRedirectUrl": "https://myapps.microsoft.com",
+                "invitedUserMessageInfo": {"ccRecipients": [{"emailAddress": {"address": "o@contoso.com"}}]},
+            },
+        )
         assert response.status_code == 201
         assert schema.errors("invitation-response", response.json()) == []
         bad = await http.post("/invitations", json={"invitedUserEmailAddress": "a+b@x.com", "inviteRedirectUrl": 5})
@@ -146,8 +162,9 @@ async def test_permanent_faults(directory: MsGraphDirectory, emulator: GraphEmul
 
 
 @pytest.mark.parametrize("kind", ["500", "503"])
-async def test_server_errors_are_transient_and_never_reposted(directory: MsGraphDirectory, emulator: GraphEmulator,
-                                                              kind: str) -> None:
+async def test_server_errors_are_transient_and_never_reposted(
+    directory: MsGraphDirectory, emulator: GraphEmulator, kind: str
+) -> None:
     """5xx are transient, and the SDK's retry handler does not silently POST again."""
     emulator.faults.append(Fault(kind=kind))
     with pytest.raises(TransientGraphError) as info:
@@ -271,12 +288,18 @@ def test_classify_refuses_foreign_errors() -> None:
 def test_filter_covers_every_address_property() -> None:
     """The pre-check filter asks about mail, UPN, otherMails and proxyAddresses."""
     text = email_filter("a@b.com")
-    for part in ("mail eq 'a@b.com'", "userPrincipalName eq", "otherMails/any", "proxyAddresses/any(p:p eq 'smtp:a@b.com')"):
+    for part in (
+        "mail eq 'a@b.com'",
+        "userPrincipalName eq",
+        "otherMails/any",
+        "proxyAddresses/any(p:p eq 'smtp:a@b.com')",
+    ):
         assert part in text
 
 
-async def test_managed_identity_token_comes_from_the_identity_endpoint(settings: Settings,
-                                                                       emulator: GraphEmulator) -> None:
+async def test_managed_identity_token_comes_from_the_identity_endpoint(
+    settings: Settings, emulator: GraphEmulator
+) -> None:
     """azure-identity's ManagedIdentityCredential, unmodified, gets its token from IDENTITY_ENDPOINT."""
     credential = build_credential(settings)
     try:
@@ -291,19 +314,35 @@ async def test_managed_identity_token_comes_from_the_identity_endpoint(settings:
 @pytest.mark.parametrize(
     ("extra", "kind", "cls"),
     [
-        ({"AZURE_TENANT_ID": "t1", "AZURE_CLIENT_ID": "c1", "AZURE_CLIENT_SECRET": "s"}, "client_secret", "ClientSecretCredential"),
-        ({"AZURE_TENANT_ID": "t1", "AZURE_CLIENT_ID": "c1", "AZURE_CLIENT_CERTIFICATE_PATH": "/nonexistent.pem"},
-         "certificate", "CertificateCredential"),
-        ({"AZURE_TENANT_ID": "t1", "AZURE_CLIENT_ID": "c1", "AZURE_FEDERATED_TOKEN_FILE": "/var/run/token"},
-         "workload_identity", "WorkloadIdentityCredential"),
+        (
+            {"AZURE_TENANT_ID": "t1", "AZURE_CLIENT_ID": "c1", "AZURE_CLIENT_SECRET": "s"},
+            "client_secret",
+            "ClientSecretCredential",
+        ),
+        (
+            {"AZURE_TENANT_ID": "t1", "AZURE_CLIENT_ID": "c1", "AZURE_CLIENT_CERTIFICATE_PATH": "/nonexistent.pem"},
+            "certificate",
+            "CertificateCredential",
+        ),
+        (
+            {"AZURE_TENANT_ID": "t1", "AZURE_CLIENT_ID": "c1", "AZURE_FEDERATED_TOKEN_FILE": "/var/run/token"},
+            "workload_identity",
+            "WorkloadIdentityCredential",
+        ),
     ],
 )
 def test_credential_construction(extra: dict[str, str], kind: str, cls: str, tmp_path: Any) -> None:
     """Secret, certificate and workload identity build azure-identity's own credential types."""
     if kind == "certificate":
         extra = {**extra, "AZURE_CLIENT_CERTIFICATE_PATH": str(_self_signed(tmp_path))}
-    settings = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true",
-                              "INVITE_REDIRECT_URL": "https://x.example", "GRAPH_CLOUD": "usgov", **extra})
+    settings = load_settings(
+        {
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+            "INVITE_REDIRECT_URL": "https://x.example",
+            "GRAPH_CLOUD": "usgov",
+            **extra,
+        }
+    )
     credential = build_credential(settings)
     assert settings.graph_credential == kind
     assert type(credential).__name__ == cls
@@ -320,13 +359,22 @@ def _self_signed(tmp_path: Any) -> Any:
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signup-portal-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     path = tmp_path / "cert.pem"
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        + cert.public_bytes(serialization.Encoding.PEM)
+    )
     return path
 
 

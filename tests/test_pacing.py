@@ -58,7 +58,7 @@ async def test_sustained_rate_matches_the_budget() -> None:
         await pacer.acquire()
     elapsed = t.now - 1000.0
     # It starts with one token, then earns 20 a second.
-    assert 2000 - 1 == pytest.approx(elapsed * 20.0, abs=1.0)
+    assert pytest.approx(elapsed * 20.0, abs=1.0) == 2000 - 1
 
 
 async def test_a_fresh_pacer_earns_its_burst() -> None:

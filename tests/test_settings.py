@@ -64,7 +64,9 @@ def test_every_problem_is_named_at_once() -> None:
 
 def test_secrets_stay_out_of_repr() -> None:
     """A logged Settings object never shows the client secret."""
-    s = load_settings({**MINIMAL, "AZURE_TENANT_ID": "t", "AZURE_CLIENT_ID": "c", "AZURE_CLIENT_SECRET": "s3cr3t-value"})
+    s = load_settings(
+        {**MINIMAL, "AZURE_TENANT_ID": "t", "AZURE_CLIENT_ID": "c", "AZURE_CLIENT_SECRET": "s3cr3t-value"}
+    )
     assert s.graph_credential == "client_secret"
     assert "s3cr3t-value" not in repr(s)
 
@@ -72,10 +74,25 @@ def test_secrets_stay_out_of_repr() -> None:
 @pytest.mark.parametrize(
     ("cloud", "url", "scope", "authority"),
     [
-        ("global", "https://graph.microsoft.com/v1.0", "https://graph.microsoft.com/.default", "login.microsoftonline.com"),
+        (
+            "global",
+            "https://graph.microsoft.com/v1.0",
+            "https://graph.microsoft.com/.default",
+            "login.microsoftonline.com",
+        ),
         ("usgov", "https://graph.microsoft.us/v1.0", "https://graph.microsoft.us/.default", "login.microsoftonline.us"),
-        ("usgovdod", "https://dod-graph.microsoft.us/v1.0", "https://dod-graph.microsoft.us/.default", "login.microsoftonline.us"),
-        ("china", "https://microsoftgraph.chinacloudapi.cn/v1.0", "https://microsoftgraph.chinacloudapi.cn/.default", "login.chinacloudapi.cn"),
+        (
+            "usgovdod",
+            "https://dod-graph.microsoft.us/v1.0",
+            "https://dod-graph.microsoft.us/.default",
+            "login.microsoftonline.us",
+        ),
+        (
+            "china",
+            "https://microsoftgraph.chinacloudapi.cn/v1.0",
+            "https://microsoftgraph.chinacloudapi.cn/.default",
+            "login.chinacloudapi.cn",
+        ),
     ],
 )
 def test_national_clouds_set_url_scope_and_authority(cloud: str, url: str, scope: str, authority: str) -> None:
@@ -108,11 +125,13 @@ def test_auto_credential_follows_the_azure_identity_variables(env: dict[str, str
 
 def test_identity_based_storage_connection() -> None:
     """Service URIs instead of a connection string are enough (managed identity in Azure)."""
-    s = load_settings({
-        "INVITE_REDIRECT_URL": "https://myapps.microsoft.com",
-        "AzureWebJobsStorage__queueServiceUri": "https://acct.queue.core.windows.net",
-        "AzureWebJobsStorage__tableServiceUri": "https://acct.table.core.windows.net",
-    })
+    s = load_settings(
+        {
+            "INVITE_REDIRECT_URL": "https://myapps.microsoft.com",
+            "AzureWebJobsStorage__queueServiceUri": "https://acct.queue.core.windows.net",
+            "AzureWebJobsStorage__tableServiceUri": "https://acct.table.core.windows.net",
+        }
+    )
     assert s.storage_connection_string is None
     assert s.storage_table_service_uri == "https://acct.table.core.windows.net"
 
@@ -131,12 +150,22 @@ def test_every_settings_key_is_read() -> None:
         if key in MINIMAL or key.startswith("AzureWebJobsStorage__"):
             continue
         probe = {
-            "SIGNUP_QUEUE": "other-queue", "SIGNUP_TABLE": "othertable", "INVITE_USER_TYPE": "Member",
-            "INVITE_SEND_MESSAGE": "false", "INVITE_MESSAGE_LANGUAGE": "fr-FR", "INVITE_MESSAGE_BODY": "Welcome",
-            "INVITE_CC_ADDRESS": "owner@contoso.com", "INVITE_SPONSOR_IDS": "6d1b7d5e-3c5f-4c5b-9a7a-0f0e1d2c3b4a",
-            "GRAPH_CLOUD": "china", "GRAPH_BASE_URL": "https://graph.example.com/v1.0",
-            "GRAPH_CREDENTIAL": "managed_identity", "GRAPH_TIMEOUT_SECONDS": "7", "GRAPH_PACING_ENABLED": "false",
-            "GRAPH_WRITE_BUDGET": "10", "GRAPH_WRITE_WINDOW_SECONDS": "5", "AZURE_AUTHORITY_HOST": "login.example",
+            "SIGNUP_QUEUE": "other-queue",
+            "SIGNUP_TABLE": "othertable",
+            "INVITE_USER_TYPE": "Member",
+            "INVITE_SEND_MESSAGE": "false",
+            "INVITE_MESSAGE_LANGUAGE": "fr-FR",
+            "INVITE_MESSAGE_BODY": "Welcome",
+            "INVITE_CC_ADDRESS": "owner@contoso.com",
+            "INVITE_SPONSOR_IDS": "6d1b7d5e-3c5f-4c5b-9a7a-0f0e1d2c3b4a",
+            "GRAPH_CLOUD": "china",
+            "GRAPH_BASE_URL": "https://graph.example.com/v1.0",
+            "GRAPH_CREDENTIAL": "managed_identity",
+            "GRAPH_TIMEOUT_SECONDS": "7",
+            "GRAPH_PACING_ENABLED": "false",
+            "GRAPH_WRITE_BUDGET": "10",
+            "GRAPH_WRITE_WINDOW_SECONDS": "5",
+            "AZURE_AUTHORITY_HOST": "login.example",
             "AZURE_CLIENT_CERTIFICATE_PASSWORD": "pw",
         }.get(key, "value")
         env = {**MINIMAL, key: probe}

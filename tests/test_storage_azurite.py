@@ -46,7 +46,10 @@ async def test_record_round_trip_and_etag_conflict(store: TableSignupStore, queu
     loaded = await store.get(created.id)
     assert loaded is not None and loaded.etag
     assert (loaded.email, loaded.display_name, loaded.justification, loaded.status) == (
-        "sam@fabrikam.com", "Sam Guest", "Project Falcon", Status.QUEUED,
+        "sam@fabrikam.com",
+        "Sam Guest",
+        "Project Falcon",
+        Status.QUEUED,
     )
     assert loaded.created_at == created.created_at.replace(microsecond=created.created_at.microsecond)
 
@@ -65,12 +68,14 @@ async def test_create_twice_is_a_conflict(store: TableSignupStore, queue: Storag
         await store.create(dataclasses.replace(created, etag=None))
 
 
-async def test_message_is_base64_json_with_only_the_id(settings: Settings, store: TableSignupStore,
-                                                       queue: StorageQueue) -> None:
+async def test_message_is_base64_json_with_only_the_id(
+    settings: Settings, store: TableSignupStore, queue: StorageQueue
+) -> None:
     """The queued message is {"id": ...} in base64, as host.json's messageEncoding says; no PII."""
     created = await Intake(store, queue).submit(FORM)
-    raw = QueueClient.from_connection_string(expand_connection_string(settings.storage_connection_string or ""),
-                                             settings.signup_queue)
+    raw = QueueClient.from_connection_string(
+        expand_connection_string(settings.storage_connection_string or ""), settings.signup_queue
+    )
     async with raw:
         messages = [m async for m in raw.receive_messages(max_messages=5)]
     assert len(messages) == 1
@@ -82,11 +87,18 @@ async def test_unknown_id_reads_as_none(store: TableSignupStore) -> None:
     assert await store.get("A" * 22) is None
 
 
-async def test_enqueue_failure_rolls_back_the_record(settings: Settings, app_env: dict[str, str],
-                                                     store: TableSignupStore) -> None:
+async def test_enqueue_failure_rolls_back_the_record(
+    settings: Settings, app_env: dict[str, str], store: TableSignupStore
+) -> None:
     """If the queue is unreachable the record is deleted again and StorageError raised (503 upstream)."""
-    broken = load_settings({**app_env, "AzureWebJobsStorage": app_env["AzureWebJobsStorage"].replace(
-        "QueueEndpoint=http://127.0.0.1:", "QueueEndpoint=http://127.0.0.1:1")})
+    broken = load_settings(
+        {
+            **app_env,
+            "AzureWebJobsStorage": app_env["AzureWebJobsStorage"].replace(
+                "QueueEndpoint=http://127.0.0.1:", "QueueEndpoint=http://127.0.0.1:1"
+            ),
+        }
+    )
     bad_client = build_queue_client(broken)
     ids: list[str] = []
     intake = Intake(store, StorageQueue(bad_client), new_id=lambda: ids.append("B" * 22) or ids[-1])
@@ -98,19 +110,31 @@ async def test_enqueue_failure_rolls_back_the_record(settings: Settings, app_env
     assert await store.get(ids[0]) is None
 
 
-async def test_table_entity_holds_what_the_worker_writes(settings: Settings, store: TableSignupStore,
-                                                         queue: StorageQueue) -> None:
+async def test_table_entity_holds_what_the_worker_writes(
+    settings: Settings, store: TableSignupStore, queue: StorageQueue
+) -> None:
     """Invitation fields land in the entity under stable column names."""
     created = await Intake(store, queue).submit(FORM)
     loaded = await store.get(created.id)
     assert loaded is not None
-    await store.replace(loaded.evolve(status=Status.INVITED, invitation_id="i", invited_user_id="u",
-                                      invitation_status="PendingAcceptance", redeem_url="https://r"))
-    client = TableClient.from_connection_string(expand_connection_string(settings.storage_connection_string or ""),
-                                                settings.signup_table)
+    await store.replace(
+        loaded.evolve(
+            status=Status.INVITED,
+            invitation_id="i",
+            invited_user_id="u",
+            invitation_status="PendingAcceptance",
+            redeem_url="https://r",
+        )
+    )
+    client = TableClient.from_connection_string(
+        expand_connection_string(settings.storage_connection_string or ""), settings.signup_table
+    )
     async with client:
         entity = await client.get_entity(created.id, "signup")
     assert {k: entity[k] for k in ("status", "invitationId", "invitedUserId", "invitationStatus", "redeemUrl")} == {
-        "status": "invited", "invitationId": "i", "invitedUserId": "u",
-        "invitationStatus": "PendingAcceptance", "redeemUrl": "https://r",
+        "status": "invited",
+        "invitationId": "i",
+        "invitedUserId": "u",
+        "invitationStatus": "PendingAcceptance",
+        "redeemUrl": "https://r",
     }

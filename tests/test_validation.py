@@ -83,7 +83,7 @@ def test_json_body_is_parsed() -> None:
 
 def test_form_body_is_parsed() -> None:
     """A plain HTML form post (urlencoded, UTF-8) is read like JSON."""
-    form = parse_signup(f"{FORM}; charset=UTF-8", "email=alex%40f%C3%A4brikam.com&displayName=Alex&company=".encode())
+    form = parse_signup(f"{FORM}; charset=UTF-8", b"email=alex%40f%C3%A4brikam.com&displayName=Alex&company=")
     assert form.email == "alex@xn--fbrikam-5wa.com"
     assert form.company is None
 

@@ -39,7 +39,9 @@ async def test_success_records_the_invitation() -> None:
     record = store.records[sid]
     assert record.status is Status.INVITED
     assert (record.invitation_id, record.invited_user_id, record.redeem_url) == (
-        "inv-1", "user-1", "https://login.example/redeem/1",
+        "inv-1",
+        "user-1",
+        "https://login.example/redeem/1",
     )
     assert record.attempts == 1 and record.lease_until is None
     assert [s.status for s in store.writes] == [Status.QUEUED, Status.INVITING, Status.INVITED]
@@ -75,7 +77,9 @@ async def test_live_lease_makes_a_redelivery_wait() -> None:
     store, directory = FakeStore(), FakeDirectory()
     sid = await _queued(store)
     record = store.records[sid]
-    store.records[sid] = dataclasses.replace(record, status=Status.INVITING, lease_until=utcnow() + timedelta(seconds=60))
+    store.records[sid] = dataclasses.replace(
+        record, status=Status.INVITING, lease_until=utcnow() + timedelta(seconds=60)
+    )
     with pytest.raises(SignupBusy) as info:
         await _worker(store, directory).process(Delivery(sid, 2, 5))
     assert 0 < (info.value.retry_after or 0) <= 60
@@ -98,7 +102,9 @@ async def test_expired_lease_is_a_new_attempt() -> None:
 async def test_permanent_error_is_recorded_and_ends_the_message() -> None:
     """A 403 from Graph becomes failed with Graph's code; the message is not retried."""
     store = FakeStore()
-    error = PermanentGraphError("Insufficient privileges", code="Authorization_RequestDenied", status=403, request_id="r1")
+    error = PermanentGraphError(
+        "Insufficient privileges", code="Authorization_RequestDenied", status=403, request_id="r1"
+    )
     sid = await _queued(store)
     assert await _worker(store, FakeDirectory([error])).process(Delivery(sid, 1, 5)) is Outcome.FAILED
     record = store.records[sid]
@@ -200,7 +206,9 @@ async def test_poison_finaliser_fails_stuck_signups_only() -> None:
 
     leased = await _queued(store)
     rec = store.records[leased]
-    store.records[leased] = dataclasses.replace(rec, status=Status.INVITING, lease_until=utcnow() + timedelta(seconds=30))
+    store.records[leased] = dataclasses.replace(
+        rec, status=Status.INVITING, lease_until=utcnow() + timedelta(seconds=30)
+    )
     with pytest.raises(SignupBusy):
         await worker.finalise_poisoned(leased)
 
