@@ -57,12 +57,17 @@ async def emulator_server() -> AsyncIterator[tuple[GraphEmulator, str]]:
 
 
 @pytest.fixture
-async def emulator(emulator_server: tuple[GraphEmulator, str]) -> GraphEmulator:
-    """The emulator, reset to an empty directory with the default config."""
+async def emulator(
+    emulator_server: tuple[GraphEmulator, str], request: pytest.FixtureRequest
+) -> AsyncIterator[GraphEmulator]:
+    """The emulator, reset; afterwards every body the app sent must have conformed to Graph's schema."""
     em, _ = emulator_server
     em.config = Config(identity_header=IDENTITY_HEADER)
     em.reset()
-    return em
+    yield em
+    if request.node.get_closest_marker("sends_invalid_graph_bodies") is None:
+        invalid = [(r.path, r.findings) for r in em.requests if any(f["level"] == "error" for f in r.findings)]
+        assert invalid == [], f"the app sent bodies Graph's schema refuses: {invalid}"
 
 
 @pytest.fixture
