@@ -12,7 +12,8 @@ own:
   ``messageEncoding``; a message whose last delivery fails goes to
   ``<queue>-poison``, as the WebJobs SDK does.
 * ``local.settings.json`` values become environment variables; anything already
-  in the environment wins.
+  in the environment wins. ``AzureWebJobs.<function>.Disabled=true`` disables a
+  function, as in Azure.
 
 It is the development and test host, not a product: it is left out of
 deployments by ``.funcignore``.
@@ -113,6 +114,9 @@ def discover(app: func.FunctionApp, environ: Mapping[str, str]) -> tuple[list[Ht
     for function in app.get_functions():
         trigger = next(b for b in function.get_bindings_dict()["bindings"] if b["type"].endswith("Trigger"))
         name = function.get_function_name()
+        if environ.get(f"AzureWebJobs.{name}.Disabled", "").lower() in {"true", "1"}:
+            log.info("devhost.disabled function=%s", name)
+            continue
         handler = function.get_user_function()
         if trigger["type"] == "httpTrigger":
             methods = tuple(str(getattr(m, "value", m)).upper() for m in trigger.get("methods") or ["GET", "POST"])
@@ -305,7 +309,7 @@ async def serve(app_dir: Path, host: str, port: int, module_name: str = "functio
     tasks = [asyncio.create_task(listener.run()) for listener in listeners]
     log.info("devhost.ready url=http://%s:%s", host, port)
     try:
-        await asyncio.gather(*tasks)
+        await asyncio.gather(asyncio.Event().wait(), *tasks)  # serve until cancelled
     finally:
         for task in tasks:
             task.cancel()

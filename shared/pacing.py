@@ -70,7 +70,11 @@ class WritePacer:
     async def acquire(self) -> float:
         """Wait for one write slot; return how long this caller waited, in seconds."""
         if not self.enabled:
-            return 0.0
+            # No budget of our own, but Graph's Retry-After is honoured all the same.
+            pause = self._blocked_until - self._clock()
+            if pause > 0:
+                await self._sleep(pause)
+            return max(pause, 0.0)
         waited = 0.0
         while True:
             async with self._lock:

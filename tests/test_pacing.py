@@ -116,11 +116,13 @@ async def test_near_limit_reduces_local_tokens() -> None:
     assert waits[5] > 0
 
 
-async def test_disabled_pacer_never_waits() -> None:
-    """GRAPH_PACING_ENABLED=false turns pacing off entirely."""
+async def test_disabled_pacer_only_honours_retry_after() -> None:
+    """GRAPH_PACING_ENABLED=false drops the budget, but a 429's Retry-After still holds everyone."""
     t = FakeTime()
     pacer = _pacer(t, budget=1, window=100.0, enabled=False)
     assert [await pacer.acquire() for _ in range(5)] == [0.0] * 5
+    pacer.throttled(3.0)
+    assert await pacer.acquire() == pytest.approx(3.0)
 
 
 async def test_headroom_keeps_the_pacer_under_the_budget() -> None:

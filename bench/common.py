@@ -1,0 +1,101 @@
+"""Shared plumbing of the benchmarks: services on free ports, stopped when done."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devhost.processes import (
+    ROOT,
+    Service,
+    azurite_connection_string,
+    free_port,
+    start_azurite,
+    start_devhost,
+    start_emulator,
+)
+
+RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass
+class Stack:
+    """Azurite, optionally the emulator, and the hosts started on top of them."""
+
+    workdir: Path
+    connection: str
+    graph: str | None = None
+    services: list[Service] = field(default_factory=list)
+
+    def host(self, extra_env: Mapping[str, str]) -> tuple[str, Service]:
+        """Start a local host with the base settings plus ``extra_env``; return its URL."""
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "INVITE_", "SIGNUP_", "AZURE_"))},
+            "AzureWebJobsStorage": self.connection,
+            "INVITE_REDIRECT_URL": "https://myapps.microsoft.com",
+            "GRAPH_BASE_URL": f"{self.graph or 'http://127.0.0.1:9'}/v1.0",
+            "GRAPH_CREDENTIAL": "managed_identity",
+            "IDENTITY_ENDPOINT": f"{self.graph or 'http://127.0.0.1:9'}/msi/token",
+            "IDENTITY_HEADER": "local-graph-emulator",
+            "LOG_LEVEL": "WARNING",
+            **extra_env,
+        }
+        port = free_port()
+        service = start_devhost(port, env, self.workdir, settings_file=self.workdir / "none.json")
+        self.services.append(service)
+        return f"http://127.0.0.1:{port}", service
+
+
+@contextlib.contextmanager
+def stack(emulator_args: list[str] | None = None) -> Iterator[Stack]:
+    """Fresh Azurite (and emulator when ``emulator_args`` is given) on free ports; all stopped after."""
+    workdir = Path(tempfile.mkdtemp(prefix="signup-bench-"))
+    st = Stack(workdir, "")
+    try:
+        blob, queue, table = free_port(), free_port(), free_port()
+        st.services.append(start_azurite(workdir / "azurite", workdir, blob, queue, table))
+        st.connection = azurite_connection_string(queue, table, blob)
+        if emulator_args is not None:
+            port = free_port()
+            st.services.append(start_emulator(port, workdir, emulator_args))
+            st.graph = f"http://127.0.0.1:{port}"
+        yield st
+    finally:
+        for service in reversed(st.services):
+            service.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """The ``pct`` percentile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def summarise(latencies: list[float], elapsed: float) -> dict[str, float]:
+    """Rate and latency figures of one run."""
+    return {
+        "count": len(latencies),
+        "rate": len(latencies) / elapsed if elapsed else float("nan"),
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * percentile(latencies, 99),
+    }
+
+
+def save(name: str, data: Any) -> Path:
+    """Write results as JSON under bench/results/ (git-ignored) and return the path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2))
+    return path
