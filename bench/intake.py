@@ -90,9 +90,11 @@ async def run(connection: str, url: str, levels: dict[int, int]) -> dict[str, di
                 },
             }
             print(
-                f"c={concurrency:>2}  limit {limit['rate']:6.1f}/s p50 {limit['p50_ms']:6.1f} ms p99 {limit['p99_ms']:6.1f} ms"
+                f"c={concurrency:>2}"
+                f"  limit {limit['rate']:6.1f}/s p50 {limit['p50_ms']:6.1f} ms p99 {limit['p99_ms']:6.1f} ms"
                 f" | intake {intake['rate']:6.1f}/s p50 {intake['p50_ms']:6.1f} ms p99 {intake['p99_ms']:6.1f} ms"
-                f" | rate x{intake['rate'] / limit['rate']:.2f} (>=0.8)  p99 x{intake['p99_ms'] / limit['p99_ms']:.2f} (<=1.5)",
+                f" | rate x{intake['rate'] / limit['rate']:.2f} (>=0.8)"
+                f"  p99 x{intake['p99_ms'] / limit['p99_ms']:.2f} (<=1.5)",
                 flush=True,
             )
     await table.close()
