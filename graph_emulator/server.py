@@ -278,6 +278,16 @@ class GraphEmulator:
         rec.body = body
         return body
 
+    async def _body(self, request: web.Request, operation: str) -> tuple[Any, web.Response | None]:
+        """The request's JSON body and, when it does not conform to the schema, the 400 to answer."""
+        rid, rec = request[RID], request[REC]
+        body = await self._read_json(request, rec, rid)
+        return body, self._check(rec, operation, body, rid)
+
+    @staticmethod
+    def _not_found(rid: str, what: str) -> web.Response:
+        return graph_error(404, "Request_ResourceNotFound", f"Resource '{what}' does not exist.", rid)
+
     def _check(self, rec: Recorded, operation: str, body: Any, rid: str) -> web.Response | None:
         rec.operation = operation
         findings = schema.validate(operation, body)
@@ -423,8 +433,7 @@ class GraphEmulator:
 
     async def post_invitation(self, request: web.Request) -> web.Response:
         rid, rec = request[RID], request[REC]
-        body = await self._read_json(request, rec, rid)
-        invalid = self._check(rec, "invitation", body, rid)
+        body, invalid = await self._body(request, "invitation")
         if invalid is not None:
             return invalid
         email = body["invitedUserEmailAddress"]
@@ -440,7 +449,7 @@ class GraphEmulator:
         if invited_id:
             user = self.users.get(invited_id)
             if user is None:
-                return graph_error(404, "Request_ResourceNotFound", f"Resource '{invited_id}' does not exist.", rid)
+                return self._not_found(rid, invited_id)
             if body.get("resetRedemption"):
                 user["externalUserState"] = "PendingAcceptance"
             else:
@@ -560,22 +569,17 @@ class GraphEmulator:
         request[REC].operation = "get-user"
         user = self.users.get(request.match_info["user_id"])
         if user is None:
-            return graph_error(
-                404, "Request_ResourceNotFound", f"Resource '{request.match_info['user_id']}' does not exist.", rid
-            )
+            return self._not_found(rid, request.match_info["user_id"])
         return web.json_response(self._select(user, request.query.get("$select")), headers={"request-id": rid})
 
     async def patch_user(self, request: web.Request) -> web.Response:
-        rid, rec = request[RID], request[REC]
-        body = await self._read_json(request, rec, rid)
-        invalid = self._check(rec, "user-update", body, rid)
+        rid = request[RID]
+        body, invalid = await self._body(request, "user-update")
         if invalid is not None:
             return invalid
         user = self.users.get(request.match_info["user_id"])
         if user is None:
-            return graph_error(
-                404, "Request_ResourceNotFound", f"Resource '{request.match_info['user_id']}' does not exist.", rid
-            )
+            return self._not_found(rid, request.match_info["user_id"])
         throttled = self._throttle(rid)
         if throttled is not None:
             return throttled
@@ -583,9 +587,8 @@ class GraphEmulator:
         return web.Response(status=204, headers={"request-id": rid})
 
     async def add_member(self, request: web.Request) -> web.Response:
-        rid, rec = request[RID], request[REC]
-        body = await self._read_json(request, rec, rid)
-        invalid = self._check(rec, "group-member-ref", body, rid)
+        rid = request[RID]
+        body, invalid = await self._body(request, "group-member-ref")
         if invalid is not None:
             return invalid
         group_id = request.match_info["group_id"]
@@ -593,10 +596,10 @@ class GraphEmulator:
         if fault is not None:
             return await self._apply_fault(fault, request, rid)  # type: ignore[return-value]
         if group_id not in self.groups:
-            return graph_error(404, "Request_ResourceNotFound", f"Resource '{group_id}' does not exist.", rid)
+            return self._not_found(rid, group_id)
         member_id = str(body.get("@odata.id", "")).rstrip("/").rsplit("/", 1)[-1]
         if member_id not in self.users:
-            return graph_error(404, "Request_ResourceNotFound", f"Resource '{member_id}' does not exist.", rid)
+            return self._not_found(rid, member_id)
         throttled = self._throttle(rid)
         if throttled is not None:
             return throttled
