@@ -383,3 +383,43 @@ def test_emulator_request_log_is_json_serialisable(emulator: GraphEmulator) -> N
     """The request log the tests and benchmarks read is plain JSON."""
     emulator.add_user(displayName="x", mail="x@y.com")
     json.dumps([r.__dict__ for r in emulator.requests])
+
+
+class ScopeRecordingCredential:
+    """Wraps a real credential and records the scopes the SDK asks it for."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.scopes: list[tuple[str, ...]] = []
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        self.scopes.append(scopes)
+        return await self.inner.get_token("https://graph.microsoft.com/.default")
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@pytest.mark.parametrize(
+    ("cloud", "scope"),
+    [
+        ("global", "https://graph.microsoft.com/.default"),
+        ("usgov", "https://graph.microsoft.us/.default"),
+        ("china", "https://microsoftgraph.chinacloudapi.cn/.default"),
+    ],
+)
+async def test_sdk_asks_for_the_clouds_scope(
+    app_env: dict[str, str], emulator: GraphEmulator, cloud: str, scope: str
+) -> None:
+    """Through msgraph-sdk's auth provider, the token requested is the cloud's, wherever requests go."""
+    settings = load_settings({**app_env, "GRAPH_CLOUD": cloud})
+    credential = ScopeRecordingCredential(build_credential(settings))
+    http = build_http_client(settings)
+    directory = MsGraphDirectory(build_graph_client(settings, credential, http), WritePacer(10, 1))
+    try:
+        await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
+    finally:
+        await http.aclose()
+        await credential.close()
+    assert credential.scopes and all(s == (scope,) for s in credential.scopes)
+    assert _posts(emulator)[0].status == 201
