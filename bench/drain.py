@@ -76,12 +76,14 @@ def run(pacing: bool, count: int, budget: int, window: float, latency_ms: int, d
         intake_host.stop()
 
         started = time.monotonic()
-        url, _ = st.host({
-            **names,
-            "GRAPH_PACING_ENABLED": str(pacing).lower(),
-            "GRAPH_WRITE_BUDGET": str(budget),
-            "GRAPH_WRITE_WINDOW_SECONDS": str(window),
-        })
+        url, _ = st.host(
+            {
+                **names,
+                "GRAPH_PACING_ENABLED": str(pacing).lower(),
+                "GRAPH_WRITE_BUDGET": str(budget),
+                "GRAPH_WRITE_WINDOW_SECONDS": str(window),
+            }
+        )
         statuses: dict[str, int] = {}
         while time.monotonic() - started < deadline:
             time.sleep(2)

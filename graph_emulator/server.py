@@ -29,6 +29,7 @@ received, with validation findings), ``stats``, ``faults``, ``users``, ``groups`
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import math
@@ -389,6 +390,10 @@ class GraphEmulator:
             return web.json_response(
                 {"error": "invalid_client", "error_description": "client credentials missing"}, status=401
             )
+        if has_assertion and not _plausible_assertion(str(form["client_assertion"])):
+            return web.json_response(
+                {"error": "invalid_client", "error_description": "client_assertion is not a signed JWT"}, status=401
+            )
         scope = str(form.get("scope", ""))
         issued = self._issue(scope.split()[0] if scope else "", client_id)
         kind = "secret" if has_secret else "certificate"
@@ -690,6 +695,18 @@ class GraphEmulator:
         r.add_route("*", "/_emulator/config", self.ctl_config)
         r.add_post("/_emulator/reset", self.ctl_reset)
         return app
+
+
+def _plausible_assertion(assertion: str) -> bool:
+    """A JWT signed with RS256/PS256 that names its certificate by thumbprint (what Entra requires)."""
+    parts = assertion.split(".")
+    if len(parts) != 3 or not all(parts):
+        return False
+    try:
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except ValueError:
+        return False
+    return header.get("alg") in {"RS256", "PS256"} and bool(header.get("x5t") or header.get("x5t#S256"))
 
 
 def http_date(seconds_from_now: float) -> str:
