@@ -10,6 +10,7 @@ optional ones with ``""``.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
+from .validation import InvalidEmail, normalise_email
 
 T = TypeVar("T")
 
@@ -257,10 +259,10 @@ def _plain_text(value: str) -> str:
 
 
 def _email(value: str) -> str:
-    # Imported here: validation imports settings-free helpers only, but keep the graph tidy.
-    from .validation import normalise_email
-
-    return normalise_email(value)
+    try:
+        return normalise_email(value)
+    except InvalidEmail as exc:
+        raise ValueError(f"{value!r} {exc}") from None
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -346,8 +348,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read from ``os.environ`` on first use."""
-    import os
-
     return load_settings(os.environ)
 
 
