@@ -9,8 +9,6 @@ the subprocess runs the production ``build_credential`` with the standard ``AZUR
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import os
 import ssl
@@ -21,13 +19,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from devhost.processes import free_port
 from graph_emulator.server import GraphEmulator
+from tests.certs import client_bundle, self_signed
 
 SCRIPT = """
 import asyncio, json, os
@@ -45,37 +40,10 @@ asyncio.run(main())
 """
 
 
-def _certificate(directory: Path, name: str, ip: str | None = None) -> tuple[Path, Path]:
-    """A self-signed certificate (and key) in PEM; with ``ip`` it is a server certificate for that address."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-    if ip:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False
-        ).add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    cert = builder.sign(key, hashes.SHA256())
-    cert_path, key_path = directory / f"{name}.crt.pem", directory / f"{name}.key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture
 async def tls_authority(emulator: GraphEmulator, tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     """The emulator's token endpoints over https on 127.0.0.1; yields (authority URL, CA file)."""
-    cert, key = _certificate(tmp_path, "emulator", ip="127.0.0.1")
+    cert, key = self_signed(tmp_path, "emulator", ip="127.0.0.1")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     runner = web.AppRunner(emulator.make_app(), access_log=None)
@@ -136,9 +104,7 @@ async def test_certificate_gets_a_token_for_the_national_cloud(
 ) -> None:
     """AZURE_CLIENT_CERTIFICATE_PATH: a signed client assertion, asking for the US Government scope."""
     authority, ca = tls_authority
-    cert, key = _certificate(tmp_path, "client")
-    bundle = tmp_path / "client.pem"
-    bundle.write_bytes(key.read_bytes() + cert.read_bytes())
+    bundle = client_bundle(tmp_path)
     env = {**_base_env(authority, ca), "AZURE_CLIENT_CERTIFICATE_PATH": str(bundle), "GRAPH_CLOUD": "usgov"}
     result = await _token_in_subprocess(env, repo_root)
     assert result["credential"] == "CertificateCredential"

@@ -24,6 +24,7 @@ from shared.graph_client import (
 )
 from shared.pacing import WritePacer
 from shared.settings import Settings, load_settings
+from tests.certs import client_bundle
 
 OPTIONS = InvitationOptions(redirect_url="https://myapps.microsoft.com")
 
@@ -335,7 +336,7 @@ async def test_managed_identity_token_comes_from_the_identity_endpoint(
 def test_credential_construction(extra: dict[str, str], kind: str, cls: str, tmp_path: Any) -> None:
     """Secret, certificate and workload identity build azure-identity's own credential types."""
     if kind == "certificate":
-        extra = {**extra, "AZURE_CLIENT_CERTIFICATE_PATH": str(_self_signed(tmp_path))}
+        extra = {**extra, "AZURE_CLIENT_CERTIFICATE_PATH": str(client_bundle(tmp_path))}
     settings = load_settings(
         {
             "AzureWebJobsStorage": "UseDevelopmentStorage=true",
@@ -348,35 +349,6 @@ def test_credential_construction(extra: dict[str, str], kind: str, cls: str, tmp
     assert settings.graph_credential == kind
     assert type(credential).__name__ == cls
     assert settings.authority_host == "login.microsoftonline.us"
-
-
-def _self_signed(tmp_path: Any) -> Any:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signup-portal-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp_path / "cert.pem"
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        + cert.public_bytes(serialization.Encoding.PEM)
-    )
-    return path
 
 
 def test_emulator_request_log_is_json_serialisable(emulator: GraphEmulator) -> None:
