@@ -31,9 +31,15 @@ from devhost.processes import (
     start_emulator,
     wait_until,
 )
+from shared.storage import is_development_storage
 
 EMULATOR_PORT = int(os.environ.get("GRAPH_EMULATOR_PORT", "7081"))
 APP_PORT = int(os.environ.get("FUNCTIONS_HTTP_PORT", "7071"))
+
+
+def _interrupt(*_: object) -> None:
+    """SIGTERM stops everything the same way Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -50,10 +56,10 @@ def main() -> int:
         for service in reversed(started):
             service.stop()
 
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         storage = env.get("AzureWebJobsStorage", "UseDevelopmentStorage=true")
-        if storage.replace(" ", "").lower().startswith("usedevelopmentstorage=true"):
+        if is_development_storage(storage):
             if port_open(10001) and port_open(10002):
                 print("Azurite is already listening on 10000-10002; using it")
             else:

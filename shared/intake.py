@@ -8,19 +8,16 @@ and the caller answers 503: nothing is accepted that is not durable twice over.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from .errors import StorageError
-from .models import Signup, Status, new_signup_id, utcnow
+from .models import Signup, Status, is_signup_id, new_signup_id, utcnow
 from .storage import SignupQueue, SignupStore
 from .validation import SignupForm
 
 log = logging.getLogger(__name__)
-
-SIGNUP_ID: Final = re.compile(r"^[A-Za-z0-9_-]{22}$")
 
 
 class Intake:
@@ -67,7 +64,7 @@ class Intake:
 
     async def public_status(self, signup_id: str) -> dict[str, Any] | None:
         """The anonymous view of a sign-up, or None when the id is unknown."""
-        if not SIGNUP_ID.match(signup_id):
+        if not is_signup_id(signup_id):
             return None
         signup = await self._store.get(signup_id)
         return signup.public_view() if signup else None

@@ -13,6 +13,8 @@ lease is the only one allowed to call Graph for that sign-up.
 
 from __future__ import annotations
 
+import math
+import re
 import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -34,9 +36,18 @@ class Status(StrEnum):
         return self in {Status.INVITED, Status.FAILED}
 
 
+_ID_BYTES = 16
+_SIGNUP_ID = re.compile(rf"^[A-Za-z0-9_-]{{{math.ceil(_ID_BYTES * 4 / 3)}}}$")  # unpadded base64url
+
+
 def new_signup_id() -> str:
     """An unguessable id: 128 random bits, URL-safe."""
-    return secrets.token_urlsafe(16)
+    return secrets.token_urlsafe(_ID_BYTES)
+
+
+def is_signup_id(value: str) -> bool:
+    """True when ``value`` has the shape ``new_signup_id`` produces (checked before any storage call)."""
+    return bool(_SIGNUP_ID.match(value))
 
 
 def utcnow() -> datetime:

@@ -10,12 +10,18 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .directory import Directory, InvitationOptions
+from .directory import InvitationOptions
 from .graph_client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
 from .intake import Intake
 from .pacing import WritePacer
 from .settings import GRAPH_CLOUDS, Settings, get_settings
-from .storage import StorageQueue, TableSignupStore, build_queue_client, build_table_client
+from .storage import (
+    StorageQueue,
+    TableSignupStore,
+    build_queue_client,
+    build_storage_credential,
+    build_table_client,
+)
 from .worker import InvitationWorker
 
 log = logging.getLogger(__name__)
@@ -30,7 +36,6 @@ class Services:
     settings: Settings
     intake: Intake
     worker: InvitationWorker
-    directory: Directory
     closers: tuple[Any, ...] = ()
 
     async def aclose(self) -> None:
@@ -47,8 +52,9 @@ def lease_seconds(settings: Settings) -> float:
 
 def build_services(settings: Settings) -> Services:
     """Wire the real Azure Storage and Microsoft Graph implementations."""
-    table = build_table_client(settings)
-    queue = build_queue_client(settings)
+    storage_credential = build_storage_credential(settings)
+    table = build_table_client(settings, storage_credential)
+    queue = build_queue_client(settings, credential=storage_credential)
     credential = build_credential(settings)
     http = build_http_client(settings)
     pacer = WritePacer(
@@ -81,8 +87,7 @@ def build_services(settings: Settings) -> Services:
             InvitationOptions.from_settings(settings),
             lease_seconds=lease_seconds(settings),
         ),
-        directory=directory,
-        closers=(table, queue, http, credential),
+        closers=tuple(c for c in (table, queue, storage_credential, http, credential) if c is not None),
     )
 
 

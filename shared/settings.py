@@ -265,6 +265,17 @@ def _email(value: str) -> str:
         raise ValueError(f"{value!r} {exc}") from None
 
 
+def _auto_credential(secret: str | None, cert_path: str | None, token_file: str | None) -> str:
+    """The credential the standard azure-identity variables describe, managed identity otherwise."""
+    if secret:
+        return "client_secret"
+    if cert_path:
+        return "certificate"
+    if token_file:
+        return "workload_identity"
+    return "managed_identity"
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Build ``Settings`` from ``env``; raise ``ConfigurationError`` naming every problem."""
     r = _Reader(env)
@@ -289,15 +300,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     cert_path = r.optional("AZURE_CLIENT_CERTIFICATE_PATH")
     token_file = r.optional("AZURE_FEDERATED_TOKEN_FILE")
     if credential == "auto":
-        credential = (
-            "client_secret"
-            if secret
-            else "certificate"
-            if cert_path
-            else "workload_identity"
-            if token_file
-            else "managed_identity"
-        )
+        credential = _auto_credential(secret, cert_path, token_file)
     needs = {
         "client_secret": ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"),
         "certificate": ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_CERTIFICATE_PATH"),

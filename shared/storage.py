@@ -85,11 +85,14 @@ class SignupQueue(Protocol):
         ...
 
 
+def is_development_storage(value: str) -> bool:
+    """True for the ``UseDevelopmentStorage=true`` shortcut (Azurite on its default ports)."""
+    return value.replace(" ", "").lower().startswith("usedevelopmentstorage=true")
+
+
 def expand_connection_string(value: str) -> str:
     """Resolve the ``UseDevelopmentStorage=true`` shortcut, which the Python SDKs do not read."""
-    if value.replace(" ", "").lower().startswith("usedevelopmentstorage=true"):
-        return DEVELOPMENT_STORAGE
-    return value
+    return DEVELOPMENT_STORAGE if is_development_storage(value) else value
 
 
 def encode_message(signup_id: str) -> str:
@@ -256,13 +259,25 @@ class StorageQueue:
             raise StorageError(f"could not enqueue sign-up {signup_id}: {type(exc).__name__}") from exc
 
 
-def _identity_credential(settings: Settings) -> Any:
+def build_storage_credential(settings: Settings) -> Any:
+    """The managed-identity credential for identity-based storage, or None with a connection string.
+
+    One credential serves the table and the queue client; its owner closes it.
+    """
+    if settings.storage_connection_string:
+        return None
     from azure.identity.aio import ManagedIdentityCredential
 
     return ManagedIdentityCredential(client_id=settings.storage_client_id)
 
 
-def build_table_client(settings: Settings) -> TableClient:
+def _needs(credential: Any) -> Any:
+    if credential is None:
+        raise ValueError("identity-based storage needs the credential from build_storage_credential()")
+    return credential
+
+
+def build_table_client(settings: Settings, credential: Any = None) -> TableClient:
     """A Table client for the sign-up table, from a connection string or an identity-based URI."""
     if settings.storage_connection_string:
         return TableClient.from_connection_string(
@@ -275,13 +290,13 @@ def build_table_client(settings: Settings) -> TableClient:
     return TableClient(
         settings.storage_table_service_uri,
         settings.signup_table,
-        credential=_identity_credential(settings),
+        credential=_needs(credential),
         **CLIENT_OPTIONS,
         **TABLE_RETRY,
     )
 
 
-def build_queue_client(settings: Settings, queue_name: str | None = None) -> QueueClient:
+def build_queue_client(settings: Settings, queue_name: str | None = None, credential: Any = None) -> QueueClient:
     """A Queue client whose message encoding matches host.json (base64)."""
     name = queue_name or settings.signup_queue
     policy = TextBase64EncodePolicy()
@@ -297,7 +312,7 @@ def build_queue_client(settings: Settings, queue_name: str | None = None) -> Que
     return QueueClient(
         settings.storage_queue_service_uri,
         name,
-        credential=_identity_credential(settings),
+        credential=_needs(credential),
         message_encode_policy=policy,
         **QUEUE_RETRY,
         **CLIENT_OPTIONS,

@@ -138,3 +138,37 @@ async def test_table_entity_holds_what_the_worker_writes(
         "invitationStatus": "PendingAcceptance",
         "redeemUrl": "https://r",
     }
+
+
+async def test_identity_based_storage_shares_one_credential() -> None:
+    """With service URIs, one managed-identity credential serves both clients; a connection string needs none."""
+    from shared.storage import build_storage_credential
+
+    uris = load_settings(
+        {
+            "INVITE_REDIRECT_URL": "https://myapps.microsoft.com",
+            "AzureWebJobsStorage__queueServiceUri": "https://acct.queue.core.windows.net",
+            "AzureWebJobsStorage__tableServiceUri": "https://acct.table.core.windows.net",
+            "AzureWebJobsStorage__clientId": "6d1b7d5e-3c5f-4c5b-9a7a-0f0e1d2c3b4a",
+        }
+    )
+    credential = build_storage_credential(uris)
+    assert type(credential).__name__ == "ManagedIdentityCredential"
+    table, queue = build_table_client(uris, credential), build_queue_client(uris, credential=credential)
+    assert table.url.startswith("https://acct.table.core.windows.net")
+    assert queue.url.startswith("https://acct.queue.core.windows.net")
+    with pytest.raises(ValueError, match="build_storage_credential"):
+        build_table_client(uris)
+    for closer in (table, queue, credential):
+        await closer.close()
+    assert (
+        build_storage_credential(
+            load_settings(
+                {
+                    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                    "INVITE_REDIRECT_URL": "https://x.example",
+                }
+            )
+        )
+        is None
+    )
