@@ -21,9 +21,11 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from shared.models import Signup, Status, new_signup_id, utcnow
+from shared.lifecycle.models import Signup, Status, new_signup_id, utcnow
+from shared.lifecycle.queue import StorageQueue
+from shared.lifecycle.store import TableSignupStore
 from shared.settings import load_settings
-from shared.storage import StorageQueue, TableSignupStore, build_queue_client, build_table_client
+from shared.storage import build_queue_client, build_table_client
 
 from .common import save, stack, summarise
 

@@ -10,19 +10,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .directory import InvitationOptions
-from .graph_client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
-from .intake import Intake
-from .pacing import WritePacer
+from .graph.client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
+from .graph.directory import InvitationOptions
+from .graph.pacing import WritePacer
+from .lifecycle.intake import Intake
+from .lifecycle.queue import StorageQueue
+from .lifecycle.store import TableSignupStore
+from .lifecycle.worker import InvitationWorker
 from .settings import GRAPH_CLOUDS, Settings, get_settings
-from .storage import (
-    StorageQueue,
-    TableSignupStore,
-    build_queue_client,
-    build_storage_credential,
-    build_table_client,
-)
-from .worker import InvitationWorker
+from .storage import build_queue_client, build_storage_credential, build_table_client
 
 log = logging.getLogger(__name__)
 

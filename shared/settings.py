@@ -20,7 +20,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
-from .validation import InvalidEmail, normalise_email
+from .lifecycle.validation import InvalidEmail, normalise_email
 
 T = TypeVar("T")
 

@@ -7,9 +7,9 @@ import dataclasses
 import itertools
 from collections.abc import Callable
 
-from shared.directory import DirectoryUser, Invitation, InvitationResult
 from shared.errors import ConcurrencyConflict, StorageError
-from shared.models import Signup
+from shared.graph.directory import DirectoryUser, Invitation, InvitationResult
+from shared.lifecycle.models import Signup
 
 
 class FakeStore:

@@ -26,7 +26,7 @@ from tests.certs import client_bundle, self_signed
 
 SCRIPT = """
 import asyncio, json, os
-from shared.graph_client import build_credential
+from shared.graph.client import build_credential
 from shared.settings import load_settings
 
 async def main():

@@ -15,10 +15,10 @@ from devhost.host import QueueListener, discover, resolve, route_pattern
 from function_app import app
 from graph_emulator.server import Fault, GraphEmulator
 from shared.hostconfig import queue_options
-from shared.models import Status
+from shared.lifecycle.models import Status
+from shared.lifecycle.validation import SignupForm
 from shared.services import Services
 from shared.storage import expand_connection_string
-from shared.validation import SignupForm
 
 
 def _listeners(env: dict[str, str]) -> dict[str, QueueListener]:

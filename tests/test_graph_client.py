@@ -11,9 +11,8 @@ import pytest
 
 from graph_emulator import schema
 from graph_emulator.server import Fault, GraphEmulator, http_date
-from shared.directory import Invitation, InvitationOptions
 from shared.errors import PermanentGraphError, TransientGraphError
-from shared.graph_client import (
+from shared.graph.client import (
     MsGraphDirectory,
     build_credential,
     build_graph_client,
@@ -22,7 +21,8 @@ from shared.graph_client import (
     email_filter,
     parse_retry_after,
 )
-from shared.pacing import WritePacer
+from shared.graph.directory import Invitation, InvitationOptions
+from shared.graph.pacing import WritePacer
 from shared.settings import Settings, load_settings
 from tests.certs import client_bundle
 

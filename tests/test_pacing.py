@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from shared.pacing import WritePacer
+from shared.graph.pacing import WritePacer
 
 
 class FakeTime:

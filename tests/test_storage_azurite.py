@@ -11,17 +11,13 @@ from azure.data.tables.aio import TableClient
 from azure.storage.queue.aio import QueueClient
 
 from shared.errors import ConcurrencyConflict, StorageError
-from shared.intake import Intake
-from shared.models import Status
+from shared.lifecycle.intake import Intake
+from shared.lifecycle.models import Status
+from shared.lifecycle.queue import StorageQueue
+from shared.lifecycle.store import TableSignupStore
+from shared.lifecycle.validation import SignupForm
 from shared.settings import Settings, load_settings
-from shared.storage import (
-    StorageQueue,
-    TableSignupStore,
-    build_queue_client,
-    build_table_client,
-    expand_connection_string,
-)
-from shared.validation import SignupForm
+from shared.storage import build_queue_client, build_table_client, expand_connection_string
 
 FORM = SignupForm("sam@fabrikam.com", "Sam Guest", None, "Project Falcon")
 

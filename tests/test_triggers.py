@@ -14,9 +14,10 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 from shared.errors import ConfigurationError
+from shared.lifecycle.queue import StorageQueue
 from shared.services import Services
 from shared.settings import load_settings
-from shared.storage import StorageQueue, build_queue_client
+from shared.storage import build_queue_client
 from triggers.signups import get_signup, invite_signup, submit_signup
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from graph_emulator import schema
 from shared.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from shared.validation import MAX_BODY_BYTES, InvalidEmail, normalise_email, parse_signup
+from shared.lifecycle.validation import MAX_BODY_BYTES, InvalidEmail, normalise_email, parse_signup
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"

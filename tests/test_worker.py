@@ -8,12 +8,12 @@ from datetime import timedelta
 
 import pytest
 
-from shared.directory import InvitationOptions
 from shared.errors import ConcurrencyConflict, PermanentGraphError, SignupBusy, TransientGraphError
-from shared.intake import Intake
-from shared.models import Status, utcnow
-from shared.validation import SignupForm
-from shared.worker import Delivery, InvitationWorker, Outcome
+from shared.graph.directory import InvitationOptions
+from shared.lifecycle.intake import Intake
+from shared.lifecycle.models import Status, utcnow
+from shared.lifecycle.validation import SignupForm
+from shared.lifecycle.worker import Delivery, InvitationWorker, Outcome
 from tests.fakes import FakeDirectory, FakeQueue, FakeStore
 
 FORM = SignupForm("sam@fabrikam.com", "Sam Guest", "Fabrikam", None)

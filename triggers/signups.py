@@ -10,10 +10,10 @@ import azure.functions as func
 from shared import problems
 from shared.errors import RequestError, StorageError
 from shared.hostconfig import queue_options
+from shared.lifecycle.queue import decode_message
+from shared.lifecycle.validation import parse_signup
+from shared.lifecycle.worker import Delivery
 from shared.services import get_services
-from shared.storage import decode_message
-from shared.validation import parse_signup
-from shared.worker import Delivery
 
 from .http import guarded, json_response, problem_response
 

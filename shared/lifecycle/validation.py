@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl
 
-from .errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from ..errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
 MAX_BODY_BYTES: Final = 16 * 1024
 FIELDS: Final = ("email", "displayName", "company", "justification")

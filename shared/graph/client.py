@@ -47,10 +47,10 @@ from msgraph.generated.models.user import User
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 from msgraph_core import GraphClientFactory
 
+from ..errors import GraphError, PermanentGraphError, TransientGraphError
+from ..settings import Settings
 from .directory import DirectoryUser, Invitation, InvitationResult
-from .errors import GraphError, PermanentGraphError, TransientGraphError
 from .pacing import WritePacer
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 

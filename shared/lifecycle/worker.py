@@ -35,15 +35,15 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
-from .directory import Directory, Invitation, InvitationOptions
-from .errors import (
+from ..errors import (
     ConcurrencyConflict,
     PermanentGraphError,
     SignupBusy,
     TransientGraphError,
 )
+from ..graph.directory import Directory, Invitation, InvitationOptions
 from .models import Signup, Status, utcnow
-from .storage import SignupStore
+from .store import SignupStore
 
 log = logging.getLogger(__name__)
 

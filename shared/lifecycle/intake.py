@@ -12,9 +12,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .errors import StorageError
+from ..errors import StorageError
 from .models import Signup, Status, is_signup_id, new_signup_id, utcnow
-from .storage import SignupQueue, SignupStore
+from .queue import SignupQueue
+from .store import SignupStore
 from .validation import SignupForm
 
 log = logging.getLogger(__name__)
