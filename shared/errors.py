@@ -11,9 +11,16 @@ Every error the domain raises on purpose derives from ``PortalError``::
     ├── StorageError                Table or Queue storage failed (503 at intake)
     │   └── ConcurrencyConflict     an ETag-conditional write lost a race
     └── GraphError                  Microsoft Graph refused or failed a call
-        ├── PermanentGraphError     record and stop (400, 403, 404, 409, ...)
-        └── TransientGraphError     retry later, honouring ``retry_after``
-            └── SignupBusy          another delivery holds the sign-up's lease
+        ├── PermanentGraphError     Graph refused: record and stop (400, 403, 404, 409, ...)
+        ├── TransientGraphError     Graph did not act: retry later, honouring ``retry_after``
+        │   │                       (429, 401, a connection never made, any failed read)
+        │   ├── WriteDeferred       the pacer had no write slot within its bound; nothing was sent
+        │   └── SignupBusy          another delivery holds the sign-up's lease
+        └── AmbiguousGraphError     a write may have reached Graph and acted (5xx, a timeout or
+                                    a dropped connection after the request went out): find out
+                                    with a read before writing again
+
+``client.classify`` is the one place a foreign failure becomes one of these.
 
 Foreign exceptions (azure-core, kiota, httpx) are wrapped with
 ``raise ... from exc`` at the boundary that knows what they mean.
@@ -108,6 +115,33 @@ class PermanentGraphError(GraphError):
 
 class TransientGraphError(GraphError):
     """Graph was throttled, unavailable or unreachable; try again later."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        status: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, code=code, status=status, request_id=request_id)
+
+
+class WriteDeferred(TransientGraphError):
+    """The write pacer could not give a slot within its bound; nothing was sent to Graph."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(
+            f"no Graph write slot within the pacing bound (next in {retry_after:.1f}s)",
+            code="WriteDeferred",
+            retry_after=retry_after,
+        )
+
+
+class AmbiguousGraphError(GraphError):
+    """A write may have reached Graph and acted, but its answer was lost; check before writing again."""
 
     def __init__(
         self,

@@ -59,6 +59,9 @@ LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 _QUEUE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+# NCRONTAB as the Functions timer trigger reads it: six fields, seconds first.
+_NCRONTAB_FIELD = re.compile(r"^[0-9*/,-]+$")
 _HTML = re.compile(r"<\s*/?\s*[A-Za-z][^>]*>")
 
 
@@ -73,6 +76,13 @@ class Settings:
     storage_client_id: str | None
     signup_queue: str
     signup_table: str
+    # The lifecycle's own timers.
+    retry_initial_seconds: float
+    retry_max_seconds: float
+    retry_deadline_seconds: float
+    repeat_window_seconds: float
+    queued_grace_seconds: float
+    sweep_schedule: str
     # Invitation.
     invite_redirect_url: str
     invite_user_type: str
@@ -98,6 +108,7 @@ class Settings:
     graph_pacing_enabled: bool
     graph_write_budget: int
     graph_write_window_seconds: float
+    graph_pacing_max_wait_seconds: float
 
     @property
     def graph_host(self) -> str:
@@ -110,9 +121,18 @@ SETTING_KEYS: Final = (
     "AzureWebJobsStorage",
     "AzureWebJobsStorage__queueServiceUri",
     "AzureWebJobsStorage__tableServiceUri",
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
     "SIGNUP_QUEUE",
     "SIGNUP_TABLE",
+    "SIGNUP_RETRY_INITIAL_SECONDS",
+    "SIGNUP_RETRY_MAX_SECONDS",
+    "SIGNUP_RETRY_DEADLINE_SECONDS",
+    "SIGNUP_REPEAT_WINDOW_SECONDS",
+    "SIGNUP_QUEUED_GRACE_SECONDS",
+    "SWEEP_SCHEDULE",
     "INVITE_REDIRECT_URL",
     "INVITE_USER_TYPE",
     "INVITE_SEND_MESSAGE",
@@ -134,6 +154,7 @@ SETTING_KEYS: Final = (
     "GRAPH_PACING_ENABLED",
     "GRAPH_WRITE_BUDGET",
     "GRAPH_WRITE_WINDOW_SECONDS",
+    "GRAPH_PACING_MAX_WAIT_SECONDS",
 )
 # Keys the sample lists that are read by the Functions host or azure-identity, not by Settings.
 EXTERNAL_KEYS: Final = ("FUNCTIONS_WORKER_RUNTIME", "IDENTITY_ENDPOINT", "IDENTITY_HEADER")
@@ -265,6 +286,13 @@ def _email(value: str) -> str:
         raise ValueError(f"{value!r} {exc}") from None
 
 
+def _ncrontab(value: str) -> str:
+    parts = value.split()
+    if len(parts) != 6 or not all(_NCRONTAB_FIELD.match(part) for part in parts):
+        raise ValueError(f"expected a six-field NCRONTAB expression (seconds first), got {value!r}")
+    return value
+
+
 def _auto_credential(secret: str | None, cert_path: str | None, token_file: str | None) -> str:
     """The credential the standard azure-identity variables describe, managed identity otherwise."""
     if secret:
@@ -281,12 +309,18 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     r = _Reader(env)
 
     connection = r.optional("AzureWebJobsStorage")
+    r.optional("AzureWebJobsStorage__blobServiceUri", _url)  # read by the Functions host, checked here
+    r.default("AzureWebJobsStorage__credential", "managedidentity", _one_of("managedidentity"))
+    account = r.optional("AzureWebJobsStorage__accountName", _pattern(_ACCOUNT_NAME, "storage account name"))
     queue_uri = r.optional("AzureWebJobsStorage__queueServiceUri", _url)
     table_uri = r.optional("AzureWebJobsStorage__tableServiceUri", _url)
+    if account:
+        queue_uri = queue_uri or f"https://{account}.queue.core.windows.net"
+        table_uri = table_uri or f"https://{account}.table.core.windows.net"
     if connection is None and not (queue_uri and table_uri):
         r.problems["AzureWebJobsStorage"] = (
-            "set a connection string, or both AzureWebJobsStorage__queueServiceUri and "
-            "AzureWebJobsStorage__tableServiceUri for an identity-based connection"
+            "set a connection string, or an identity-based connection: AzureWebJobsStorage__accountName, "
+            "or both AzureWebJobsStorage__queueServiceUri and AzureWebJobsStorage__tableServiceUri"
         )
 
     cloud = r.default("GRAPH_CLOUD", "global", _one_of(*GRAPH_CLOUDS))
@@ -320,6 +354,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         storage_client_id=r.optional("AzureWebJobsStorage__clientId"),
         signup_queue=r.default("SIGNUP_QUEUE", "signups", _pattern(_QUEUE_NAME, "queue name")),
         signup_table=r.default("SIGNUP_TABLE", "signups", _pattern(_TABLE_NAME, "table name")),
+        retry_initial_seconds=r.default("SIGNUP_RETRY_INITIAL_SECONDS", 10.0, _positive_float),
+        retry_max_seconds=r.default("SIGNUP_RETRY_MAX_SECONDS", 300.0, _positive_float),
+        retry_deadline_seconds=r.default("SIGNUP_RETRY_DEADLINE_SECONDS", 86400.0, _positive_float),
+        repeat_window_seconds=r.default("SIGNUP_REPEAT_WINDOW_SECONDS", 86400.0, _positive_float),
+        queued_grace_seconds=r.default("SIGNUP_QUEUED_GRACE_SECONDS", 600.0, _positive_float),
+        sweep_schedule=r.default("SWEEP_SCHEDULE", "0 */1 * * * *", _ncrontab),
         invite_redirect_url=r.required("INVITE_REDIRECT_URL", _url),
         invite_user_type=r.default("INVITE_USER_TYPE", "Guest", _one_of("Guest", "Member")),
         invite_send_message=r.default("INVITE_SEND_MESSAGE", True, _boolean),
@@ -342,6 +382,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         graph_pacing_enabled=r.default("GRAPH_PACING_ENABLED", True, _boolean),
         graph_write_budget=budget,
         graph_write_window_seconds=window,
+        graph_pacing_max_wait_seconds=r.default("GRAPH_PACING_MAX_WAIT_SECONDS", 20.0, _positive_float),
     )
     if r.problems:
         raise ConfigurationError(r.problems)

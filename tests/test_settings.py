@@ -136,6 +136,36 @@ def test_identity_based_storage_connection() -> None:
     assert s.storage_table_service_uri == "https://acct.table.core.windows.net"
 
 
+def test_identity_based_storage_by_account_name() -> None:
+    """``__accountName`` alone (what the Functions host accepts) gives the queue and table URIs."""
+    s = load_settings(
+        {
+            "INVITE_REDIRECT_URL": "https://myapps.microsoft.com",
+            "AzureWebJobsStorage__accountName": "signupstore",
+            "AzureWebJobsStorage__credential": "managedidentity",
+            "AzureWebJobsStorage__blobServiceUri": "https://signupstore.blob.core.windows.net",
+        }
+    )
+    assert s.storage_queue_service_uri == "https://signupstore.queue.core.windows.net"
+    assert s.storage_table_service_uri == "https://signupstore.table.core.windows.net"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        pytest.param("AzureWebJobsStorage__accountName", "Not_An-Account", id="account-name"),
+        pytest.param("AzureWebJobsStorage__credential", "connectionstring", id="credential"),
+        pytest.param("SWEEP_SCHEDULE", "*/5 * * * *", id="five-field-cron"),
+        pytest.param("SIGNUP_RETRY_MAX_SECONDS", "0", id="zero-cap"),
+    ],
+)
+def test_lifecycle_and_storage_keys_are_checked(key: str, value: str) -> None:
+    """A bad storage identity key, timer schedule or retry timer is named, not ignored."""
+    with pytest.raises(ConfigurationError) as info:
+        load_settings({**MINIMAL, key: value})
+    assert key in info.value.problems
+
+
 def test_sample_lists_every_setting_and_nothing_else(repo_root: Path) -> None:
     """local.settings.sample.json and Settings agree key for key, and the sample loads as is."""
     values = json.loads((repo_root / "local.settings.sample.json").read_text())["Values"]
@@ -165,6 +195,13 @@ def test_every_settings_key_is_read() -> None:
             "GRAPH_PACING_ENABLED": "false",
             "GRAPH_WRITE_BUDGET": "10",
             "GRAPH_WRITE_WINDOW_SECONDS": "5",
+            "GRAPH_PACING_MAX_WAIT_SECONDS": "3",
+            "SIGNUP_RETRY_INITIAL_SECONDS": "1",
+            "SIGNUP_RETRY_MAX_SECONDS": "2",
+            "SIGNUP_RETRY_DEADLINE_SECONDS": "60",
+            "SIGNUP_REPEAT_WINDOW_SECONDS": "30",
+            "SIGNUP_QUEUED_GRACE_SECONDS": "45",
+            "SWEEP_SCHEDULE": "*/5 * * * * *",
             "AZURE_AUTHORITY_HOST": "login.example",
             "AZURE_CLIENT_CERTIFICATE_PASSWORD": "pw",
         }.get(key, "value")
