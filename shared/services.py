@@ -13,9 +13,10 @@ from typing import Any, Final
 from .graph.client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
 from .graph.directory import InvitationOptions
 from .graph.pacing import WritePacer
-from .lifecycle.intake import Intake
+from .lifecycle.intake import Admission, Intake, Timers
 from .lifecycle.queue import StorageQueue
-from .lifecycle.store import TableSignupStore
+from .lifecycle.store import TableAddressBook, TableDueIndex, TableSignupStore
+from .lifecycle.sweeper import Sweeper
 from .lifecycle.worker import InvitationWorker
 from .settings import GRAPH_CLOUDS, Settings, get_settings
 from .storage import build_queue_client, build_storage_credential, build_table_client
@@ -32,6 +33,7 @@ class Services:
     settings: Settings
     intake: Intake
     worker: InvitationWorker
+    sweeper: Sweeper
     closers: tuple[Any, ...] = ()
 
     async def aclose(self) -> None:
@@ -42,8 +44,24 @@ class Services:
 
 
 def lease_seconds(settings: Settings) -> float:
-    """How long a claim protects a sign-up: longer than one attempt can take."""
-    return 2 * settings.graph_timeout_seconds + MAX_THROTTLE_WAIT + 30.0
+    """How long a claim protects a sign-up: longer than one attempt can take.
+
+    An attempt is a directory read and one POST (each bounded by the Graph timeout),
+    the pacer's bounded wait, and 429 pauses retried in place.
+    """
+    return 2 * settings.graph_timeout_seconds + settings.graph_pacing_max_wait_seconds + MAX_THROTTLE_WAIT + 30.0
+
+
+def timers(settings: Settings) -> Timers:
+    """The lifecycle's timers from settings."""
+    return Timers(
+        retry_initial=settings.retry_initial_seconds,
+        retry_max=settings.retry_max_seconds,
+        deadline=settings.retry_deadline_seconds,
+        repeat_window=settings.repeat_window_seconds,
+        queued_grace=settings.queued_grace_seconds,
+        lease=lease_seconds(settings),
+    )
 
 
 def build_services(settings: Settings) -> Services:
@@ -66,6 +84,10 @@ def build_services(settings: Settings) -> Services:
         directory_object_base=f"{GRAPH_CLOUDS[settings.graph_cloud][0]}/v1.0",
     )
     store = TableSignupStore(table)
+    index = TableDueIndex(table)
+    signup_queue = StorageQueue(queue)
+    lifecycle_timers = timers(settings)
+    admission = Admission(store, TableAddressBook(table), index, signup_queue, lifecycle_timers)
     log.info(
         "services.built graph_base_url=%s credential=%s pacing=%s budget=%s/%ss",
         settings.graph_base_url,
@@ -76,13 +98,11 @@ def build_services(settings: Settings) -> Services:
     )
     return Services(
         settings=settings,
-        intake=Intake(store, StorageQueue(queue)),
+        intake=Intake(store, admission, index, lifecycle_timers),
         worker=InvitationWorker(
-            store,
-            directory,
-            InvitationOptions.from_settings(settings),
-            lease_seconds=lease_seconds(settings),
+            store, signup_queue, directory, InvitationOptions.from_settings(settings), lifecycle_timers
         ),
+        sweeper=Sweeper(store, index, signup_queue, admission, lifecycle_timers),
         closers=tuple(c for c in (table, queue, storage_credential, http, credential) if c is not None),
     )
 

@@ -23,8 +23,23 @@ def _norm(value: object) -> object:
 
 
 def test_exactly_these_functions_are_registered() -> None:
-    """The app registers the intake, status, worker and poison functions and nothing else."""
-    assert set(_bindings()) == {"submit_signup", "get_signup", "invite_signup", "finalise_poisoned_signup"}
+    """The app registers the intake, status, worker, poison and sweeper functions and nothing else."""
+    assert set(_bindings()) == {
+        "submit_signup",
+        "get_signup",
+        "invite_signup",
+        "finalise_poisoned_signup",
+        "sweep_signups",
+    }
+
+
+def test_sweeper_timer_schedule_comes_from_app_settings() -> None:
+    """The sweeper's schedule is %SWEEP_SCHEDULE% (validated by Settings), a singleton timer."""
+    [trigger] = _bindings()["sweep_signups"]
+    assert trigger["type"] == "timerTrigger"
+    assert trigger["schedule"] == "%SWEEP_SCHEDULE%"
+    assert trigger.get("runOnStartup") in (False, None)
+    assert trigger.get("useMonitor") is True
 
 
 def test_http_routes() -> None:
@@ -52,7 +67,7 @@ def test_queue_triggers_name_the_queue_through_app_settings() -> None:
 
 
 def test_host_json_matches_what_the_code_assumes(repo_root: Path) -> None:
-    """The enqueue encoding and the worker's view of maxDequeueCount come from host.json."""
+    """The enqueue encoding comes from host.json; the host's own retries are only a safety net."""
     host = json.loads((repo_root / "host.json").read_text())
     options = QueueOptions.from_host_json(host)
     assert options.message_encoding == QUEUE_MESSAGE_ENCODING

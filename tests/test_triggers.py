@@ -52,7 +52,7 @@ async def test_storage_outage_is_503_with_retry_after(services: Services, app_en
         }
     )
     queue_client = build_queue_client(broken)
-    services.intake._queue = StorageQueue(queue_client)
+    services.intake._admission._queue = StorageQueue(queue_client)
     created: list[str] = []
     original = services.intake._new_id
     services.intake._new_id = lambda: created.append(original()) or created[-1]

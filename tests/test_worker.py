@@ -1,241 +1,335 @@
-"""The invitation state machine, over an in-memory store with real ETag semantics."""
+"""The invitation state machine over in-memory stores with real ETag semantics and a settable clock."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from datetime import timedelta
 
 import pytest
 
-from shared.errors import ConcurrencyConflict, PermanentGraphError, SignupBusy, TransientGraphError
-from shared.graph.directory import InvitationOptions
-from shared.lifecycle.intake import Intake
-from shared.lifecycle.models import Status, utcnow
-from shared.lifecycle.validation import SignupForm
-from shared.lifecycle.worker import Delivery, InvitationWorker, Outcome
-from tests.fakes import FakeDirectory, FakeQueue, FakeStore
+from shared.errors import (
+    AmbiguousGraphError,
+    ConcurrencyConflict,
+    PermanentGraphError,
+    StorageError,
+    TransientGraphError,
+    WriteDeferred,
+)
+from shared.lifecycle.models import DirectoryBefore, Status
+from shared.lifecycle.worker import MAX_FAULTS, Outcome
+from tests.fakes import FakeDirectory
+from tests.lifecycle_kit import Kit
 
-FORM = SignupForm("sam@fabrikam.com", "Sam Guest", "Fabrikam", None)
-OPTIONS = InvitationOptions(redirect_url="https://myapps.microsoft.com")
-
-
-async def _queued(store: FakeStore) -> str:
-    queue = FakeQueue()
-    signup = await Intake(store, queue).submit(FORM)
-    assert queue.messages == [signup.id]
-    return signup.id
+UNAVAILABLE = TransientGraphError("down", code="serviceNotAvailable", status=503)
 
 
-def _worker(store: FakeStore, directory: FakeDirectory, lease: float = 120.0) -> InvitationWorker:
-    return InvitationWorker(store, directory, OPTIONS, lease_seconds=lease)
+def ambiguous() -> AmbiguousGraphError:
+    return AmbiguousGraphError("answer lost", code="Timeout")
 
 
 async def test_success_records_the_invitation() -> None:
-    """queued → inviting → invited, with Graph's ids, status and redeem URL stored."""
-    store, directory = FakeStore(), FakeDirectory()
-    sid = await _queued(store)
-    assert await _worker(store, directory).process(Delivery(sid, 1, 5)) is Outcome.INVITED
-    record = store.records[sid]
+    """queued → inviting → invited, with Graph's ids, redeem URL, a mail and the directory's prior state."""
+    kit = Kit()
+    sid = await kit.submit()
+    assert await kit.worker.process(sid) is Outcome.INVITED
+    record = kit.record(sid)
     assert record.status is Status.INVITED
-    assert (record.invitation_id, record.invited_user_id, record.redeem_url) == (
-        "inv-1",
-        "user-1",
-        "https://login.example/redeem/1",
-    )
-    assert record.attempts == 1 and record.lease_until is None
-    assert [s.status for s in store.writes] == [Status.QUEUED, Status.INVITING, Status.INVITED]
-    assert directory.invitations[0].email == "sam@fabrikam.com"
-    assert directory.invitations[0].options.redirect_url == OPTIONS.redirect_url
+    assert (record.invitation_id, record.redeem_url) == ("inv-1", "https://login.example/redeem/1")
+    assert record.invited_user_id == kit.directory.users["sam@fabrikam.com"].id
+    assert record.attempts == 1 and record.lease_until is None and record.due_at is None
+    assert record.directory_before is DirectoryBefore.ABSENT and record.invitation_mailed is True
+    assert record.invited_at == kit.clock.now
+    assert [s.status for s in kit.store.writes] == [Status.QUEUED, Status.INVITING, Status.INVITED]
+    assert kit.directory.mails("sam@fabrikam.com") == 1
 
 
 async def test_redelivery_of_a_finished_request_is_a_no_op() -> None:
     """A message for an invited sign-up does nothing and invites nobody."""
-    store, directory = FakeStore(), FakeDirectory()
-    sid = await _queued(store)
-    worker = _worker(store, directory)
-    await worker.process(Delivery(sid, 1, 5))
-    assert await worker.process(Delivery(sid, 2, 5)) is Outcome.ALREADY_DONE
-    assert len(directory.invitations) == 1
+    kit = Kit()
+    sid = await kit.submit()
+    await kit.worker.process(sid)
+    assert await kit.worker.process(sid) is Outcome.ALREADY_DONE
+    assert len(kit.directory.invitations) == 1
 
 
 async def test_concurrent_deliveries_invite_once() -> None:
-    """Two deliveries racing for the same sign-up: one invites, the other backs off."""
-    store, directory = FakeStore(), FakeDirectory(delay=0.05)
-    sid = await _queued(store)
-    worker = _worker(store, directory)
-    results = await asyncio.gather(
-        worker.process(Delivery(sid, 1, 5)), worker.process(Delivery(sid, 1, 5)), return_exceptions=True
+    """Two deliveries of one sign-up at once: one invites, the other reschedules itself for the lease's end."""
+    kit = Kit(directory=FakeDirectory(delay=0.01))
+    sid = await kit.submit()
+    kit.queue.sent.clear()
+    results = await asyncio.gather(kit.worker.process(sid), kit.worker.process(sid))
+    assert sorted(results) == sorted([Outcome.INVITED, Outcome.RESCHEDULED])
+    assert len(kit.directory.invitations) == 1
+    [(_, delay)] = kit.queue.sent
+    assert 0 < delay <= kit.timers.lease + 1
+
+
+async def test_live_lease_costs_no_delivery() -> None:
+    """A delivery that finds work in progress re-enqueues itself for the lease's end and completes normally."""
+    kit = Kit()
+    sid = await kit.submit()
+    kit.queue.sent.clear()
+    record = kit.record(sid)
+    kit.store.records[sid] = record.evolve(status=Status.INVITING, lease_until=kit.clock.now.replace(minute=1))
+    kit.store.records[sid] = kit.store.records[sid].evolve(etag=record.etag)
+    assert await kit.worker.process(sid) is Outcome.RESCHEDULED
+    assert kit.directory.invitations == []
+    [(_, delay)] = kit.queue.sent
+    assert delay == pytest.approx(61, abs=1)
+
+
+async def test_transient_error_schedules_a_retry_with_backoff() -> None:
+    """Graph unavailable: retrying with a due time, the message re-enqueued with that delay, nothing raised."""
+    kit = Kit(directory=FakeDirectory([UNAVAILABLE, UNAVAILABLE, None]))
+    sid = await kit.submit()
+    kit.queue.sent.clear()
+    assert await kit.worker.process(sid) is Outcome.RESCHEDULED
+    record = kit.record(sid)
+    assert record.status is Status.RETRYING and record.error_code == "serviceNotAvailable"
+    assert record.lease_until is None and record.maybe_invited is False
+    assert kit.queue.sent == [(sid, 5.0)]  # half the initial 10 s with zero jitter
+    assert record.public_view()["status"] == "retrying" and record.public_view()["nextAttemptAt"]
+    kit.pass_time(5)
+    assert await kit.deliver_due() == [Outcome.RESCHEDULED]
+    assert kit.queue.sent == [(sid, 10.0)]  # doubled
+    kit.pass_time(10)
+    assert await kit.deliver_due() == [Outcome.INVITED]
+    assert kit.directory.mails("sam@fabrikam.com") == 1
+
+
+async def test_backoff_is_capped_and_jittered() -> None:
+    """The delay doubles up to the cap; jitter spreads it over the upper half."""
+    timers = Kit().timers
+    assert timers.backoff(1, 0.0) == 5 and timers.backoff(1, 0.999) == pytest.approx(10, abs=0.01)
+    assert timers.backoff(20, 0.0) == timers.retry_max / 2
+    assert timers.backoff(20, 0.999) <= timers.retry_max
+
+
+async def test_early_message_is_rescheduled_not_acted_on() -> None:
+    """A message arriving before the retry is due (a duplicate, say) re-enqueues for the due time."""
+    kit = Kit(directory=FakeDirectory([UNAVAILABLE]))
+    sid = await kit.submit()
+    await kit.worker.process(sid)
+    kit.queue.sent.clear()
+    assert await kit.worker.process(sid) is Outcome.RESCHEDULED
+    assert len(kit.directory.invitations) == 1
+    assert kit.queue.sent == [(sid, 5.0)]
+
+
+async def test_outage_longer_than_the_host_budget_still_ends_invited() -> None:
+    """Graph down for 20 minutes (far past 5 deliveries 10 s apart): the sign-up keeps trying and is invited."""
+    kit = Kit(directory=FakeDirectory([UNAVAILABLE] * 8))
+    sid = await kit.submit()
+    await kit.run_until_quiet()
+    record = kit.record(sid)
+    assert record.status is Status.INVITED and record.attempts == 9
+    assert kit.directory.mails("sam@fabrikam.com") == 1
+
+
+async def test_deadline_ends_failed_with_the_last_transient_code() -> None:
+    """Past the deadline a sign-up ends failed with the code of its last transient failure."""
+    kit = Kit(directory=FakeDirectory([UNAVAILABLE] * 100))
+    sid = await kit.submit()
+    await kit.run_until_quiet(step=30, horizon=kit.timers.deadline * 2)
+    record = kit.record(sid)
+    assert record.status is Status.FAILED and record.error_code == "serviceNotAvailable"
+    assert record.public_view()["error"]["code"] == "serviceNotAvailable"
+    assert kit.queue.sent == []
+
+
+async def test_permanent_error_is_recorded() -> None:
+    """A refusal ends failed with Graph's code and no retry."""
+    denied = PermanentGraphError("no", code="Authorization_RequestDenied", status=403, request_id="r1")
+    kit = Kit(directory=FakeDirectory([denied]))
+    sid = await kit.submit()
+    kit.queue.sent.clear()
+    assert await kit.worker.process(sid) is Outcome.FAILED
+    record = kit.record(sid)
+    assert (record.status, record.error_code, record.graph_request_id) == (
+        Status.FAILED,
+        "Authorization_RequestDenied",
+        "r1",
     )
-    assert len(directory.invitations) == 1
-    assert sorted(type(r).__name__ for r in results) == ["Outcome", "SignupBusy"]
-    assert store.records[sid].status is Status.INVITED
+    assert kit.queue.sent == []
 
 
-async def test_live_lease_makes_a_redelivery_wait() -> None:
-    """A sign-up another delivery is inviting right now is not touched."""
-    store, directory = FakeStore(), FakeDirectory()
-    sid = await _queued(store)
-    record = store.records[sid]
-    store.records[sid] = dataclasses.replace(
-        record, status=Status.INVITING, lease_until=utcnow() + timedelta(seconds=60)
-    )
-    with pytest.raises(SignupBusy) as info:
-        await _worker(store, directory).process(Delivery(sid, 2, 5))
-    assert 0 < (info.value.retry_after or 0) <= 60
-    assert directory.invitations == []
+async def test_lost_answer_is_recovered_without_a_second_mail() -> None:
+    """Graph acts but its answer is lost: the next attempt reads the directory and re-invites silently."""
+    kit = Kit(directory=FakeDirectory([("acted", ambiguous())]))
+    sid = await kit.submit()
+    kit.queue.sent.clear()
+    assert await kit.worker.process(sid) is Outcome.RESCHEDULED
+    record = kit.record(sid)
+    assert record.maybe_invited is True and record.status is Status.RETRYING
+    [(_, delay)] = kit.queue.sent
+    assert delay >= kit.timers.ambiguous_delay
+    await kit.run_until_quiet()
+    record = kit.record(sid)
+    assert record.status is Status.INVITED and record.redeem_url is not None
+    assert [inv.options.send_message for inv in kit.directory.invitations] == [True, False]
+    assert kit.directory.mails("sam@fabrikam.com") == 1 and record.invitation_mailed is False
 
 
-async def test_expired_lease_is_a_new_attempt() -> None:
-    """After a worker died mid-call, the next delivery claims again once the lease has expired."""
-    store, directory = FakeStore(), FakeDirectory()
-    sid = await _queued(store)
-    record = store.records[sid]
-    store.records[sid] = dataclasses.replace(
-        record, status=Status.INVITING, attempts=1, lease_until=utcnow() - timedelta(seconds=1)
-    )
-    assert await _worker(store, directory).process(Delivery(sid, 2, 5)) is Outcome.INVITED
-    assert store.records[sid].attempts == 2
-    assert len(directory.invitations) == 1
+async def test_ambiguous_failure_where_graph_did_not_act_mails_once() -> None:
+    """An ambiguous failure where Graph in fact did nothing: the read finds nobody, the retry mails normally."""
+    kit = Kit(directory=FakeDirectory([ambiguous()]))
+    sid = await kit.submit()
+    await kit.run_until_quiet()
+    assert kit.record(sid).status is Status.INVITED
+    assert [inv.options.send_message for inv in kit.directory.invitations] == [True, True]
+    assert kit.directory.mails("sam@fabrikam.com") == 1
 
 
-async def test_permanent_error_is_recorded_and_ends_the_message() -> None:
-    """A 403 from Graph becomes failed with Graph's code; the message is not retried."""
-    store = FakeStore()
-    error = PermanentGraphError(
-        "Insufficient privileges", code="Authorization_RequestDenied", status=403, request_id="r1"
-    )
-    sid = await _queued(store)
-    assert await _worker(store, FakeDirectory([error])).process(Delivery(sid, 1, 5)) is Outcome.FAILED
-    record = store.records[sid]
-    assert record.status is Status.FAILED
-    assert record.error_code == "Authorization_RequestDenied"
-    assert record.graph_request_id == "r1"
-    view = record.public_view()
-    assert view["error"]["code"] == "Authorization_RequestDenied"
-    assert "privileges" not in view["error"]["message"]  # Graph's own text stays internal
+async def test_transient_after_ambiguous_keeps_the_doubt() -> None:
+    """A 429 after a lost answer does not clear maybe_invited: the later attempt still invites silently."""
+    throttled = TransientGraphError("slow down", code="TooManyRequests", status=429, retry_after=3)
+    kit = Kit(directory=FakeDirectory([("acted", ambiguous()), throttled]))
+    sid = await kit.submit()
+    await kit.run_until_quiet()
+    assert kit.record(sid).status is Status.INVITED
+    assert [inv.options.send_message for inv in kit.directory.invitations] == [True, False, False]
+    assert kit.directory.mails("sam@fabrikam.com") == 1
 
 
-async def test_transient_error_releases_the_lease_and_raises() -> None:
-    """A 503 raises for the host to redeliver; the next delivery may claim at once and succeed."""
-    store = FakeStore()
-    directory = FakeDirectory([TransientGraphError("unavailable", code="serviceNotAvailable", status=503)])
-    sid = await _queued(store)
-    worker = _worker(store, directory)
-    with pytest.raises(TransientGraphError):
-        await worker.process(Delivery(sid, 1, 5))
-    record = store.records[sid]
-    assert record.status is Status.INVITING and record.lease_until is None
-    assert record.error_code == "serviceNotAvailable"
-    assert await worker.process(Delivery(sid, 2, 5)) is Outcome.INVITED
-    assert store.records[sid].error_code is None
-    assert len(directory.invitations) == 2  # one POST per attempt, two attempts
+async def test_storage_failure_after_the_invitation_leaves_no_stuck_lease() -> None:
+    """Graph invited, but recording it failed: the lease expires, the next attempt recovers silently."""
+    kit = Kit()
+    sid = await kit.submit()
+    kit.queue.sent.clear()
+    kit.store.before_replace = lambda _s: None  # first replace (the claim) goes through
+    original = kit.store.replace
+
+    calls = 0
+
+    async def failing_second(signup):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise StorageError("table unavailable")
+        return await original(signup)
+
+    kit.store.replace = failing_second  # type: ignore[method-assign]
+    with pytest.raises(StorageError):
+        await kit.worker.process(sid)
+    assert kit.record(sid).status is Status.INVITING
+    # The host redelivers: the lease is live, so the delivery reschedules for its end.
+    assert await kit.worker.process(sid) is Outcome.RESCHEDULED
+    await kit.run_until_quiet()
+    record = kit.record(sid)
+    assert record.status is Status.INVITED and record.redeem_url
+    assert kit.directory.mails("sam@fabrikam.com") == 1
 
 
-async def test_last_delivery_records_failure_before_raising() -> None:
-    """On the last delivery a transient error is recorded as failed, then re-raised (poison)."""
-    store = FakeStore()
-    directory = FakeDirectory([TransientGraphError("throttled", code="TooManyRequests", status=429)])
-    sid = await _queued(store)
-    with pytest.raises(TransientGraphError):
-        await _worker(store, directory).process(Delivery(sid, 5, 5))
-    record = store.records[sid]
-    assert record.status is Status.FAILED and record.error_code == "TooManyRequests"
+async def test_write_that_landed_but_reported_a_conflict_is_recognised() -> None:
+    """The SDK retried a claim after a timeout and saw 412: the worker knows the write was its own."""
+    kit = Kit()
+    sid = await kit.submit()
+    kit.store.land_then_conflict = 1
+    assert await kit.worker.process(sid) is Outcome.INVITED
+    assert len(kit.directory.invitations) == 1
 
 
-async def test_unexpected_error_on_last_delivery_is_recorded_too() -> None:
-    """Even a bug ends in a visible failed state rather than a stuck sign-up."""
-    store = FakeStore()
-    sid = await _queued(store)
-    with pytest.raises(ZeroDivisionError):
-        await _worker(store, FakeDirectory([ZeroDivisionError()])).process(Delivery(sid, 5, 5))
-    assert store.records[sid].status is Status.FAILED
-    assert store.records[sid].error_code == "InternalError"
+async def test_claim_race_reads_again_and_decides_again() -> None:
+    """Someone else claims between our read and our write: we re-read, find the live lease, reschedule."""
+    kit = Kit()
+    sid = await kit.submit()
+    kit.queue.sent.clear()
+
+    def someone_else_claims(_: object) -> None:
+        current = kit.record(sid)
+        lease = kit.clock.now.replace(minute=2)
+        kit.store.records[sid] = current.evolve(status=Status.INVITING, lease_until=lease, etag='W/"other"')
+
+    kit.store.before_replace = someone_else_claims
+    assert await kit.worker.process(sid) is Outcome.RESCHEDULED
+    assert kit.directory.invitations == []
+
+
+async def test_address_of_a_member_fails_with_a_clear_code() -> None:
+    """The pre-check finds a member of this tenant: failed ExistingMember, no invitation sent."""
+    kit = Kit()
+    kit.directory.add_user("sam@fabrikam.com", "Member")
+    sid = await kit.submit()
+    assert await kit.worker.process(sid) is Outcome.FAILED
+    record = kit.record(sid)
+    assert record.error_code == "ExistingMember" and record.directory_before is DirectoryBefore.MEMBER
+    assert kit.directory.invitations == []
+
+
+async def test_guest_who_redeemed_needs_no_invitation() -> None:
+    """An existing guest who already redeemed is invited with no write and no mail."""
+    kit = Kit()
+    guest = kit.directory.add_user("sam@fabrikam.com", "Guest", "Accepted")
+    sid = await kit.submit()
+    assert await kit.worker.process(sid) is Outcome.INVITED
+    record = kit.record(sid)
+    assert record.invited_user_id == guest.id and record.invitation_mailed is False
+    assert kit.directory.invitations == []
+
+
+async def test_pending_guest_is_reinvited_with_a_mail() -> None:
+    """A guest who never redeemed (lost the mail) is invited again, with Microsoft's mail."""
+    kit = Kit()
+    kit.directory.add_user("sam@fabrikam.com", "Guest", "PendingAcceptance")
+    sid = await kit.submit()
+    assert await kit.worker.process(sid) is Outcome.INVITED
+    assert kit.record(sid).directory_before is DirectoryBefore.GUEST_PENDING
+    assert [inv.options.send_message for inv in kit.directory.invitations] == [True]
+
+
+async def test_failed_directory_read_is_retried_before_any_write() -> None:
+    """The pre-check read fails: a retry is scheduled and nothing is written to Graph."""
+    kit = Kit()
+    kit.directory.lookup_error = TransientGraphError("down", code="serviceNotAvailable", status=503)
+    sid = await kit.submit()
+    kit.queue.sent.clear()
+    assert await kit.worker.process(sid) is Outcome.RESCHEDULED
+    assert kit.directory.invitations == [] and kit.record(sid).attempts == 0
+    await kit.run_until_quiet()
+    assert kit.record(sid).status is Status.INVITED
+
+
+async def test_pacer_deferral_goes_back_to_the_queue() -> None:
+    """No write slot within the pacer's bound: the sign-up waits on the queue for the slot, not in a worker."""
+    kit = Kit(directory=FakeDirectory([WriteDeferred(42.0)]))
+    sid = await kit.submit()
+    kit.queue.sent.clear()
+    assert await kit.worker.process(sid) is Outcome.RESCHEDULED
+    assert kit.queue.sent == [(sid, 42.0)] and kit.record(sid).maybe_invited is False
+
+
+async def test_unexpected_error_is_retried_then_given_up() -> None:
+    """A bug retries a few times (it may have acted) and then ends failed InternalError, never stuck."""
+    kit = Kit(directory=FakeDirectory([RuntimeError("bug")] * 10))
+    sid = await kit.submit()
+    await kit.run_until_quiet()
+    record = kit.record(sid)
+    assert record.status is Status.FAILED and record.error_code == "InternalError"
+    assert len(kit.directory.invitations) == MAX_FAULTS
 
 
 async def test_missing_record_is_dropped() -> None:
-    """A message whose record is gone invites nobody."""
-    directory = FakeDirectory()
-    assert await _worker(FakeStore(), directory).process(Delivery("x" * 22, 1, 5)) is Outcome.MISSING
-    assert directory.invitations == []
+    """A message whose record is gone does nothing."""
+    kit = Kit()
+    assert await kit.worker.process("A" * 22) is Outcome.MISSING
 
 
-async def test_claim_retries_after_losing_an_etag_race() -> None:
-    """If the record changes between read and claim, the worker re-reads and decides again."""
-    store, directory = FakeStore(), FakeDirectory()
-    sid = await _queued(store)
-
-    def finish_elsewhere(_: object) -> None:
-        rec = store.records[sid]
-        store.records[sid] = dataclasses.replace(rec, status=Status.INVITED, etag='W/"elsewhere"')
-
-    store.before_replace = finish_elsewhere
-    assert await _worker(store, directory).process(Delivery(sid, 1, 5)) is Outcome.ALREADY_DONE
-    assert directory.invitations == []
-
-
-async def test_settle_conflict_keeps_the_invitation() -> None:
-    """A conflicting write while inviting is re-read and the result still recorded."""
-    store, directory = FakeStore(), FakeDirectory()
-    sid = await _queued(store)
-    worker = _worker(store, directory)
-    original_invite = directory.invite
-
-    async def invite_and_touch(invitation):  # type: ignore[no-untyped-def]
-        result = await original_invite(invitation)
-        rec = store.records[sid]
-        store.records[sid] = dataclasses.replace(rec, etag='W/"touched"')
-        return result
-
-    directory.invite = invite_and_touch  # type: ignore[method-assign]
-    assert await worker.process(Delivery(sid, 1, 5)) is Outcome.INVITED
-    assert store.records[sid].status is Status.INVITED
-
-
-async def test_poison_finaliser_fails_stuck_signups_only() -> None:
-    """A sign-up left non-terminal becomes failed; finished and leased ones are left alone."""
-    store, directory = FakeStore(), FakeDirectory()
-    worker = _worker(store, directory)
-    stuck = await _queued(store)
-    assert await worker.finalise_poisoned(stuck) is Outcome.FAILED
-    assert store.records[stuck].error_code == "DeliveryExhausted"
-
-    done = await _queued(store)
-    await worker.process(Delivery(done, 1, 5))
-    assert await worker.finalise_poisoned(done) is Outcome.ALREADY_DONE
-
-    leased = await _queued(store)
-    rec = store.records[leased]
-    store.records[leased] = dataclasses.replace(
-        rec, status=Status.INVITING, lease_until=utcnow() + timedelta(seconds=30)
-    )
-    with pytest.raises(SignupBusy):
-        await worker.finalise_poisoned(leased)
-
-
-async def test_intake_rolls_back_when_enqueue_fails() -> None:
-    """No half-made request: the record is removed again when the message cannot be queued."""
-    store = FakeStore()
-    with pytest.raises(Exception, match="enqueue failed"):
-        await Intake(store, FakeQueue(fail=True)).submit(FORM)
-    assert store.records == {}
-
-
-async def test_public_status_never_leaks_private_fields() -> None:
-    """The anonymous view has exactly id, status, times and error."""
-    store = FakeStore()
-    sid = await _queued(store)
-    await _worker(store, FakeDirectory()).process(Delivery(sid, 1, 5))
-    view = await Intake(store, FakeQueue()).public_status(sid)
-    assert view is not None
-    assert set(view) == {"id", "status", "createdAt", "updatedAt", "error"}
-    text = repr(view)
-    assert "fabrikam" not in text and "redeem" not in text and "user-1" not in text
-    assert await Intake(store, FakeQueue()).public_status("../etc/passwd") is None
+async def test_poison_finaliser_requeues_then_gives_up_and_never_raises() -> None:
+    """The poison consumer re-enqueues a sign-up that can still finish, fails it after repeated poisonings,
+    and swallows storage failures (the sweeper covers them)."""
+    kit = Kit()
+    sid = await kit.submit()
+    kit.queue.sent.clear()
+    assert await kit.worker.finalise_poisoned(sid) is Outcome.RESCHEDULED
+    assert kit.queue.messages == [sid] and kit.record(sid).faults == 1
+    await kit.worker.finalise_poisoned(sid)
+    assert await kit.worker.finalise_poisoned(sid) is Outcome.FAILED
+    assert kit.record(sid).error_code == "DeliveryExhausted"
+    assert await kit.worker.finalise_poisoned(sid) is Outcome.ALREADY_DONE
+    other = await kit.submit("alex@fabrikam.com")
+    kit.store.fail_replace = 5
+    assert await kit.worker.finalise_poisoned(other) is Outcome.RESCHEDULED  # logged, not raised
 
 
 def test_conflict_is_a_storage_error() -> None:
-    """ConcurrencyConflict sits under StorageError in the exception tree."""
-    from shared.errors import StorageError
-
+    """Callers that only care about storage failing catch conflicts too."""
     assert issubclass(ConcurrencyConflict, StorageError)

@@ -1,4 +1,4 @@
-"""Sign-up triggers: HTTP intake and status, the invitation queue consumer and its poison queue."""
+"""Sign-up triggers: HTTP intake and status, the invitation queue consumer, its poison queue, the sweeper."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import azure.functions as func
 
 from shared import problems
 from shared.errors import RequestError, StorageError
-from shared.hostconfig import queue_options
+from shared.lifecycle.models import Status
 from shared.lifecycle.queue import decode_message
 from shared.lifecycle.validation import parse_signup
-from shared.lifecycle.worker import Delivery
 from shared.services import get_services
 
 from .http import guarded, json_response, problem_response
@@ -44,9 +43,10 @@ async def submit_signup(req: func.HttpRequest) -> func.HttpResponse:
         parts = urlsplit(req.url)
         location = f"{parts.path.rstrip('/')}/{signup.id}"
         status_url = urlunsplit((parts.scheme, parts.netloc, location, "", ""))
+        # Every accepted sign-up is answered alike, linked to an earlier one or not.
         return json_response(
             202,
-            {"id": signup.id, "status": signup.status.value, "statusUrl": status_url},
+            {"id": signup.id, "status": Status.QUEUED.value, "statusUrl": status_url},
             {"Location": location},
         )
 
@@ -84,18 +84,26 @@ def _signup_id(msg: func.QueueMessage) -> str | None:
 @bp.function_name("invite_signup")
 @bp.queue_trigger(arg_name="msg", queue_name="%SIGNUP_QUEUE%", connection="AzureWebJobsStorage")
 async def invite_signup(msg: func.QueueMessage) -> None:
-    """Queue consumer: one delivery of the invitation state machine (raises to be retried)."""
+    """Queue consumer: one delivery of the invitation state machine (raises only when storage fails)."""
     signup_id = _signup_id(msg)
     if signup_id is None:
         return
-    delivery = Delivery(signup_id, msg.dequeue_count or 1, queue_options().max_dequeue_count)
-    await get_services().worker.process(delivery)
+    await get_services().worker.process(signup_id)
 
 
 @bp.function_name("finalise_poisoned_signup")
 @bp.queue_trigger(arg_name="msg", queue_name="%SIGNUP_QUEUE%-poison", connection="AzureWebJobsStorage")
 async def finalise_poisoned_signup(msg: func.QueueMessage) -> None:
-    """Poison-queue consumer: make sure a given-up sign-up ends in a visible ``failed``."""
+    """Poison-queue consumer: re-enqueue what can still finish, fail the rest; never raises."""
     signup_id = _signup_id(msg)
     if signup_id is not None:
         await get_services().worker.finalise_poisoned(signup_id)
+
+
+@bp.function_name("sweep_signups")
+@bp.timer_trigger(arg_name="timer", schedule="%SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
+async def sweep_signups(timer: func.TimerRequest) -> None:
+    """Timer: set going again what a lost message, a dead worker or a missed retry left behind."""
+    if timer.past_due:
+        log.info("sweeper.past_due")
+    await get_services().sweeper.sweep()

@@ -1,24 +1,134 @@
-"""Intake: record a validated sign-up and queue it, or fail without leaving a half-made request.
+"""Intake: record a validated sign-up, give its address one owner, and queue it.
 
-The record is written first and the message second, so the worker never sees a
-message without its record. If the enqueue fails the record is deleted again
-and the caller answers 503: nothing is accepted that is not durable twice over.
+``Intake.submit`` writes the record and its due-index entry (both durable before
+anything points at the record), then ``Admission.admit`` settles who owns the
+address's invitation, with a conditional insert on the address's claim entity
+rather than a read-then-write:
+
+* nobody owns it, or the owner failed, vanished or was invited longer ago than
+  the repeat window: this sign-up takes the claim (ETag-conditional) and is
+  queued;
+* the owner is still pending, or was invited within the window: this sign-up is
+  ``linked`` to it, creates no invitation, and its public status is the owner's.
+
+If any step fails the record is deleted again and the caller answers 503. A
+claim left pointing at a deleted record is harmless: the next sign-up for the
+address finds its owner missing and takes over. Every caller gets the same 202,
+so the answer reveals nothing a fresh request would not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
 
-from ..errors import StorageError
+from ..errors import ConcurrencyConflict, StorageError
 from .models import Signup, Status, is_signup_id, new_signup_id, utcnow
 from .queue import SignupQueue
-from .store import SignupStore
+from .store import AddressBook, DueEntry, DueIndex, SignupStore, address_key, bucket_of
 from .validation import SignupForm
 
 log = logging.getLogger(__name__)
+
+MAX_CLAIM_ROUNDS: Final = 8
+
+
+@dataclass(frozen=True)
+class Timers:
+    """The lifecycle's timers, in seconds (from settings)."""
+
+    retry_initial: float = 10.0
+    retry_max: float = 300.0
+    deadline: float = 86400.0
+    repeat_window: float = 86400.0
+    queued_grace: float = 600.0
+    lease: float = 150.0
+    # Graph's directory is eventually consistent: a guest created by a lost-answer
+    # invitation may take seconds to show in $filter reads, so wait at least this long.
+    ambiguous_delay: float = 30.0
+
+    def backoff(self, attempt: int, jitter: float) -> float:
+        """Exponential backoff for the ``attempt``-th retry, capped; ``jitter`` in [0, 1) spreads it."""
+        ceiling = min(self.retry_max, self.retry_initial * 2.0 ** max(0, attempt - 1))
+        return ceiling / 2 + ceiling / 2 * jitter
+
+
+class Admission:
+    """Gives an address's invitation one owner at a time and queues the owner."""
+
+    def __init__(
+        self,
+        store: SignupStore,
+        addresses: AddressBook,
+        index: DueIndex,
+        queue: SignupQueue,
+        timers: Timers,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._addresses = addresses
+        self._index = index
+        self._queue = queue
+        self._timers = timers
+        self._clock = clock
+
+    def blocks(self, owner: Signup, now: datetime) -> bool:
+        """True when ``owner`` still stands for the address: pending, or invited within the window."""
+        if owner.status in {Status.QUEUED, Status.INVITING, Status.RETRYING}:
+            return True
+        window = timedelta(seconds=self._timers.repeat_window)
+        return owner.status is Status.INVITED and owner.invited_at is not None and now - owner.invited_at < window
+
+    async def owner_for(self, signup: Signup) -> str | None:
+        """Claim the address for ``signup``; None when it owns it now, else the id of the owner it follows."""
+        key = address_key(signup.email)
+        for _ in range(MAX_CLAIM_ROUNDS):
+            if await self._addresses.insert(key, signup.id):
+                return None
+            claim = await self._addresses.get(key)
+            if claim is None:
+                continue
+            if claim.signup_id == signup.id:
+                return None
+            owner = await self._store.get(claim.signup_id)
+            if owner is not None and self.blocks(owner, self._clock()):
+                return owner.id
+            if await self._addresses.take_over(claim, signup.id):
+                return None
+        raise StorageError(f"the address claim for sign-up {signup.id} kept changing")
+
+    async def admit(self, signup: Signup, *, fresh: bool) -> Signup:
+        """Own the address and queue ``signup``, or link it to the owner. ``fresh``: just created as queued."""
+        owner = await self.owner_for(signup)
+        now = self._clock()
+        if owner is not None:
+            linked = signup.evolve(status=Status.LINKED, linked_to=owner, due_at=None, updated_at=now)
+            log.info("intake.linked signup_id=%s owner_id=%s domain=%s", signup.id, owner, signup.domain)
+            return await self._store.replace(linked)
+        if not fresh:
+            due = now + timedelta(seconds=self._timers.queued_grace)
+            signup = await self._store.replace(
+                signup.evolve(
+                    status=Status.QUEUED,
+                    linked_to=None,
+                    due_at=due,
+                    deadline=now + timedelta(seconds=self._timers.deadline),
+                    lease_until=None,
+                    error_code=None,
+                    error_message=None,
+                    error_detail=None,
+                    faults=0,
+                    updated_at=now,
+                )
+            )
+            await self._index.add(DueEntry(bucket_of(due), signup.id))
+        await self._queue.enqueue(signup.id)
+        return signup
 
 
 class Intake:
@@ -27,19 +137,24 @@ class Intake:
     def __init__(
         self,
         store: SignupStore,
-        queue: SignupQueue,
+        admission: Admission,
+        index: DueIndex,
+        timers: Timers,
         *,
         clock: Callable[[], datetime] = utcnow,
         new_id: Callable[[], str] = new_signup_id,
     ) -> None:
         self._store = store
-        self._queue = queue
+        self._admission = admission
+        self._index = index
+        self._timers = timers
         self._clock = clock
         self._new_id = new_id
 
     async def submit(self, form: SignupForm) -> Signup:
-        """Record and enqueue ``form``; raise ``StorageError`` if either step fails."""
+        """Record, claim and enqueue ``form``; raise ``StorageError`` (nothing kept) if any step fails."""
         now = self._clock()
+        due = now + timedelta(seconds=self._timers.queued_grace)
         signup = Signup(
             id=self._new_id(),
             email=form.email,
@@ -49,23 +164,52 @@ class Intake:
             status=Status.QUEUED,
             created_at=now,
             updated_at=now,
+            deadline=now + timedelta(seconds=self._timers.deadline),
+            due_at=due,
         )
-        created = await self._store.create(signup)
+        created: Signup | None = None
         try:
-            await self._queue.enqueue(signup.id)
-        except StorageError:
-            try:
-                await self._store.delete(signup.id)
-            except StorageError:
-                # The id was never given out, so the orphan record is invisible; log it for cleanup.
-                log.error("intake.orphan_record signup_id=%s", signup.id)
+            # The record and its index entry are independent writes: make them together.
+            results = await asyncio.gather(
+                self._store.create(signup), self._index.add(DueEntry(bucket_of(due), signup.id)), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            created = results[0] if isinstance(results[0], Signup) else None
+            assert created is not None
+            admitted = await self._admission.admit(created, fresh=True)
+        except (StorageError, ConcurrencyConflict):
+            await self._discard(signup.id)
             raise
-        log.info("intake.accepted signup_id=%s domain=%s", signup.id, form.domain)
-        return created
+        log.info("intake.accepted signup_id=%s domain=%s status=%s", signup.id, form.domain, admitted.status.value)
+        return admitted
+
+    async def _discard(self, signup_id: str) -> None:
+        try:
+            await self._store.delete(signup_id)
+        except StorageError:
+            # The id was never given out; the due index brings the orphan to the sweeper.
+            log.error("intake.orphan_record signup_id=%s", signup_id)
 
     async def public_status(self, signup_id: str) -> dict[str, Any] | None:
-        """The anonymous view of a sign-up, or None when the id is unknown."""
+        """The anonymous view of a sign-up (a linked one shows its owner's progress), or None."""
         if not is_signup_id(signup_id):
             return None
         signup = await self._store.get(signup_id)
-        return signup.public_view() if signup else None
+        if signup is None:
+            return None
+        if signup.status is Status.LINKED and signup.linked_to:
+            owner = await self._store.get(signup.linked_to)
+            if owner is not None:
+                view = owner.public_view()
+                mine = signup.public_view()
+                return {
+                    **view,
+                    "id": signup.id,
+                    "createdAt": mine["createdAt"],
+                    "updatedAt": max(view["updatedAt"], mine["updatedAt"]),
+                }
+            # The owner's intake was rolled back: the sweeper revives this one; until then it waits.
+            return {**signup.public_view(), "status": Status.QUEUED.value}
+        return signup.public_view()

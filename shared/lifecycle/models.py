@@ -1,14 +1,29 @@
-"""The sign-up record and its statuses.
+"""The sign-up record, its statuses and the lifecycle's timers.
 
 A ``Signup`` is what Table storage holds for one request. Its status moves
-along one path::
+along these paths::
 
-    queued ──► inviting ──► invited
-                  │
-                  └──────► failed
+               ┌───────────── lease expired / rescheduled ─────────────┐
+               ▼                                                       │
+    queued ──► inviting ──► invited                                    │
+      │           │  └────► failed  (Graph refused; a member's address;│
+      │           │                  deadline passed; given up)        │
+      │           └───────► retrying ──(due)───────────────────────────┘
+      │
+      └─ linked   (same address pending or invited within the repeat window:
+                   no invitation of its own, its public status is the earlier one's)
 
-``inviting`` carries a lease (``lease_until``): the delivery that holds a live
-lease is the only one allowed to call Graph for that sign-up.
+``inviting`` carries a lease (``lease_until``): only the delivery holding a live
+lease calls Graph. ``due_at`` says when a non-final sign-up next needs work
+(queued: the grace after which its message counts as lost; inviting: the lease's
+end; retrying: the next attempt); ``deadline`` ends the retrying.
+
+``maybe_invited`` is set before every invitation POST and cleared only when the
+attempt proved Graph did not act: after a crash, a lost answer or a failed
+write of the outcome it stays set, and the next attempt reads the directory
+before it writes again. ``directory_before`` records what the directory held
+for the address before the first attempt, so an existing guest is never
+mistaken for our own work.
 """
 
 from __future__ import annotations
@@ -27,13 +42,24 @@ class Status(StrEnum):
 
     QUEUED = "queued"
     INVITING = "inviting"
+    RETRYING = "retrying"
     INVITED = "invited"
     FAILED = "failed"
+    LINKED = "linked"
 
     @property
     def terminal(self) -> bool:
-        """True for statuses a sign-up never leaves."""
-        return self in {Status.INVITED, Status.FAILED}
+        """True for statuses the worker never acts on again (a linked one follows another)."""
+        return self in {Status.INVITED, Status.FAILED, Status.LINKED}
+
+
+class DirectoryBefore(StrEnum):
+    """What the directory held for the address before the first invitation attempt."""
+
+    ABSENT = "absent"
+    GUEST_PENDING = "guest_pending"  # a guest who has not redeemed an invitation yet
+    GUEST_ACCEPTED = "guest_accepted"
+    MEMBER = "member"
 
 
 _ID_BYTES = 16
@@ -43,6 +69,11 @@ _SIGNUP_ID = re.compile(rf"^[A-Za-z0-9_-]{{{math.ceil(_ID_BYTES * 4 / 3)}}}$")  
 def new_signup_id() -> str:
     """An unguessable id: 128 random bits, URL-safe."""
     return secrets.token_urlsafe(_ID_BYTES)
+
+
+def new_write_token() -> str:
+    """A token naming one write, so a writer can recognise its own write after a reported conflict."""
+    return secrets.token_urlsafe(9)
 
 
 def is_signup_id(value: str) -> bool:
@@ -72,8 +103,14 @@ class Signup:
     status: Status
     created_at: datetime
     updated_at: datetime
+    deadline: datetime
+    due_at: datetime | None = None
     attempts: int = 0
     lease_until: datetime | None = None
+    maybe_invited: bool = False
+    directory_before: DirectoryBefore | None = None
+    existing_user_id: str | None = None
+    linked_to: str | None = None
     error_code: str | None = None
     error_message: str | None = None
     error_detail: str | None = None
@@ -81,8 +118,17 @@ class Signup:
     invitation_id: str | None = None
     invited_user_id: str | None = None
     invitation_status: str | None = None
+    invitation_mailed: bool | None = None
     redeem_url: str | None = None
+    invited_at: datetime | None = None
+    faults: int = 0
+    write_token: str | None = None
     etag: str | None = None
+
+    @property
+    def domain(self) -> str:
+        """The address's domain (safe to log; the address is not)."""
+        return self.email.rsplit("@", 1)[-1]
 
     def evolve(self, **changes: Any) -> Signup:
         """A copy with ``changes`` applied (``updated_at`` set to now unless given)."""
@@ -99,5 +145,6 @@ class Signup:
             "status": self.status.value,
             "createdAt": iso(self.created_at),
             "updatedAt": iso(self.updated_at),
+            "nextAttemptAt": iso(self.due_at) if self.status is Status.RETRYING and self.due_at else None,
             "error": error,
         }

@@ -8,7 +8,8 @@ with a visibility delay: that is how the worker schedules its own retries.
 from __future__ import annotations
 
 import json
-from typing import Protocol
+import math
+from typing import Final, Protocol
 
 from azure.core.exceptions import AzureError
 from azure.storage.queue.aio import QueueClient
@@ -16,12 +17,14 @@ from azure.storage.queue.aio import QueueClient
 from ..errors import StorageError
 from ..storage import EnsureOnce
 
+MAX_VISIBILITY_DELAY: Final = 7 * 24 * 3600
+
 
 class SignupQueue(Protocol):
     """The work queue the invitation worker consumes."""
 
-    async def enqueue(self, signup_id: str) -> None:
-        """Put a message for ``signup_id`` on the queue."""
+    async def enqueue(self, signup_id: str, delay: float = 0.0) -> None:
+        """Put a message for ``signup_id`` on the queue, invisible for ``delay`` seconds."""
         ...
 
 
@@ -45,9 +48,11 @@ class StorageQueue:
         self._client = client
         self._ensure = EnsureOnce()
 
-    async def enqueue(self, signup_id: str) -> None:
+    async def enqueue(self, signup_id: str, delay: float = 0.0) -> None:
         await self._ensure(self._client.create_queue, "queue")
+        # Whole seconds, rounded up (never early), within the service's 7-day limit.
+        hidden = min(MAX_VISIBILITY_DELAY, math.ceil(delay)) if delay > 0 else None
         try:
-            await self._client.send_message(encode_message(signup_id))
+            await self._client.send_message(encode_message(signup_id), visibility_timeout=hidden)
         except AzureError as exc:
             raise StorageError(f"could not enqueue sign-up {signup_id}: {type(exc).__name__}") from exc

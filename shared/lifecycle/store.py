@@ -1,28 +1,88 @@
-"""Sign-up records in Azure Table storage, behind the ``SignupStore`` protocol.
+"""The lifecycle's records in Azure Table storage, behind small protocols.
 
-The entity of a sign-up has ``PartitionKey`` = sign-up id and ``RowKey`` =
-``"signup"``, so every sign-up is its own partition and intake scales out.
-Writes after creation are ETag-conditional (``replace``); a lost race raises
-``ConcurrencyConflict``.
+One table holds four kinds of entity, told apart by their keys::
+
+    PartitionKey                RowKey     what
+    <sign-up id>                signup     a sign-up (``SignupStore``)
+    address-<sha256 of address> claim      the sign-up that owns an address now (``AddressBook``)
+    due-<YYYYMMDDHHMM>          <id>       the due-time index: a sign-up to look at after that minute
+    sweeper                     cursor     the last index minute the sweeper finished (``DueIndex``)
+
+Every sign-up is its own partition, so intake scales out. Writes after creation
+are ETag-conditional; a lost race raises ``ConcurrencyConflict`` (or returns
+False where the caller decides again). The due index is one partition per
+minute, so the sweeper reads the minutes that have passed, in bounded pages,
+and never scans the table.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TransactionOperation, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from ..errors import ConcurrencyConflict, StorageError
 from ..storage import EnsureOnce
-from .models import Signup, Status
+from .models import DirectoryBefore, Signup, Status
 
 ROW_KEY: Final = "signup"
+CLAIM_ROW: Final = "claim"
+ADDRESS_PREFIX: Final = "address-"
+DUE_PREFIX: Final = "due-"
+BUCKET_FORMAT: Final = "%Y%m%d%H%M"
+CURSOR_KEY: Final = ("sweeper", "cursor")
+BATCH_LIMIT: Final = 100  # an entity group transaction holds at most 100 operations
+
+
+def address_key(email: str) -> str:
+    """The partition of an address's claim: matched case-insensitively, never stored in clear."""
+    return ADDRESS_PREFIX + hashlib.sha256(email.casefold().encode("utf-8")).hexdigest()
+
+
+def bucket_of(moment: datetime) -> str:
+    """The due-index minute ``moment`` falls in."""
+    return moment.astimezone(UTC).strftime(BUCKET_FORMAT)
+
+
+def bucket_start(bucket: str) -> datetime:
+    """The first instant of a due-index minute."""
+    return datetime.strptime(bucket, BUCKET_FORMAT).replace(tzinfo=UTC)
+
+
+def next_bucket(bucket: str) -> str:
+    """The minute after ``bucket``."""
+    return bucket_of(bucket_start(bucket) + timedelta(minutes=1))
+
+
+@dataclass(frozen=True)
+class AddressClaim:
+    """Which sign-up owns an address's invitation now."""
+
+    key: str
+    signup_id: str
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class DueEntry:
+    """A due-index entry: look at ``signup_id`` once ``bucket`` has passed."""
+
+    bucket: str
+    signup_id: str
+    nudges: int = 0
 
 
 class SignupStore(Protocol):
@@ -45,114 +105,276 @@ class SignupStore(Protocol):
         ...
 
 
+class AddressBook(Protocol):
+    """One claim per address: the conditional insert that keeps concurrent sign-ups to one invitation."""
+
+    async def insert(self, key: str, signup_id: str) -> bool:
+        """Create the claim; False when one exists already."""
+        ...
+
+    async def get(self, key: str) -> AddressClaim | None:
+        """The claim, or None."""
+        ...
+
+    async def take_over(self, claim: AddressClaim, signup_id: str) -> bool:
+        """Point the claim at ``signup_id`` if it is unchanged since read; False when it changed."""
+        ...
+
+
+class DueIndex(Protocol):
+    """Due times of non-final sign-ups, one partition per minute."""
+
+    async def add(self, entry: DueEntry) -> None:
+        """Write (or overwrite) an entry."""
+        ...
+
+    async def page(self, bucket: str, limit: int) -> list[DueEntry]:
+        """Up to ``limit`` entries of one minute."""
+        ...
+
+    async def remove(self, entries: list[DueEntry]) -> None:
+        """Delete entries (all of one minute); entries already gone are fine."""
+        ...
+
+    async def cursor(self) -> tuple[str | None, str | None]:
+        """The last minute the sweeper finished and the cursor's ETag (None, None when unset)."""
+        ...
+
+    async def advance(self, bucket: str, etag: str | None) -> str | None:
+        """Move the cursor to ``bucket`` if unchanged since read; its new ETag, None when another moved it."""
+        ...
+
+
+_FIELDS: Final = {
+    # entity property: Signup attribute
+    "email": "email",
+    "displayName": "display_name",
+    "company": "company",
+    "justification": "justification",
+    "createdAt": "created_at",
+    "updatedAt": "updated_at",
+    "deadline": "deadline",
+    "dueAt": "due_at",
+    "attempts": "attempts",
+    "leaseUntil": "lease_until",
+    "maybeInvited": "maybe_invited",
+    "existingUserId": "existing_user_id",
+    "linkedTo": "linked_to",
+    "errorCode": "error_code",
+    "errorMessage": "error_message",
+    "errorDetail": "error_detail",
+    "graphRequestId": "graph_request_id",
+    "invitationId": "invitation_id",
+    "invitedUserId": "invited_user_id",
+    "invitationStatus": "invitation_status",
+    "invitationMailed": "invitation_mailed",
+    "redeemUrl": "redeem_url",
+    "invitedAt": "invited_at",
+    "faults": "faults",
+    "writeToken": "write_token",
+}
+_MOMENTS: Final = frozenset({"createdAt", "updatedAt", "deadline", "dueAt", "leaseUntil", "invitedAt"})
+
+
 def to_entity(signup: Signup) -> dict[str, Any]:
     """The Table entity for a record (None fields are left out)."""
     entity: dict[str, Any] = {
         "PartitionKey": signup.id,
         "RowKey": ROW_KEY,
-        "email": signup.email,
-        "displayName": signup.display_name,
-        "company": signup.company,
-        "justification": signup.justification,
         "status": signup.status.value,
-        "createdAt": signup.created_at,
-        "updatedAt": signup.updated_at,
-        "attempts": signup.attempts,
-        "leaseUntil": signup.lease_until,
-        "errorCode": signup.error_code,
-        "errorMessage": signup.error_message,
-        "errorDetail": signup.error_detail,
-        "graphRequestId": signup.graph_request_id,
-        "invitationId": signup.invitation_id,
-        "invitedUserId": signup.invited_user_id,
-        "invitationStatus": signup.invitation_status,
-        "redeemUrl": signup.redeem_url,
+        "directoryBefore": signup.directory_before.value if signup.directory_before else None,
+        **{prop: getattr(signup, attr) for prop, attr in _FIELDS.items()},
     }
     return {key: value for key, value in entity.items() if value is not None}
 
 
 def from_entity(entity: Mapping[str, Any], etag: str | None) -> Signup:
     """The record a Table entity holds."""
-
-    def moment(key: str) -> datetime | None:
-        value = entity.get(key)
-        return value if isinstance(value, datetime) else None
-
-    created = moment("createdAt")
-    updated = moment("updatedAt")
-    if created is None or updated is None:
-        raise StorageError(f"entity {entity.get('PartitionKey')} lacks its timestamps")
-    return Signup(
+    values: dict[str, Any] = {}
+    for prop, attr in _FIELDS.items():
+        value = entity.get(prop)
+        if prop in _MOMENTS and not isinstance(value, datetime):
+            value = None
+        if value is not None:
+            values[attr] = value
+    for required in ("created_at", "updated_at", "deadline"):
+        if required not in values:
+            raise StorageError(f"entity {entity.get('PartitionKey')} lacks {required}")
+    for counter in ("attempts", "faults"):
+        values[counter] = int(values.get(counter, 0))
+    for optional in ("company", "justification"):
+        values.setdefault(optional, None)
+    before = entity.get("directoryBefore")
+    values.update(
         id=str(entity["PartitionKey"]),
-        email=str(entity["email"]),
-        display_name=str(entity["displayName"]),
-        company=entity.get("company"),
-        justification=entity.get("justification"),
         status=Status(entity["status"]),
-        created_at=created,
-        updated_at=updated,
-        attempts=int(entity.get("attempts", 0)),
-        lease_until=moment("leaseUntil"),
-        error_code=entity.get("errorCode"),
-        error_message=entity.get("errorMessage"),
-        error_detail=entity.get("errorDetail"),
-        graph_request_id=entity.get("graphRequestId"),
-        invitation_id=entity.get("invitationId"),
-        invited_user_id=entity.get("invitedUserId"),
-        invitation_status=entity.get("invitationStatus"),
-        redeem_url=entity.get("redeemUrl"),
+        directory_before=DirectoryBefore(before) if before else None,
         etag=etag,
     )
+    return Signup(**values)
+
+
+def _missing_table(exc: ResourceNotFoundError) -> bool:
+    return getattr(exc, "error_code", None) == "TableNotFound" or "TableNotFound" in str(exc)
+
+
+class _Table:
+    """The shared table client, created on first use."""
+
+    def __init__(self, client: TableClient) -> None:
+        self.client = client
+        self._ensure = EnsureOnce()
+
+    async def ready(self) -> None:
+        await self._ensure(self.client.create_table, "table")
+
+    async def read(self, partition: str, row: str) -> Any | None:
+        """An entity, None when it does not exist; a missing table is a storage fault, not a missing record."""
+        await self.ready()
+        try:
+            return await self.client.get_entity(partition, row)
+        except ResourceNotFoundError as exc:
+            if _missing_table(exc):
+                raise StorageError(f"table {self.client.table_name} is missing") from exc
+            return None
+        except AzureError as exc:
+            raise StorageError(f"could not read {partition}/{row}: {type(exc).__name__}") from exc
+
+    async def insert(self, entity: dict[str, Any]) -> str | None:
+        """Create an entity; its ETag, or None when it exists already."""
+        await self.ready()
+        try:
+            meta = await self.client.create_entity(entity)
+        except ResourceExistsError:
+            return None
+        except AzureError as exc:
+            raise StorageError(f"could not create {entity['PartitionKey']}: {type(exc).__name__}") from exc
+        return str(meta.get("etag"))
+
+    async def replace(self, entity: dict[str, Any], etag: str) -> str | None:
+        """Overwrite an entity if its ETag matches; the new ETag, or None when it changed or vanished."""
+        try:
+            meta = await self.client.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+        except AzureError as exc:
+            raise StorageError(f"could not update {entity['PartitionKey']}: {type(exc).__name__}") from exc
+        return str(meta.get("etag"))
 
 
 class TableSignupStore:
     """``SignupStore`` on Azure Table storage (or Azurite)."""
 
     def __init__(self, client: TableClient) -> None:
-        self._client = client
-        self._ensure = EnsureOnce()
-
-    async def _ready(self) -> None:
-        await self._ensure(self._client.create_table, "table")
+        self._table = _Table(client)
 
     async def create(self, signup: Signup) -> Signup:
-        await self._ready()
-        try:
-            meta = await self._client.create_entity(to_entity(signup))
-        except ResourceExistsError as exc:
-            raise ConcurrencyConflict(f"sign-up {signup.id} already exists") from exc
-        except AzureError as exc:
-            raise StorageError(f"could not create sign-up {signup.id}: {type(exc).__name__}") from exc
-        return dataclasses.replace(signup, etag=meta.get("etag"))
+        etag = await self._table.insert(to_entity(signup))
+        if etag is None:
+            raise ConcurrencyConflict(f"sign-up {signup.id} already exists")
+        return dataclasses.replace(signup, etag=etag)
 
     async def get(self, signup_id: str) -> Signup | None:
-        await self._ready()
-        try:
-            entity = await self._client.get_entity(signup_id, ROW_KEY)
-        except ResourceNotFoundError:
-            return None
-        except AzureError as exc:
-            raise StorageError(f"could not read sign-up {signup_id}: {type(exc).__name__}") from exc
-        return from_entity(entity, entity.metadata.get("etag"))
+        entity = await self._table.read(signup_id, ROW_KEY)
+        return None if entity is None else from_entity(entity, entity.metadata.get("etag"))
 
     async def replace(self, signup: Signup) -> Signup:
         if signup.etag is None:
             raise ValueError("replace needs the ETag the record was read with")
-        try:
-            meta = await self._client.update_entity(
-                to_entity(signup),
-                mode=UpdateMode.REPLACE,
-                etag=signup.etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceModifiedError, ResourceNotFoundError) as exc:
-            raise ConcurrencyConflict(f"sign-up {signup.id} changed underneath") from exc
-        except AzureError as exc:
-            raise StorageError(f"could not update sign-up {signup.id}: {type(exc).__name__}") from exc
-        return dataclasses.replace(signup, etag=meta.get("etag"))
+        etag = await self._table.replace(to_entity(signup), signup.etag)
+        if etag is None:
+            raise ConcurrencyConflict(f"sign-up {signup.id} changed underneath")
+        return dataclasses.replace(signup, etag=etag)
 
     async def delete(self, signup_id: str) -> None:
         try:
-            await self._client.delete_entity(signup_id, ROW_KEY)
+            await self._table.client.delete_entity(signup_id, ROW_KEY)
         except AzureError as exc:
             raise StorageError(f"could not delete sign-up {signup_id}: {type(exc).__name__}") from exc
+
+
+class TableAddressBook:
+    """``AddressBook`` on Azure Table storage."""
+
+    def __init__(self, client: TableClient) -> None:
+        self._table = _Table(client)
+
+    async def insert(self, key: str, signup_id: str) -> bool:
+        return await self._table.insert({"PartitionKey": key, "RowKey": CLAIM_ROW, "signupId": signup_id}) is not None
+
+    async def get(self, key: str) -> AddressClaim | None:
+        entity = await self._table.read(key, CLAIM_ROW)
+        if entity is None:
+            return None
+        return AddressClaim(key, str(entity["signupId"]), entity.metadata.get("etag"))
+
+    async def take_over(self, claim: AddressClaim, signup_id: str) -> bool:
+        if claim.etag is None:
+            raise ValueError("take_over needs the ETag the claim was read with")
+        entity = {"PartitionKey": claim.key, "RowKey": CLAIM_ROW, "signupId": signup_id}
+        return await self._table.replace(entity, claim.etag) is not None
+
+
+class TableDueIndex:
+    """``DueIndex`` on Azure Table storage."""
+
+    def __init__(self, client: TableClient) -> None:
+        self._table = _Table(client)
+
+    async def add(self, entry: DueEntry) -> None:
+        await self._table.ready()
+        entity = {"PartitionKey": DUE_PREFIX + entry.bucket, "RowKey": entry.signup_id, "nudges": entry.nudges}
+        try:
+            await self._table.client.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except AzureError as exc:
+            raise StorageError(f"could not index sign-up {entry.signup_id}: {type(exc).__name__}") from exc
+
+    async def page(self, bucket: str, limit: int) -> list[DueEntry]:
+        await self._table.ready()
+        entries: list[DueEntry] = []
+        try:
+            pages = self._table.client.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": DUE_PREFIX + bucket}, results_per_page=min(limit, 1000)
+            ).by_page()
+            async for page in pages:
+                async for entity in page:
+                    entries.append(DueEntry(bucket, str(entity["RowKey"]), int(entity.get("nudges", 0))))
+                    if len(entries) >= limit:
+                        return entries
+        except AzureError as exc:
+            raise StorageError(f"could not read due index {bucket}: {type(exc).__name__}") from exc
+        return entries
+
+    async def remove(self, entries: list[DueEntry]) -> None:
+        for start in range(0, len(entries), BATCH_LIMIT):
+            chunk = entries[start : start + BATCH_LIMIT]
+            operations = [
+                (TransactionOperation.DELETE, {"PartitionKey": DUE_PREFIX + e.bucket, "RowKey": e.signup_id})
+                for e in chunk
+            ]
+            try:
+                await self._table.client.submit_transaction(operations)
+            except AzureError:
+                # One entry already gone fails the whole batch; delete one by one instead.
+                for entry in chunk:
+                    await self._delete_one(entry)
+
+    async def _delete_one(self, entry: DueEntry) -> None:
+        try:
+            await self._table.client.delete_entity(DUE_PREFIX + entry.bucket, entry.signup_id)
+        except AzureError as exc:
+            raise StorageError(f"could not remove due entry {entry.signup_id}: {type(exc).__name__}") from exc
+
+    async def cursor(self) -> tuple[str | None, str | None]:
+        entity = await self._table.read(*CURSOR_KEY)
+        if entity is None:
+            return None, None
+        return str(entity["bucket"]), entity.metadata.get("etag")
+
+    async def advance(self, bucket: str, etag: str | None) -> str | None:
+        entity = {"PartitionKey": CURSOR_KEY[0], "RowKey": CURSOR_KEY[1], "bucket": bucket}
+        if etag is None:
+            return await self._table.insert(entity)
+        return await self._table.replace(entity, etag)

@@ -1,55 +1,64 @@
 """The invitation worker: an explicit state machine over the sign-up's Table entity.
 
-One queue delivery runs ``process``::
+One queue delivery runs ``process``; every write is ETag-conditional and a lost
+race re-reads and decides again::
 
-    read entity ──► missing ───────────────────────────► drop (nothing to do)
-        │
-        ├──► invited / failed ─────────────────────────► drop (already finished)
-        ├──► inviting, lease live ─────────────────────► raise SignupBusy (retry later)
-        └──► queued, or inviting with lease expired
-               │  claim: status=inviting, attempts+1, lease   (ETag-conditional;
-               │         a lost race re-reads and decides again)
-               ▼
-           POST /invitations (at most once per claim)
-               ├── success ───────────► invited  (ids, status, redeem URL)
-               ├── permanent error ───► failed   (Graph's error code)
-               └── transient error ───► last delivery? failed, then raise
-                                        otherwise release the lease and raise
+    read ──► missing / invited / failed / linked ─────────────► done (nothing to do)
+      ├───► inviting, lease live ─────────────────────────────► re-enqueue for the lease's end
+      ├───► retrying, not due yet ────────────────────────────► re-enqueue for the due time
+      ├───► past the deadline ────────────────────────────────► failed (last transient code)
+      └───► queued, retrying and due, or inviting with the lease expired:
+              read the directory first when nothing is known yet, or when an
+              earlier attempt may have acted (maybe_invited):
+                 a member of this tenant ─────────────────────► failed (ExistingMember)
+                 a guest who already redeemed ────────────────► invited (no write, no mail)
+              claim: inviting, attempts+1, lease, maybe_invited=true
+              POST /invitations (once per claim; silently, sendInvitationMessage=false,
+                                 when an earlier attempt may have mailed already)
+                 ├── success ─────────────────────────────────► invited (ids, redeem URL)
+                 ├── permanent ───────────────────────────────► failed (Graph's code)
+                 ├── transient (Graph did not act) ───────────► retrying (maybe_invited as before)
+                 └── ambiguous (Graph may have acted) ────────► retrying (maybe_invited=true)
 
-Only the delivery holding a live lease calls Graph, so a redelivered or
-concurrently delivered message never invites twice within one attempt. An
-attempt whose worker died mid-call is retried after its lease expires; Graph
-answers a repeated invitation of the same address with the same user and a new
-redeem URL, which is also the only way to recover the lost redeem URL.
-
-``finalise_poisoned`` is the last word for messages that reached the poison
-queue without a terminal state (a worker that died on the last delivery).
+A retry is scheduled here, not by the host: the record gets the next due time
+(exponential backoff with jitter, capped) and the message is re-enqueued with
+that visibility delay; the delivery then completes normally. The host's
+``maxDequeueCount`` and the poison queue remain only for crashes and bugs:
+``finalise_poisoned`` re-enqueues what can still finish and never raises. What a
+lost message or a dead worker leaves behind, the sweeper finds in the due index.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
 from ..errors import (
+    AmbiguousGraphError,
     ConcurrencyConflict,
+    GraphError,
     PermanentGraphError,
-    SignupBusy,
     TransientGraphError,
 )
-from ..graph.directory import Directory, Invitation, InvitationOptions
-from .models import Signup, Status, utcnow
+from ..graph.directory import Directory, DirectoryUser, Invitation, InvitationOptions
+from .intake import Timers
+from .models import DirectoryBefore, Signup, Status, new_write_token, utcnow
+from .queue import SignupQueue
 from .store import SignupStore
 
 log = logging.getLogger(__name__)
 
-MAX_CONFLICT_RETRIES: Final = 5
+MAX_CONFLICT_ROUNDS: Final = 5
+MAX_FAULTS: Final = 3  # unexpected exceptions or poisonings before a sign-up is given up
+EARLY_TOLERANCE: Final = timedelta(seconds=1)
 PUBLIC_MESSAGES: Final = {
     "permanent": "The directory refused the invitation.",
+    "member": "This address belongs to an account of the organisation; it cannot be invited as a guest.",
     "transient": "The directory could not be reached in time; the sign-up was not completed.",
     "internal": "The sign-up could not be processed.",
     "poisoned": "The sign-up could not be processed after repeated attempts.",
@@ -61,125 +70,50 @@ class Outcome(StrEnum):
 
     INVITED = "invited"
     FAILED = "failed"
+    RESCHEDULED = "rescheduled"
     ALREADY_DONE = "already_done"
     MISSING = "missing"
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One delivery of a queue message."""
-
-    signup_id: str
-    dequeue_count: int
-    max_dequeue_count: int
-
-    @property
-    def last(self) -> bool:
-        """True when the host moves the message to the poison queue if this delivery fails."""
-        return self.dequeue_count >= self.max_dequeue_count
+def directory_state(users: list[DirectoryUser], email: str) -> tuple[DirectoryBefore, str | None]:
+    """What the directory holds for ``email``: nobody, a guest (pending or redeemed), or a member."""
+    if not users:
+        return DirectoryBefore.ABSENT, None
+    exact = [u for u in users if (u.mail or "").casefold() == email.casefold()]
+    user = (exact or users)[0]
+    invited = user.user_type == "Guest" or user.external_user_state is not None
+    if not invited:
+        return DirectoryBefore.MEMBER, user.id
+    if user.external_user_state == "Accepted":
+        return DirectoryBefore.GUEST_ACCEPTED, user.id
+    return DirectoryBefore.GUEST_PENDING, user.id
 
 
 class InvitationWorker:
-    """Drives one sign-up from ``queued`` to ``invited`` or ``failed``."""
+    """Drives one sign-up from ``queued`` to ``invited`` or ``failed``, scheduling its own retries."""
 
     def __init__(
         self,
         store: SignupStore,
+        queue: SignupQueue,
         directory: Directory,
         options: InvitationOptions,
+        timers: Timers,
         *,
-        lease_seconds: float,
         clock: Callable[[], datetime] = utcnow,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self._store = store
+        self._queue = queue
         self._directory = directory
         self._options = options
-        self._lease = timedelta(seconds=lease_seconds)
+        self._timers = timers
         self._clock = clock
+        self._jitter = jitter
 
-    async def process(self, delivery: Delivery) -> Outcome:
-        """Handle one delivery; raise ``TransientGraphError`` when the host should redeliver."""
-        claimed = await self._claim(delivery.signup_id)
-        if isinstance(claimed, Outcome):
-            return claimed
-        sid = claimed.id
-        invitation = Invitation(email=claimed.email, display_name=claimed.display_name, options=self._options)
-        try:
-            result = await self._directory.invite(invitation)
-        except PermanentGraphError as exc:
-            log.warning(
-                "worker.refused signup_id=%s attempt=%s code=%s status=%s request_id=%s",
-                sid,
-                claimed.attempts,
-                exc.code,
-                exc.status,
-                exc.request_id,
-            )
-            await self._settle(claimed, self._failure(exc.code, "permanent", exc))
-            return Outcome.FAILED
-        except Exception as exc:
-            transient = isinstance(exc, TransientGraphError)
-            code = exc.code if isinstance(exc, TransientGraphError) else "InternalError"
-            log.warning(
-                "worker.attempt_failed signup_id=%s attempt=%s code=%s last=%s",
-                sid,
-                claimed.attempts,
-                code,
-                delivery.last,
-                exc_info=not transient,
-            )
-            if delivery.last:
-                await self._settle(claimed, self._failure(code, "transient" if transient else "internal", exc))
-            else:
-                await self._release(claimed, code, exc)
-            raise
-        await self._settle(
-            claimed,
-            {
-                "status": Status.INVITED,
-                "invitation_id": result.invitation_id,
-                "invited_user_id": result.invited_user_id,
-                "invitation_status": result.status,
-                "redeem_url": result.redeem_url,
-                "graph_request_id": result.request_id,
-                "error_code": None,
-                "error_message": None,
-                "error_detail": None,
-            },
-        )
-        log.info(
-            "worker.invited signup_id=%s attempt=%s invitation_status=%s",
-            sid,
-            claimed.attempts,
-            result.status,
-        )
-        return Outcome.INVITED
-
-    async def finalise_poisoned(self, signup_id: str) -> Outcome:
-        """Record ``failed`` for a sign-up whose message was given up on, unless it finished."""
-        for _ in range(MAX_CONFLICT_RETRIES):
-            signup = await self._store.get(signup_id)
-            if signup is None:
-                return Outcome.MISSING
-            if signup.status.terminal:
-                return Outcome.ALREADY_DONE
-            self._raise_if_leased(signup)
-            failed = signup.evolve(**self._failure("DeliveryExhausted", "poisoned", None), lease_until=None)
-            try:
-                await self._store.replace(failed)
-            except ConcurrencyConflict:
-                continue
-            log.warning("worker.poisoned signup_id=%s attempts=%s", signup_id, signup.attempts)
-            return Outcome.FAILED
-        raise SignupBusy(signup_id, 1.0)
-
-    def _raise_if_leased(self, signup: Signup) -> None:
-        now = self._clock()
-        if signup.status is Status.INVITING and signup.lease_until and signup.lease_until > now:
-            raise SignupBusy(signup.id, (signup.lease_until - now).total_seconds())
-
-    async def _claim(self, signup_id: str) -> Signup | Outcome:
-        for _ in range(MAX_CONFLICT_RETRIES):
+    async def process(self, signup_id: str) -> Outcome:
+        """Handle one delivery. Raises only when storage fails (the host then redelivers)."""
+        for _ in range(MAX_CONFLICT_ROUNDS):
             signup = await self._store.get(signup_id)
             if signup is None:
                 log.warning("worker.missing signup_id=%s", signup_id)
@@ -187,57 +121,276 @@ class InvitationWorker:
             if signup.status.terminal:
                 log.info("worker.already_done signup_id=%s status=%s", signup_id, signup.status.value)
                 return Outcome.ALREADY_DONE
-            self._raise_if_leased(signup)
             now = self._clock()
-            claim = signup.evolve(
-                status=Status.INVITING,
-                attempts=signup.attempts + 1,
-                lease_until=now + self._lease,
-                updated_at=now,
-            )
+            wake = self._wake_time(signup, now)
+            if wake is not None:
+                await self._queue.enqueue(signup_id, (wake - now).total_seconds())
+                log.info(
+                    "worker.not_yet signup_id=%s status=%s wake_in=%.0f",
+                    signup_id,
+                    signup.status.value,
+                    (wake - now).total_seconds(),
+                )
+                return Outcome.RESCHEDULED
             try:
-                return await self._store.replace(claim)
+                if now >= signup.deadline:
+                    await self._finish(signup, self._failure(signup.error_code or "DeadlineExceeded", "transient"))
+                    log.warning("worker.deadline signup_id=%s attempts=%s", signup_id, signup.attempts)
+                    return Outcome.FAILED
+                return await self._attempt(signup)
             except ConcurrencyConflict:
-                log.info("worker.claim_conflict signup_id=%s", signup_id)
-        raise SignupBusy(signup_id, 1.0)
+                log.info("worker.conflict signup_id=%s", signup_id)
+        await self._queue.enqueue(signup_id, 1.0)
+        return Outcome.RESCHEDULED
 
-    def _failure(self, code: str, kind: str, exc: BaseException | None) -> dict[str, Any]:
-        detail = None
-        if exc is not None:
-            status = getattr(exc, "status", None)
-            detail = f"{type(exc).__name__}: {exc}" + (f" (HTTP {status})" if status else "")
+    def _wake_time(self, signup: Signup, now: datetime) -> datetime | None:
+        """When a delivery that came too early should come back, or None to act now."""
+        if signup.status is Status.INVITING and signup.lease_until and signup.lease_until > now:
+            return signup.lease_until + EARLY_TOLERANCE
+        if signup.status is Status.RETRYING and signup.due_at and signup.due_at > now + EARLY_TOLERANCE:
+            return signup.due_at
+        return None
+
+    async def _attempt(self, signup: Signup) -> Outcome:
+        before, existing = signup.directory_before, signup.existing_user_id
+        silent = False
+        if before is None or signup.maybe_invited:
+            try:
+                now_state, user_id = directory_state(
+                    await self._directory.find_users_by_email(signup.email), signup.email
+                )
+            except PermanentGraphError as exc:
+                await self._finish(signup, self._failure(exc.code, "permanent", exc))
+                return Outcome.FAILED
+            except (TransientGraphError, AmbiguousGraphError) as exc:
+                return await self._retry(signup, exc, maybe_invited=signup.maybe_invited)
+            if before is None:
+                before, existing = now_state, user_id
+                if before is DirectoryBefore.MEMBER:
+                    log.warning("worker.member_address signup_id=%s domain=%s", signup.id, signup.domain)
+                    await self._finish(
+                        signup,
+                        self._failure("ExistingMember", "member"),
+                        directory_before=before,
+                        existing_user_id=existing,
+                    )
+                    return Outcome.FAILED
+                if before is DirectoryBefore.GUEST_ACCEPTED:
+                    # Already a guest who redeemed: no invitation, no mail. README: "Repeat sign-ups".
+                    await self._finish(
+                        signup,
+                        self._invited(None, existing, "Accepted", mailed=False),
+                        directory_before=before,
+                        existing_user_id=existing,
+                    )
+                    log.info("worker.existing_guest signup_id=%s domain=%s", signup.id, signup.domain)
+                    return Outcome.INVITED
+            if signup.maybe_invited:
+                # Graph acted if the guest appeared since; for a guest who existed already we cannot
+                # tell, so we assume it did. Either way a silent re-invite recovers the redeem URL.
+                silent = before is not DirectoryBefore.ABSENT or now_state is not DirectoryBefore.ABSENT
+        claimed = await self._claim(signup, before, existing)
+        options = dataclasses.replace(self._options, send_message=False) if silent else self._options
+        invitation = Invitation(email=signup.email, display_name=signup.display_name, options=options)
+        try:
+            result = await self._directory.invite(invitation)
+        except PermanentGraphError as exc:
+            log.warning(
+                "worker.refused signup_id=%s attempt=%s code=%s status=%s request_id=%s",
+                claimed.id,
+                claimed.attempts,
+                exc.code,
+                exc.status,
+                exc.request_id,
+            )
+            await self._finish(claimed, self._failure(exc.code, "permanent", exc))
+            return Outcome.FAILED
+        except AmbiguousGraphError as exc:
+            return await self._retry(claimed, exc, maybe_invited=True)
+        except TransientGraphError as exc:
+            return await self._retry(claimed, exc, maybe_invited=signup.maybe_invited)
+        except Exception as exc:
+            log.exception("worker.internal_error signup_id=%s attempt=%s", claimed.id, claimed.attempts)
+            return await self._fault(claimed, exc)
+        await self._finish(
+            claimed,
+            self._invited(
+                result.invitation_id,
+                result.invited_user_id,
+                result.status,
+                mailed=options.send_message,
+                redeem_url=result.redeem_url,
+                request_id=result.request_id,
+            ),
+        )
+        log.info(
+            "worker.invited signup_id=%s attempt=%s invitation_status=%s mailed=%s domain=%s",
+            claimed.id,
+            claimed.attempts,
+            result.status,
+            options.send_message,
+            claimed.domain,
+        )
+        return Outcome.INVITED
+
+    async def _claim(self, signup: Signup, before: DirectoryBefore | None, existing: str | None) -> Signup:
+        """Take the lease: only the holder of a live lease calls Graph."""
+        now = self._clock()
+        lease_until = now + timedelta(seconds=self._timers.lease)
+        return await self._write(
+            signup,
+            status=Status.INVITING,
+            attempts=signup.attempts + 1,
+            lease_until=lease_until,
+            due_at=lease_until,
+            maybe_invited=True,
+            directory_before=before,
+            existing_user_id=existing,
+        )
+
+    async def _retry(self, signup: Signup, exc: GraphError, *, maybe_invited: bool) -> Outcome:
+        """Record the transient failure and re-enqueue for the next due time, or fail past the deadline."""
+        now = self._clock()
+        delay = self._timers.backoff(max(1, signup.attempts), self._jitter())
+        if isinstance(exc, AmbiguousGraphError):
+            delay = max(delay, self._timers.ambiguous_delay)
+        delay = max(delay, getattr(exc, "retry_after", None) or 0.0)
+        due = now + timedelta(seconds=delay)
+        if due >= signup.deadline:
+            await self._finish(signup, self._failure(exc.code, "transient", exc), maybe_invited=maybe_invited)
+            log.warning("worker.gave_up signup_id=%s attempts=%s code=%s", signup.id, signup.attempts, exc.code)
+            return Outcome.FAILED
+        await self._write(
+            signup,
+            status=Status.RETRYING,
+            lease_until=None,
+            due_at=due,
+            maybe_invited=maybe_invited,
+            error_code=exc.code,
+            error_detail=self._detail(exc),
+            graph_request_id=exc.request_id,
+        )
+        await self._queue.enqueue(signup.id, delay)
+        log.warning(
+            "worker.retry_scheduled signup_id=%s attempt=%s code=%s kind=%s delay=%.1f",
+            signup.id,
+            signup.attempts,
+            exc.code,
+            type(exc).__name__,
+            delay,
+        )
+        return Outcome.RESCHEDULED
+
+    async def _fault(self, signup: Signup, exc: BaseException) -> Outcome:
+        """An unexpected exception: retry a few times (it may have acted), then give up."""
+        faults = signup.faults + 1
+        if faults >= MAX_FAULTS:
+            await self._finish(signup, self._failure("InternalError", "internal", exc), faults=faults)
+            return Outcome.FAILED
+        delay = self._timers.backoff(faults, self._jitter())
+        await self._write(
+            signup,
+            status=Status.RETRYING,
+            lease_until=None,
+            due_at=self._clock() + timedelta(seconds=delay),
+            maybe_invited=True,
+            faults=faults,
+            error_code="InternalError",
+            error_detail=self._detail(exc),
+        )
+        await self._queue.enqueue(signup.id, delay)
+        return Outcome.RESCHEDULED
+
+    async def finalise_poisoned(self, signup_id: str) -> Outcome:
+        """The host gave up on a message: re-enqueue what can still finish, fail the rest. Never raises."""
+        try:
+            for _ in range(MAX_CONFLICT_ROUNDS):
+                signup = await self._store.get(signup_id)
+                if signup is None:
+                    return Outcome.MISSING
+                if signup.status.terminal:
+                    return Outcome.ALREADY_DONE
+                now = self._clock()
+                faults = signup.faults + 1
+                try:
+                    if faults >= MAX_FAULTS or now >= signup.deadline:
+                        if signup.status is Status.INVITING and signup.lease_until and signup.lease_until > now:
+                            await self._queue.enqueue(signup_id, (signup.lease_until - now).total_seconds() + 1)
+                            return Outcome.RESCHEDULED
+                        await self._finish(signup, self._failure("DeliveryExhausted", "poisoned"), faults=faults)
+                        log.warning("worker.poisoned signup_id=%s attempts=%s", signup_id, signup.attempts)
+                        return Outcome.FAILED
+                    await self._write(signup, faults=faults)
+                except ConcurrencyConflict:
+                    continue
+                wake = self._wake_time(signup, now)
+                await self._queue.enqueue(signup_id, (wake - now).total_seconds() if wake else 0.0)
+                log.warning("worker.poison_requeued signup_id=%s faults=%s", signup_id, faults)
+                return Outcome.RESCHEDULED
+        except Exception:
+            # Raising would only move the message to a second poison queue that nothing reads;
+            # the due index brings the sign-up to the sweeper instead.
+            log.exception("worker.poison_unhandled signup_id=%s", signup_id)
+        return Outcome.RESCHEDULED
+
+    def _failure(self, code: str, kind: str, exc: BaseException | None = None) -> dict[str, Any]:
         return {
             "status": Status.FAILED,
             "error_code": code,
             "error_message": PUBLIC_MESSAGES[kind],
-            "error_detail": detail[:1000] if detail else None,
+            "error_detail": self._detail(exc) if exc is not None else None,
             "graph_request_id": getattr(exc, "request_id", None),
         }
 
-    async def _settle(self, claimed: Signup, changes: dict[str, Any]) -> None:
-        """Write a terminal state; on a conflict re-read and apply it unless someone else finished."""
-        current = claimed
-        for _ in range(MAX_CONFLICT_RETRIES):
-            try:
-                await self._store.replace(current.evolve(lease_until=None, **changes))
-                return
-            except ConcurrencyConflict:
-                fresh = await self._store.get(claimed.id)
-                if fresh is None or fresh.status.terminal:
-                    log.warning(
-                        "worker.settle_superseded signup_id=%s wanted=%s found=%s",
-                        claimed.id,
-                        changes["status"].value,
-                        fresh.status.value if fresh else None,
-                    )
-                    return
-                current = fresh
-        raise ConcurrencyConflict(f"could not settle sign-up {claimed.id}")
+    @staticmethod
+    def _invited(
+        invitation_id: str | None,
+        user_id: str | None,
+        status: str | None,
+        *,
+        mailed: bool,
+        redeem_url: str | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "status": Status.INVITED,
+            "invitation_id": invitation_id,
+            "invited_user_id": user_id,
+            "invitation_status": status,
+            "invitation_mailed": mailed,
+            "redeem_url": redeem_url,
+            "graph_request_id": request_id,
+            "error_code": None,
+            "error_message": None,
+            "error_detail": None,
+        }
 
-    async def _release(self, claimed: Signup, code: str, exc: BaseException) -> None:
-        """Give the lease back after a transient failure so the redelivery can claim at once."""
-        released = claimed.evolve(lease_until=None, error_code=code, error_detail=str(exc)[:1000])
+    @staticmethod
+    def _detail(exc: BaseException) -> str:
+        status = getattr(exc, "status", None)
+        return (f"{type(exc).__name__}: {exc}" + (f" (HTTP {status})" if status else ""))[:1000]
+
+    async def _finish(self, signup: Signup, changes: dict[str, Any], **more: Any) -> None:
+        """Write a final state (no lease, not due); ``invited_at`` for invitations."""
+        now = self._clock()
+        final = {**changes, **more, "lease_until": None, "due_at": None}
+        if final["status"] is Status.INVITED:
+            final["invited_at"] = now
+        await self._write(signup, **final)
+
+    async def _write(self, signup: Signup, **changes: Any) -> Signup:
+        """An ETag write of ``changes`` over ``signup`` as read.
+
+        A conflict raises ``ConcurrencyConflict`` and the caller reads again and decides
+        again, unless the fresh record carries this write's token: then the write landed
+        and storage reported a conflict only because the SDK retried it.
+        """
+        intended = signup.evolve(updated_at=self._clock(), write_token=new_write_token(), **changes)
         try:
-            await self._store.replace(released)
+            return await self._store.replace(intended)
         except ConcurrencyConflict:
-            log.info("worker.release_conflict signup_id=%s", claimed.id)
+            fresh = await self._store.get(signup.id)
+            if fresh is not None and fresh.write_token == intended.write_token:
+                return fresh
+            log.info("worker.write_conflict signup_id=%s wanted=%s", signup.id, changes.get("status"))
+            raise

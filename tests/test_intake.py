@@ -1,0 +1,127 @@
+"""Intake and admission over in-memory stores: rollback, one invitation per address per window, status views."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared.errors import StorageError
+from shared.lifecycle.models import Status
+from shared.lifecycle.store import address_key, bucket_of
+from tests.fakes import FakeDirectory, FakeQueue
+from tests.lifecycle_kit import Kit
+
+
+async def test_accepted_signup_is_recorded_indexed_claimed_and_queued() -> None:
+    """One sign-up: the record, a due-index entry at the end of its grace, the address claim, one message."""
+    kit = Kit()
+    sid = await kit.submit()
+    record = kit.record(sid)
+    assert record.status is Status.QUEUED
+    assert record.due_at is not None and bucket_of(record.due_at) in kit.index.minutes
+    assert kit.addresses.claims[address_key("sam@fabrikam.com")].signup_id == sid
+    assert kit.queue.messages == [sid]
+    assert (record.deadline - record.created_at).total_seconds() == kit.timers.deadline
+
+
+async def test_intake_rolls_back_when_enqueue_fails() -> None:
+    """If the message cannot be queued, the record is deleted again and the caller sees a StorageError."""
+    kit = Kit(queue=FakeQueue(fail=True))
+    with pytest.raises(StorageError):
+        await kit.submit()
+    assert kit.store.records == {}
+
+
+async def test_a_claim_left_by_a_rolled_back_intake_is_taken_over() -> None:
+    """The owner's record vanished (its intake rolled back): the next sign-up takes the address over."""
+    kit = Kit(queue=FakeQueue(fail=True))
+    with pytest.raises(StorageError):
+        await kit.submit()
+    kit.queue.fail = False
+    sid = await kit.submit()
+    assert kit.addresses.claims[address_key("sam@fabrikam.com")].signup_id == sid
+    assert kit.queue.messages == [sid]
+
+
+async def test_repeat_signup_while_pending_is_linked_and_follows_the_first() -> None:
+    """A second sign-up of a pending address creates no invitation; its public status is the first one's."""
+    kit = Kit()
+    first = await kit.submit()
+    second = await kit.submit("SAM@Fabrikam.com")  # same address, other case
+    assert kit.record(second).status is Status.LINKED and kit.record(second).linked_to == first
+    assert kit.queue.messages == [first]
+    view = await kit.intake.public_status(second)
+    assert view is not None and view["id"] == second and view["status"] == "queued"
+    await kit.run_until_quiet()
+    view = await kit.intake.public_status(second)
+    assert view is not None and view["status"] == "invited"
+    assert len(kit.directory.invitations) == 1
+
+
+async def test_repeat_signup_within_the_window_creates_no_invitation() -> None:
+    """Invited a minute ago: another sign-up is linked, not invited (no mail-bombing)."""
+    kit = Kit()
+    await kit.submit()
+    await kit.run_until_quiet()
+    kit.pass_time(60)
+    again = await kit.submit()
+    assert kit.record(again).status is Status.LINKED
+    await kit.run_until_quiet()
+    assert len(kit.directory.invitations) == 1 and kit.directory.mails("sam@fabrikam.com") == 1
+
+
+async def test_after_the_window_a_new_signup_invites_again() -> None:
+    """A guest who lost the mail signs up after the window: a new invitation (and mail) goes out."""
+    kit = Kit()
+    await kit.submit()
+    await kit.run_until_quiet()
+    kit.pass_time(kit.timers.repeat_window + 1)
+    again = await kit.submit()
+    assert kit.record(again).status is Status.QUEUED
+    await kit.run_until_quiet()
+    assert kit.record(again).status is Status.INVITED
+    assert kit.directory.mails("sam@fabrikam.com") == 2
+
+
+async def test_a_failed_owner_does_not_block_a_new_signup() -> None:
+    """The earlier sign-up failed: a new one takes the address over and is queued."""
+    from shared.errors import PermanentGraphError
+
+    kit = Kit(directory=FakeDirectory([PermanentGraphError("no", code="BadRequest", status=400)]))
+    first = await kit.submit()
+    await kit.run_until_quiet()
+    assert kit.record(first).status is Status.FAILED
+    second = await kit.submit()
+    assert kit.record(second).status is Status.QUEUED
+
+
+async def test_concurrent_signups_of_one_address_give_one_invitation() -> None:
+    """Twenty concurrent sign-ups of one address: one owner, nineteen linked, one invitation."""
+    kit = Kit()
+    ids = await asyncio.gather(*(kit.submit("sam@fabrikam.com") for _ in range(20)))
+    statuses = [kit.record(i).status for i in ids]
+    assert statuses.count(Status.QUEUED) == 1 and statuses.count(Status.LINKED) == 19
+    await kit.run_until_quiet()
+    assert len(kit.directory.invitations) == 1
+    for sid in ids:
+        view = await kit.intake.public_status(sid)
+        assert view is not None and view["status"] == "invited"
+
+
+async def test_public_status_never_leaks_private_fields() -> None:
+    """The anonymous view has no email, user id or redeem URL, even once invited."""
+    kit = Kit()
+    sid = await kit.submit()
+    await kit.run_until_quiet()
+    view = await kit.intake.public_status(sid)
+    assert view is not None and set(view) == {"id", "status", "createdAt", "updatedAt", "nextAttemptAt", "error"}
+    text = repr(view)
+    assert "sam@" not in text and "redeem" not in text and kit.record(sid).invited_user_id not in text
+
+
+async def test_malformed_or_unknown_ids_are_none() -> None:
+    """Ids of the wrong shape are not looked up; unknown ones are None."""
+    kit = Kit()
+    assert await kit.intake.public_status("../etc") is None
+    assert await kit.intake.public_status("A" * 22) is None
