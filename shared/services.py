@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .admin.replay import Replayer
 from .graph.client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
 from .graph.directory import InvitationOptions
 from .graph.pacing import WritePacer
@@ -34,6 +35,7 @@ class Services:
     intake: Intake
     worker: InvitationWorker
     sweeper: Sweeper
+    replayer: Replayer
     closers: tuple[Any, ...] = ()
 
     async def aclose(self) -> None:
@@ -103,6 +105,7 @@ def build_services(settings: Settings) -> Services:
             store, signup_queue, directory, InvitationOptions.from_settings(settings), lifecycle_timers
         ),
         sweeper=Sweeper(store, index, signup_queue, admission, lifecycle_timers),
+        replayer=Replayer(store, admission),
         closers=tuple(c for c in (table, queue, storage_credential, http, credential) if c is not None),
     )
 

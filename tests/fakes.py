@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 from shared.errors import ConcurrencyConflict, StorageError
 from shared.graph.directory import DirectoryUser, Invitation, InvitationResult
-from shared.lifecycle.models import Signup
+from shared.lifecycle.models import Signup, Status
 from shared.lifecycle.store import AddressClaim, DueEntry
 
 
@@ -66,6 +66,13 @@ class FakeStore:
         if self.fail_delete:
             raise StorageError("delete failed")
         self.records.pop(signup_id, None)
+
+    async def failed(self, since: datetime | None, until: datetime | None) -> AsyncIterator[Signup]:
+        for signup in list(self.records.values()):
+            after = since is None or signup.created_at >= since
+            before = until is None or signup.created_at < until
+            if signup.status is Status.FAILED and after and before:
+                yield signup
 
 
 class FakeAddressBook:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -102,6 +102,10 @@ class SignupStore(Protocol):
 
     async def delete(self, signup_id: str) -> None:
         """Remove the record (no error when it is already gone)."""
+        ...
+
+    def failed(self, since: datetime | None, until: datetime | None) -> AsyncIterator[Signup]:
+        """Failed sign-ups created in ``[since, until)`` (an admin scan, paged; never on the request path)."""
         ...
 
 
@@ -293,6 +297,23 @@ class TableSignupStore:
             await self._table.client.delete_entity(signup_id, ROW_KEY)
         except AzureError as exc:
             raise StorageError(f"could not delete sign-up {signup_id}: {type(exc).__name__}") from exc
+
+    async def failed(self, since: datetime | None, until: datetime | None) -> AsyncIterator[Signup]:
+        await self._table.ready()
+        clauses, parameters = ["RowKey eq @row", "status eq @status"], {"row": ROW_KEY, "status": Status.FAILED.value}
+        if since is not None:
+            clauses.append("createdAt ge @since")
+            parameters["since"] = since  # type: ignore[assignment]
+        if until is not None:
+            clauses.append("createdAt lt @until")
+            parameters["until"] = until  # type: ignore[assignment]
+        try:
+            async for entity in self._table.client.query_entities(
+                " and ".join(clauses), parameters=parameters, results_per_page=200
+            ):
+                yield from_entity(entity, entity.metadata.get("etag"))
+        except AzureError as exc:
+            raise StorageError(f"could not list failed sign-ups: {type(exc).__name__}") from exc
 
 
 class TableAddressBook:

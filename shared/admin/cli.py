@@ -1,0 +1,94 @@
+"""``signup-admin``: the operator's console command.
+
+    signup-admin replay --id ID [--id ID ...]            replay these failed sign-ups
+    signup-admin replay --error-code CODE                replay failed sign-ups with this code
+    signup-admin replay --since 2026-11-01 [--until ...] replay failed sign-ups created in a time range
+    (add --dry-run to print what would be replayed and change nothing)
+
+Settings come from the environment, as in the app; a ``local.settings.json`` in
+the current folder fills in what the environment leaves unset. Exit status: 0
+done, 1 nothing matched, 2 bad usage or configuration, 3 storage unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import ConfigurationError, StorageError
+from .replay import ReplayResult, Selection, summarise
+
+
+def _moment(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    root = argparse.ArgumentParser(prog="signup-admin", description="Administer the B2B sign-up portal.")
+    commands = root.add_subparsers(dest="command", required=True)
+    replay = commands.add_parser("replay", help="send failed sign-ups through the lifecycle again")
+    replay.add_argument("--id", dest="ids", action="append", default=[], help="a sign-up id (repeatable)")
+    replay.add_argument("--error-code", help="only sign-ups that failed with this code (e.g. serviceNotAvailable)")
+    replay.add_argument("--since", type=_moment, help="only sign-ups created at or after this time (UTC if no zone)")
+    replay.add_argument("--until", type=_moment, help="only sign-ups created before this time")
+    replay.add_argument("--dry-run", action="store_true", help="print what would be replayed; change nothing")
+    return root
+
+
+def _load_local_settings(path: Path) -> None:
+    if path.exists():
+        for key, value in json.loads(path.read_text(encoding="utf-8")).get("Values", {}).items():
+            os.environ.setdefault(key, str(value))
+
+
+def _line(result: ReplayResult) -> str:
+    return f"{result.action:<9} {result.signup_id}  {result.domain or '-':<24} {result.detail}"
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    from ..services import build_services
+    from ..settings import get_settings
+
+    services = build_services(get_settings())
+    selection = Selection(tuple(args.ids), args.error_code, args.since, args.until)
+    results: list[ReplayResult] = []
+    try:
+        async for result in services.replayer.replay(selection, dry_run=args.dry_run):
+            results.append(result)
+            print(_line(result), flush=True)
+    finally:
+        await services.aclose()
+    counts = summarise(results)
+    print("replay: " + (", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "nothing matched"))
+    return 0 if results else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``signup-admin`` console script."""
+    args = parser().parse_args(argv)
+    if args.command == "replay" and not (args.ids or args.error_code or args.since or args.until):
+        print("signup-admin replay: say which sign-ups: --id, --error-code, --since or --until", file=sys.stderr)
+        return 2
+    _load_local_settings(Path.cwd() / "local.settings.json")
+    try:
+        return asyncio.run(_replay(args))
+    except ConfigurationError as exc:
+        print(f"signup-admin: {exc}", file=sys.stderr)
+        return 2
+    except StorageError as exc:
+        print(f"signup-admin: storage is unavailable ({exc}); nothing more was changed", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
