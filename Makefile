@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test check lint bench bench-intake bench-drain setup clean
+.PHONY: run test check lint bench bench-intake bench-drain bench-outage setup clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -34,13 +34,16 @@ check: setup
 	$(PY) -m mypy
 	$(PY) -m pytest
 
-bench: bench-intake bench-drain
+bench: bench-intake bench-drain bench-outage
 
 bench-intake: setup
 	$(PY) -m bench.intake
 
 bench-drain: setup
 	$(PY) -m bench.drain
+
+bench-outage: setup
+	$(PY) -m bench.outage
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .run .pytest_cache .mypy_cache .ruff_cache

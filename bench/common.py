@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import shutil
 import statistics
 import tempfile
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from devhost.processes import (
     ROOT,
@@ -72,6 +76,44 @@ def stack(emulator_args: list[str] | None = None) -> Iterator[Stack]:
         for service in reversed(st.services):
             service.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def emulator_json(st: Stack, path: str) -> Any:
+    """A control endpoint of the stack's Graph emulator, parsed."""
+    with urllib.request.urlopen(f"{st.graph}/_emulator/{path}", timeout=30) as response:  # noqa: S310 - loopback
+        return json.load(response)
+
+
+async def fill(url: str, count: int, address: Any = None) -> list[str]:
+    """POST ``count`` sign-ups (50 at a time); their ids. ``address(i)`` names the i-th address."""
+    ids: list[str] = []
+    async with aiohttp.ClientSession() as http:
+
+        async def post(i: int) -> None:
+            email = address(i) if address else f"guest{i:05d}@fabrikam.com"
+            body = {"email": email, "displayName": f"Guest {i}"}
+            async with http.post(f"{url}/api/signups", json=body) as response:
+                assert response.status == 202, await response.text()
+                ids.append((await response.json())["id"])
+
+        for start in range(0, count, 50):
+            await asyncio.gather(*(post(i) for i in range(start, min(count, start + 50))))
+    return ids
+
+
+async def statuses_of(url: str, ids: list[str]) -> dict[str, int]:
+    """How many of ``ids`` stand in each public status."""
+    counts: dict[str, int] = {}
+    async with aiohttp.ClientSession() as http:
+
+        async def get(signup_id: str) -> None:
+            async with http.get(f"{url}/api/signups/{signup_id}") as response:
+                status = (await response.json())["status"]
+                counts[status] = counts.get(status, 0) + 1
+
+        for start in range(0, len(ids), 50):
+            await asyncio.gather(*(get(i) for i in ids[start : start + 50]))
+    return counts
 
 
 def percentile(values: list[float], pct: float) -> float:

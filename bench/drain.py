@@ -20,12 +20,9 @@ import argparse
 import asyncio
 import json
 import time
-import urllib.request
 from typing import Any
 
-import aiohttp
-
-from .common import Stack, save, stack
+from .common import emulator_json, fill, save, stack, statuses_of
 
 QUIET = {
     "AzureWebJobs.invite_signup.Disabled": "true",
@@ -33,46 +30,12 @@ QUIET = {
 }
 
 
-def _emulator(st: Stack, path: str) -> Any:
-    with urllib.request.urlopen(f"{st.graph}/_emulator/{path}", timeout=30) as response:  # noqa: S310 - loopback
-        return json.load(response)
-
-
-async def _fill(url: str, count: int) -> list[str]:
-    ids: list[str] = []
-    async with aiohttp.ClientSession() as http:
-
-        async def post(i: int) -> None:
-            body = {"email": f"guest{i:05d}@fabrikam.com", "displayName": f"Guest {i}"}
-            async with http.post(f"{url}/api/signups", json=body) as response:
-                assert response.status == 202, await response.text()
-                ids.append((await response.json())["id"])
-
-        for start in range(0, count, 50):
-            await asyncio.gather(*(post(i) for i in range(start, min(count, start + 50))))
-    return ids
-
-
-async def _statuses(url: str, ids: list[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    async with aiohttp.ClientSession() as http:
-
-        async def get(signup_id: str) -> None:
-            async with http.get(f"{url}/api/signups/{signup_id}") as response:
-                status = (await response.json())["status"]
-                counts[status] = counts.get(status, 0) + 1
-
-        for start in range(0, len(ids), 50):
-            await asyncio.gather(*(get(i) for i in ids[start : start + 50]))
-    return counts
-
-
 def run(pacing: bool, count: int, budget: int, window: float, latency_ms: int, deadline: float) -> dict[str, Any]:
     args = ["--write-budget", str(budget), "--write-window", str(window), "--latency-ms", str(latency_ms)]
     with stack(args) as st:
         names = {"SIGNUP_QUEUE": "drain", "SIGNUP_TABLE": "drain"}
         url, intake_host = st.host({**QUIET, **names})
-        ids = asyncio.run(_fill(url, count))
+        ids = asyncio.run(fill(url, count))
         intake_host.stop()
 
         started = time.monotonic()
@@ -87,11 +50,11 @@ def run(pacing: bool, count: int, budget: int, window: float, latency_ms: int, d
         statuses: dict[str, int] = {}
         while time.monotonic() - started < deadline:
             time.sleep(2)
-            statuses = asyncio.run(_statuses(url, ids))
+            statuses = asyncio.run(statuses_of(url, ids))
             if statuses.get("invited", 0) + statuses.get("failed", 0) == count:
                 break
         elapsed = time.monotonic() - started
-        requests = [r for r in _emulator(st, "requests") if r["operation"] == "invitation"]
+        requests = [r for r in emulator_json(st, "requests") if r["operation"] == "invitation"]
 
     ok = [r for r in requests if r["status"] == 201]
     throttled = [r for r in requests if r["status"] == 429]

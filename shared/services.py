@@ -24,7 +24,7 @@ from .storage import build_queue_client, build_storage_credential, build_table_c
 
 log = logging.getLogger(__name__)
 
-MAX_THROTTLE_WAIT: Final = 60.0
+LEASE_MARGIN: Final = 10.0
 
 
 @dataclass
@@ -49,9 +49,15 @@ def lease_seconds(settings: Settings) -> float:
     """How long a claim protects a sign-up: longer than one attempt can take.
 
     An attempt is a directory read and one POST (each bounded by the Graph timeout),
-    the pacer's bounded wait, and 429 pauses retried in place.
+    the pacer's bounded wait, 429 pauses retried in place, and a margin for the
+    storage writes around them.
     """
-    return 2 * settings.graph_timeout_seconds + settings.graph_pacing_max_wait_seconds + MAX_THROTTLE_WAIT + 30.0
+    return (
+        2 * settings.graph_timeout_seconds
+        + settings.graph_pacing_max_wait_seconds
+        + settings.graph_throttle_max_wait_seconds
+        + LEASE_MARGIN
+    )
 
 
 def timers(settings: Settings) -> Timers:
@@ -81,7 +87,7 @@ def build_services(settings: Settings) -> Services:
     directory = MsGraphDirectory(
         build_graph_client(settings, credential, http),
         pacer,
-        max_throttle_wait=MAX_THROTTLE_WAIT,
+        max_throttle_wait=settings.graph_throttle_max_wait_seconds,
         # @odata.id names the object by its canonical Graph URL, even when requests go elsewhere.
         directory_object_base=f"{GRAPH_CLOUDS[settings.graph_cloud][0]}/v1.0",
     )

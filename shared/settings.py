@@ -109,6 +109,7 @@ class Settings:
     graph_write_budget: int
     graph_write_window_seconds: float
     graph_pacing_max_wait_seconds: float
+    graph_throttle_max_wait_seconds: float
 
     @property
     def graph_host(self) -> str:
@@ -155,6 +156,7 @@ SETTING_KEYS: Final = (
     "GRAPH_WRITE_BUDGET",
     "GRAPH_WRITE_WINDOW_SECONDS",
     "GRAPH_PACING_MAX_WAIT_SECONDS",
+    "GRAPH_THROTTLE_MAX_WAIT_SECONDS",
 )
 # Keys the sample lists that are read by the Functions host or azure-identity, not by Settings.
 EXTERNAL_KEYS: Final = ("FUNCTIONS_WORKER_RUNTIME", "IDENTITY_ENDPOINT", "IDENTITY_HEADER")
@@ -383,6 +385,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         graph_write_budget=budget,
         graph_write_window_seconds=window,
         graph_pacing_max_wait_seconds=r.default("GRAPH_PACING_MAX_WAIT_SECONDS", 20.0, _positive_float),
+        graph_throttle_max_wait_seconds=r.default("GRAPH_THROTTLE_MAX_WAIT_SECONDS", 60.0, _positive_float),
     )
     if r.problems:
         raise ConfigurationError(r.problems)

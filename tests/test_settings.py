@@ -196,6 +196,7 @@ def test_every_settings_key_is_read() -> None:
             "GRAPH_WRITE_BUDGET": "10",
             "GRAPH_WRITE_WINDOW_SECONDS": "5",
             "GRAPH_PACING_MAX_WAIT_SECONDS": "3",
+            "GRAPH_THROTTLE_MAX_WAIT_SECONDS": "4",
             "SIGNUP_RETRY_INITIAL_SECONDS": "1",
             "SIGNUP_RETRY_MAX_SECONDS": "2",
             "SIGNUP_RETRY_DEADLINE_SECONDS": "60",
