@@ -25,6 +25,9 @@ from .storage import build_queue_client, build_storage_credential, build_table_c
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN: Final = 10.0
+# After an attempt that may have acted, wait at least this long (or the backoff cap, if lower) so that
+# Graph's eventually consistent directory shows the guest to the next attempt's read.
+AMBIGUOUS_DELAY: Final = 30.0
 
 
 @dataclass
@@ -69,6 +72,7 @@ def timers(settings: Settings) -> Timers:
         repeat_window=settings.repeat_window_seconds,
         queued_grace=settings.queued_grace_seconds,
         lease=lease_seconds(settings),
+        ambiguous_delay=min(AMBIGUOUS_DELAY, settings.retry_max_seconds),
     )
 
 

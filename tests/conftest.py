@@ -114,6 +114,35 @@ async def services(settings: Settings, emulator: GraphEmulator) -> AsyncIterator
         await built.aclose()
 
 
+# Lifecycle timers short enough for tests that wait on them: retries in seconds, a 20 s lease.
+FAST_TIMERS = {
+    "GRAPH_TIMEOUT_SECONDS": "3",
+    "GRAPH_PACING_MAX_WAIT_SECONDS": "2",
+    "GRAPH_THROTTLE_MAX_WAIT_SECONDS": "3",
+    "SIGNUP_RETRY_INITIAL_SECONDS": "1",
+    "SIGNUP_RETRY_MAX_SECONDS": "4",
+    "SIGNUP_QUEUED_GRACE_SECONDS": "5",
+    "SWEEP_SCHEDULE": "*/2 * * * * *",
+}
+
+
+def host_env(azurite: str, graph: str, **extra: str) -> dict[str, str]:
+    """The environment of a local host process on the test Azurite and emulator (nothing from the caller's)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "INVITE_", "SIGNUP_", "AZURE_"))}
+    return {
+        **inherited,
+        "AzureWebJobsStorage": azurite,
+        "INVITE_REDIRECT_URL": "https://myapps.microsoft.com",
+        "GRAPH_BASE_URL": f"{graph}/v1.0",
+        "GRAPH_CREDENTIAL": "managed_identity",
+        "IDENTITY_ENDPOINT": f"{graph}/msi/token",
+        "IDENTITY_HEADER": IDENTITY_HEADER,
+        **FAST_TIMERS,
+        **unique_names(),
+        **extra,
+    }
+
+
 def problem_of(body: Any) -> dict[str, Any]:
     """Assert the RFC 9457 members are there and return the body."""
     assert isinstance(body, dict)
