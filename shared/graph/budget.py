@@ -1,0 +1,220 @@
+"""One Graph write budget shared by every instance, kept in the Table storage the app already has.
+
+Graph's limits are per app and tenant, not per instance: 3,000 writes per 150 s,
+and 150 requests to ``/invitations`` per 5 s per tenant. Each limit is one
+entity (``PartitionKey`` ``budget``, ``RowKey`` the limit's name) holding a
+schedule of slots at the budget's rate (less headroom), the generic cell rate
+algorithm::
+
+    tat           when the next free slot begins (epoch seconds); it lags behind
+                  the clock while nobody writes, which is the burst Graph allows
+    blockedUntil  Graph said 429: no slot before this
+
+An instance reserves a batch of slots (about a second of the rate) with an
+ETag-conditional update and may use them from the batch's start: storage calls
+stay a small fraction of Graph calls, and an instance that dies holds at most
+about a second of budget. Reservations queue: an instance that asks while
+others wait gets the slots after theirs (up to ``horizon`` ahead), so saturated
+instances take turns and none is starved. The process-local ``WritePacer``
+stays in front: one instance's concurrent invocations share its batch.
+
+* Clock skew: slots are absolute times, so a clock that runs behind uses its
+  slots late (harmless) and one that runs ahead uses them early by its skew;
+  what that can gain is bounded by the skew times the rate, which the headroom
+  covers. A lost ETag race re-reads and tries again after a short random pause.
+* A 429 anywhere sets ``blockedUntil`` and empties the bucket; every instance
+  reads it with its next batch and pauses, without meeting its own 429.
+* Storage slow or unreachable: Graph writes never stop. The instance falls back
+  to a conservative local share (``fallback_fraction`` of the rate, the budget
+  divided by the expected instance count) until storage answers again, and logs
+  that it did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient
+
+from ..errors import StorageError
+from ..storage import EnsureOnce
+
+log = logging.getLogger(__name__)
+
+PARTITION: Final = "budget"
+MAX_ROUNDS: Final = 8
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """A shared schedule as stored, with the ETag it was read with."""
+
+    tat: float
+    blocked_until: float = 0.0
+    etag: str | None = None
+
+
+class BudgetStore(Protocol):
+    """Where shared schedules live (Table storage; a fake in tests)."""
+
+    async def read(self, name: str) -> BucketState | None:
+        """The schedule, or None when it was never written."""
+        ...
+
+    async def write(self, name: str, state: BucketState) -> str | None:
+        """Write if unchanged since read (insert when ``state.etag`` is None); the new ETag, None on a lost race."""
+        ...
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one take got: ``tokens`` usable from ``start``; or none, and when to ask again."""
+
+    tokens: int
+    start: float
+    shared: bool  # False: storage was unreachable and the local fallback share answered
+    retry_at: float = 0.0
+
+
+class SharedBucket:
+    """One shared limit: ``budget`` requests per ``window`` seconds across every instance."""
+
+    def __init__(
+        self,
+        store: BudgetStore,
+        name: str,
+        budget: int,
+        window: float,
+        *,
+        headroom: float = 0.025,
+        horizon: float = 3.0,
+        fallback_fraction: float = 0.25,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if budget <= 0 or window <= 0 or not 0 <= headroom < 1 or not 0 < fallback_fraction <= 1:
+            raise ValueError("budget and window must be positive, headroom in [0, 1), fallback in (0, 1]")
+        self.name = name
+        self.capacity = budget * (1 - headroom)
+        self.rate = self.capacity / window
+        self.horizon = horizon
+        self.fallback_rate = self.rate * fallback_fraction
+        # About a second of the rate: all an instance that dies can take with it.
+        self.max_batch = max(1, math.ceil(self.rate))
+        self._store = store
+        self._clock = clock
+        self._sleep = sleep
+        self._jitter = jitter
+        self._fallback_stamp: float | None = None
+        self.storage_calls = 0
+
+    async def take(self, want: int) -> Grant:
+        """Reserve up to ``want`` slots (at most ``max_batch``); never raises for storage trouble."""
+        want = max(1, min(want, self.max_batch))
+        try:
+            for _ in range(MAX_ROUNDS):
+                now = self._clock()
+                self.storage_calls += 1
+                stored = await self._store.read(self.name)
+                # A schedule never written starts now (one slot), like a new process: it cannot know
+                # what was spent before. Idle time becomes burst, up to Graph's own bucket size.
+                tat = stored.tat if stored else now
+                blocked = stored.blocked_until if stored else 0.0
+                start = max(tat, now - self.capacity / self.rate, blocked)
+                if start - now > self.horizon:
+                    return self._recovered(Grant(0, start, True, start - self.horizon))
+                after = BucketState(start + want / self.rate, blocked, stored.etag if stored else None)
+                self.storage_calls += 1
+                if await self._store.write(self.name, after) is not None:
+                    return self._recovered(Grant(want, start, True))
+                await self._sleep(0.01 + 0.04 * self._jitter())  # lost a race: let the winner's write settle
+            now = self._clock()
+            return Grant(0, now, True, now + 1.0 / self.rate)
+        except StorageError as exc:
+            return self._fallback(want, exc)
+
+    def _recovered(self, grant: Grant) -> Grant:
+        if self._fallback_stamp is not None:
+            log.warning("budget.shared_again name=%s", self.name)
+            self._fallback_stamp = None
+        return grant
+
+    def _fallback(self, want: int, exc: StorageError) -> Grant:
+        """Storage unreachable: hand out the conservative local share of the rate since the last fallback."""
+        now = self._clock()
+        if self._fallback_stamp is None:
+            log.warning(
+                "budget.local_fallback name=%s rate=%.2f/s error=%s", self.name, self.fallback_rate, type(exc).__name__
+            )
+            self._fallback_stamp = now - 1.0 / self.fallback_rate  # one token now, then the share's rate
+        earned = math.floor((now - self._fallback_stamp) * self.fallback_rate)
+        granted = min(want, earned)
+        self._fallback_stamp += granted / self.fallback_rate
+        return Grant(granted, now, False, self._fallback_stamp + 1.0 / self.fallback_rate)
+
+    async def block(self, until: float) -> None:
+        """Graph answered 429: no instance gets a slot before ``until``."""
+        try:
+            for _ in range(MAX_ROUNDS):
+                now = self._clock()
+                self.storage_calls += 1
+                stored = await self._store.read(self.name)
+                if stored is not None and stored.blocked_until >= until:
+                    return
+                # Reservations made before the 429 are forgotten: slots restart at ``until``.
+                self.storage_calls += 1
+                blocked = BucketState(until, until, stored.etag if stored else None)
+                if await self._store.write(self.name, blocked) is not None:
+                    log.warning("budget.blocked name=%s for=%.1f", self.name, until - now)
+                    return
+        except StorageError as exc:
+            log.warning("budget.block_not_shared name=%s error=%s", self.name, type(exc).__name__)
+
+
+class TableBudgetStore:
+    """``BudgetStore`` on Azure Table storage."""
+
+    def __init__(self, client: TableClient) -> None:
+        self._client = client
+        self._ensure = EnsureOnce()
+
+    async def read(self, name: str) -> BucketState | None:
+        await self._ensure(self._client.create_table, "table")
+        try:
+            entity: Any = await self._client.get_entity(PARTITION, name)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise StorageError(f"could not read budget {name}: {type(exc).__name__}") from exc
+        return BucketState(float(entity["tat"]), float(entity.get("blockedUntil", 0.0)), entity.metadata.get("etag"))
+
+    async def write(self, name: str, state: BucketState) -> str | None:
+        entity = {
+            "PartitionKey": PARTITION,
+            "RowKey": name,
+            "tat": float(state.tat),
+            "blockedUntil": float(state.blocked_until),
+        }
+        try:
+            if state.etag is None:
+                meta = await self._client.create_entity(entity)
+            else:
+                meta = await self._client.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=state.etag, match_condition=MatchConditions.IfNotModified
+                )
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return None
+        except AzureError as exc:
+            raise StorageError(f"could not write budget {name}: {type(exc).__name__}") from exc
+        return str(meta.get("etag"))

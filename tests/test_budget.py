@@ -1,0 +1,178 @@
+"""The shared write budget: ETag-guarded token buckets over a fake store with real ETag semantics, and Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+
+import pytest
+from azure.data.tables.aio import TableClient
+
+from shared.errors import StorageError
+from shared.graph.budget import BucketState, SharedBucket, TableBudgetStore
+from shared.settings import Settings
+from shared.storage import build_table_client
+
+
+class FakeBudgetStore:
+    """``BudgetStore`` in memory: writes succeed only with the ETag last read; can be made unreachable."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, BucketState] = {}
+        self._etags = itertools.count(1)
+        self.down = False
+        self.writes = 0
+
+    async def read(self, name: str) -> BucketState | None:
+        await asyncio.sleep(0)
+        if self.down:
+            raise StorageError("unreachable")
+        return self.states.get(name)
+
+    async def write(self, name: str, state: BucketState) -> str | None:
+        await asyncio.sleep(0)  # another instance may run between our read and our write
+        if self.down:
+            raise StorageError("unreachable")
+        current = self.states.get(name)
+        if (current.etag if current else None) != state.etag:
+            return None
+        etag = f"e{next(self._etags)}"
+        self.states[name] = BucketState(state.tat, state.blocked_until, etag)
+        self.writes += 1
+        return etag
+
+
+class FakeTime:
+    """A clock shared by every simulated instance; sleeping advances it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def _bucket(store: FakeBudgetStore, clock: FakeTime, **kwargs: float) -> SharedBucket:
+    return SharedBucket(store, "writes", 150, 15.0, clock=clock, sleep=clock.sleep, jitter=lambda: 0.5, **kwargs)
+
+
+async def test_instances_together_stay_inside_the_budget() -> None:
+    """Three instances, each wanting twice the whole budget, reserve batches when their local tokens run out,
+    in no fixed order: together they get the budget's rate and no more, each a fair part, and storage calls
+    stay a small fraction of the writes."""
+    rng = random.Random(7)
+    store, clock = FakeBudgetStore(), FakeTime()
+    instances = [_bucket(store, clock) for _ in range(3)]
+    local, usable, wake, done = [0, 0, 0], [0.0] * 3, [0.0] * 3, [0, 0, 0]
+    start = clock.now
+    for _ in range(6000):  # 60 s in 10 ms ticks; each instance wants a write every other tick
+        for i in rng.sample(range(3), 3):
+            if local[i] == 0 and clock.now >= wake[i]:
+                grant = await instances[i].take(instances[i].max_batch)
+                local[i], usable[i], wake[i] = grant.tokens, grant.start, grant.retry_at
+            if local[i] > 0 and clock.now >= usable[i]:
+                local[i] -= 1
+                done[i] += 1
+        clock.now += 0.01
+    elapsed = clock.now - start
+    rate = instances[0].rate
+    assert sum(done) <= rate * elapsed + instances[0].max_batch  # a batch is usable from its start
+    assert sum(done) >= 0.95 * rate * elapsed
+    assert min(done) > 0.25 * sum(done)  # nobody starved
+    assert sum(b.storage_calls for b in instances) < 0.5 * sum(done)
+
+
+async def test_concurrent_reservations_never_overlap() -> None:
+    """Concurrent takes lose ETag races and retry; the batches granted are consecutive, never shared."""
+    store, clock = FakeBudgetStore(), FakeTime()
+    instances = [_bucket(store, clock) for _ in range(5)]
+    grants = sorted(await asyncio.gather(*(b.take(7) for b in instances)), key=lambda g: g.start)
+    assert [g.tokens for g in grants] == [7] * 5
+    rate = instances[0].rate
+    for earlier, later in itertools.pairwise(grants):
+        assert later.start >= earlier.start + 7 / rate - 1e-9
+
+
+async def test_reservations_stop_at_the_horizon_and_say_when_to_come_back() -> None:
+    """Nobody reserves further ahead than the horizon; a refused take says when to ask again."""
+    store, clock = FakeBudgetStore(), FakeTime()
+    bucket = _bucket(store, clock)
+    grants = [await bucket.take(bucket.max_batch) for _ in range(10)]
+    refused = [g for g in grants if g.tokens == 0]
+    assert refused and all(g.start - clock.now > bucket.horizon for g in refused)
+    assert all(g.retry_at == pytest.approx(g.start - bucket.horizon) for g in refused)
+
+
+async def test_a_429_anywhere_pauses_everyone() -> None:
+    """One instance records Graph's Retry-After; another's next slot starts only after it."""
+    store, clock = FakeBudgetStore(), FakeTime()
+    first, second = _bucket(store, clock), _bucket(store, clock)
+    assert (await second.take(5)).tokens == 5
+    until = clock.now + 30
+    await first.block(until)
+    grant = await second.take(5)
+    assert grant.tokens == 0 and grant.retry_at == pytest.approx(until - second.horizon)
+    clock.now = until
+    grant = await second.take(5)
+    assert grant.tokens == 5 and grant.start >= until
+
+
+async def test_storage_unreachable_falls_back_to_a_conservative_local_share() -> None:
+    """With storage down, writes go on at the fallback share of the rate; back to shared when it returns."""
+    store, clock = FakeBudgetStore(), FakeTime()
+    bucket = _bucket(store, clock, fallback_fraction=0.25)
+    store.down = True
+    granted = 0
+    for _ in range(100):
+        grant = await bucket.take(100)
+        assert not grant.shared
+        granted += grant.tokens
+        clock.now += 0.1
+    assert granted == pytest.approx(bucket.fallback_rate * 10, abs=2)
+    store.down = False
+    assert (await bucket.take(5)).shared
+
+
+async def test_a_dead_instance_holds_at_most_a_batch() -> None:
+    """A take is capped at about a second of the rate, all an instance that dies can take with it."""
+    store, clock = FakeBudgetStore(), FakeTime()
+    bucket = _bucket(store, clock)
+    assert (await bucket.take(10_000)).tokens == bucket.max_batch == 10
+
+
+async def test_idle_time_becomes_burst_up_to_the_bucket_size() -> None:
+    """After a quiet spell slots start in the past (Graph's bucket refilled), but never more than its size."""
+    store, clock = FakeBudgetStore(), FakeTime()
+    bucket = _bucket(store, clock)
+    await bucket.take(1)
+    clock.now += 3600
+    grant = await bucket.take(10)
+    assert grant.start == pytest.approx(clock.now - bucket.capacity / bucket.rate)
+
+
+@pytest.fixture
+async def table(settings: Settings):  # type: ignore[no-untyped-def]
+    client: TableClient = build_table_client(settings)
+    yield client
+    await client.close()
+
+
+async def test_table_store_guards_writes_with_etags(table: TableClient) -> None:
+    """Against Azurite: insert once, update only with the ETag read, read back what was written."""
+    store = TableBudgetStore(table)
+    assert await store.read("writes") is None
+    etag = await store.write("writes", BucketState(100.0))
+    assert etag is not None
+    assert await store.write("writes", BucketState(90.0)) is None  # insert over an existing one
+    state = await store.read("writes")
+    assert state is not None and (state.tat, state.blocked_until) == (100.0, 0.0)
+    assert await store.write("writes", BucketState(101.0, 5.0, state.etag)) is not None
+    assert await store.write("writes", BucketState(102.0, 0.0, state.etag)) is None  # stale
+    three = [SharedBucket(TableBudgetStore(table), "writes", 3000, 150.0) for _ in range(3)]
+    grants = await asyncio.gather(*(b.take(2) for b in three))
+    assert all(g.shared for g in grants) and sum(g.tokens for g in grants) >= 1
