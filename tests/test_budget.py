@@ -9,8 +9,8 @@ import random
 import pytest
 from azure.data.tables.aio import TableClient
 
-from shared.errors import StorageError
-from shared.graph.budget import BucketState, SharedBucket, TableBudgetStore
+from shared.errors import StorageError, WriteDeferred
+from shared.graph.budget import BucketState, SharedBucket, SharedGate, TableBudgetStore
 from shared.settings import Settings
 from shared.storage import build_table_client
 
@@ -176,3 +176,39 @@ async def test_table_store_guards_writes_with_etags(table: TableClient) -> None:
     three = [SharedBucket(TableBudgetStore(table), "writes", 3000, 150.0) for _ in range(3)]
     grants = await asyncio.gather(*(b.take(2) for b in three))
     assert all(g.shared for g in grants) and sum(g.tokens for g in grants) >= 1
+
+
+async def test_gate_shares_one_batch_among_the_processs_invocations() -> None:
+    """Twenty concurrent invocations of one process take slots from its batches in order, one storage round
+    per batch, and wait for each batch's start."""
+    store, clock = FakeBudgetStore(), FakeTime()
+    bucket = _bucket(store, clock)
+    gate = SharedGate({"writes": bucket}, clock=clock, sleep=clock.sleep)
+    start = clock.now
+    waits = await asyncio.gather(*(gate.acquire(["writes"]) for _ in range(20)))
+    assert len(waits) == 20
+    assert clock.now - start >= (20 - bucket.max_batch) / bucket.rate - 1e-6  # the second batch starts later
+    assert bucket.storage_calls <= 2 * 3  # a read and a write per batch (two batches, maybe one retry)
+
+
+async def test_gate_defers_instead_of_waiting_past_the_bound() -> None:
+    """When the next shared slot is further away than max_wait the gate raises WriteDeferred."""
+    store, clock = FakeBudgetStore(), FakeTime()
+    bucket = _bucket(store, clock)
+    gate = SharedGate({"writes": bucket}, clock=clock, sleep=clock.sleep)
+    await SharedBucket(store, "writes", 150, 15.0, clock=clock).block(clock.now + 60)
+    with pytest.raises(WriteDeferred) as info:
+        await gate.acquire(["writes"], max_wait=5)
+    assert info.value.retry_after is not None and info.value.retry_after > 5
+
+
+async def test_gate_throttle_blocks_every_instance() -> None:
+    """A 429 seen by one process's gate reaches another process's next batch through the shared state."""
+    store, clock = FakeBudgetStore(), FakeTime()
+    one = SharedGate({"writes": _bucket(store, clock)}, clock=clock, sleep=clock.sleep)
+    two = SharedGate({"writes": _bucket(store, clock)}, clock=clock, sleep=clock.sleep)
+    await one.acquire(["writes"])
+    await one.throttled(20)
+    before = clock.now
+    await two.acquire(["writes"])
+    assert clock.now - before >= 20 - 1e-6

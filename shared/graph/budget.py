@@ -37,7 +37,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -46,7 +46,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from ..errors import StorageError
+from ..errors import StorageError, WriteDeferred
 from ..storage import EnsureOnce
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,75 @@ class SharedBucket:
                     return
         except StorageError as exc:
             log.warning("budget.block_not_shared name=%s error=%s", self.name, type(exc).__name__)
+
+
+@dataclass
+class _Pool:
+    """Slots this process holds of one shared bucket."""
+
+    tokens: int = 0
+    start: float = 0.0
+
+
+class SharedGate:
+    """The process's door to the shared buckets: its concurrent invocations share its batches.
+
+    ``acquire`` takes one slot of each named bucket, first come first served (an
+    ``asyncio.Lock`` wakes its waiters in order), fetching a new batch when the
+    process has none left and waiting for the batch's start. It raises
+    ``WriteDeferred`` instead of waiting longer than ``max_wait``: nothing was sent,
+    and the work can go back on the queue.
+    """
+
+    def __init__(
+        self,
+        buckets: Mapping[str, SharedBucket],
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.buckets = dict(buckets)
+        self._pools = {name: _Pool() for name in self.buckets}
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+
+    async def acquire(self, names: Sequence[str], max_wait: float | None = None) -> float:
+        """One slot of each bucket in ``names``; the seconds waited."""
+        started = self._clock()
+        async with self._lock:
+            for name in names:
+                bucket, pool = self.buckets[name], self._pools[name]
+                while pool.tokens == 0:
+                    grant = await bucket.take(bucket.max_batch)
+                    if grant.tokens:
+                        pool.tokens, pool.start = grant.tokens, grant.start
+                        break
+                    await self._wait_until(grant.retry_at, started, max_wait)
+                await self._wait_until(pool.start, started, max_wait)
+            for name in names:
+                self._pools[name].tokens -= 1
+        return self._clock() - started
+
+    async def _wait_until(self, moment: float, started: float, max_wait: float | None) -> None:
+        wait = moment - self._clock()
+        if wait <= 0:
+            return
+        if max_wait is not None and moment - started > max_wait:
+            raise WriteDeferred(retry_after=moment - self._clock())
+        await self._sleep(wait)
+
+    async def throttled(self, retry_after: float) -> None:
+        """Graph answered 429: drop the slots held and tell every instance to pause."""
+        until = self._clock() + retry_after
+        for name, bucket in self.buckets.items():
+            self._pools[name] = _Pool()
+            await bucket.block(until)
+
+    @property
+    def storage_calls(self) -> int:
+        """Storage calls the buckets made so far (for the benchmark)."""
+        return sum(b.storage_calls for b in self.buckets.values())
 
 
 class TableBudgetStore:
