@@ -36,6 +36,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from ..errors import (
+    AmbiguousGraphError,
     ConcurrencyConflict,
     PermanentGraphError,
     SignupBusy,
@@ -118,8 +119,10 @@ class InvitationWorker:
             await self._settle(claimed, self._failure(exc.code, "permanent", exc))
             return Outcome.FAILED
         except Exception as exc:
-            transient = isinstance(exc, TransientGraphError)
-            code = exc.code if isinstance(exc, TransientGraphError) else "InternalError"
+            # An ambiguous invitation is redelivered like a transient one: Graph answers a repeated
+            # invitation with the same user, so repeating it is safe (if not silent).
+            transient = isinstance(exc, (TransientGraphError, AmbiguousGraphError))
+            code = exc.code if isinstance(exc, (TransientGraphError, AmbiguousGraphError)) else "InternalError"
             log.warning(
                 "worker.attempt_failed signup_id=%s attempt=%s code=%s last=%s",
                 sid,
