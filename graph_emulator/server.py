@@ -216,6 +216,7 @@ class Recorded:
     findings: list[dict[str, str]] = field(default_factory=list)
     status: int | None = None
     fault: str | None = None  # the fault kind applied, if any
+    acted: bool = False  # an acted fault performed the write before losing its answer
 
 
 RID = web.RequestKey("rid", str)
@@ -326,6 +327,7 @@ class GraphEmulator:
         done = perform()
         if done.status >= 300:
             return done  # Graph did nothing, so there is nothing to lose
+        request[REC].acted = True
         return await self._apply_fault(fault, request, request[RID])
 
     def _throttle(self, rid: str) -> tuple[web.Response | None, float]:
@@ -622,8 +624,9 @@ class GraphEmulator:
             },
             "invitedUser": {"id": user["id"]},
         }
-        self.invitations.append({"email": email.lower(), "user_id": user["id"], "seq": rec.seq})
-        if invitation["sendInvitationMessage"]:
+        mailed = bool(invitation["sendInvitationMessage"])
+        self.invitations.append({"email": email.lower(), "user_id": user["id"], "seq": rec.seq, "mailed": mailed})
+        if mailed:
             self.mails[email.lower()] = self.mails.get(email.lower(), 0) + 1
         return web.json_response(invitation, status=201, headers=self._write_headers(rid, used))
 

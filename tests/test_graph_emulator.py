@@ -97,6 +97,7 @@ async def test_mails_are_counted_per_address_and_reported_by_key(
     ):
         await graph.post("/v1.0/invitations", json=body)
     assert emulator.mails == {"sam@fabrikam.com": 2, "lost@fabrikam.com": 1}
+    assert [i["mailed"] for i in emulator.invitations] == [True, True, False, True]
     response = await graph.get("/_emulator/stats")
     stats = response.json()
     assert (stats["mails"], stats["mails_max_per_address"]) == (3, 2)
@@ -130,7 +131,8 @@ async def test_acted_faults_perform_the_write_then_lose_the_answer(
             await graph.post(f"/v1.0/groups/{group}/members/$ref", json={"@odata.id": ref["@odata.id"] + user_id})
     assert emulator.invitations_per_address() == {"sam@fabrikam.com": 1}
     assert emulator.groups[group] == {user_id}
-    assert [r.fault for r in emulator.requests if r.operation in ("invitation", "group-member-ref")] == [kind, kind]
+    writes = [r for r in emulator.requests if r.operation in ("invitation", "group-member-ref")]
+    assert [(r.fault, r.acted) for r in writes] == [(kind, True), (kind, True)]
 
 
 async def test_acted_faults_do_not_act_when_graph_refuses(graph: httpx.AsyncClient, emulator: GraphEmulator) -> None:
@@ -141,6 +143,7 @@ async def test_acted_faults_do_not_act_when_graph_refuses(graph: httpx.AsyncClie
     emulator.faults.append(Fault(kind="acted504"))
     answer = await graph.post("/v1.0/invitations", json=_invitation("b@fabrikam.com"))
     assert answer.status_code == 429
+    assert not emulator.requests[-1].acted
     assert list(emulator.invitations_per_address()) == ["a@fabrikam.com"]
 
 
