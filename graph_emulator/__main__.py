@@ -8,11 +8,19 @@ import sys
 
 from aiohttp import web
 
-from .server import FAULT_KINDS, Config, Fault, GraphEmulator
+from .server import FAULT_KINDS, OPERATIONS, Config, Fault, GraphEmulator
 
 
 def parse_fault(text: str) -> Fault:
-    """``KIND``, ``KIND@ADDRESS``, ``KIND@ADDRESS*N`` (N times) or ``KIND%RATE`` (rate 0..1)."""
+    """``[OPERATION:]KIND``, then ``@ADDRESS``, ``*N`` (N times) or ``%RATE`` (rate 0..1).
+
+    OPERATION is ``invitation`` (the default), ``list-users``, ``get-user``,
+    ``user-update``, ``group-member-ref`` or ``*``.
+    """
+    operation = "invitation"
+    head, colon, rest = text.partition(":")
+    if colon and head in OPERATIONS:
+        operation, text = head, rest
     kind, rate, address, times = text, None, None, None
     if "*" in kind:
         kind, count = kind.rsplit("*", 1)
@@ -24,7 +32,7 @@ def parse_fault(text: str) -> Fault:
         kind, address = kind.split("@", 1)
     if kind not in FAULT_KINDS:
         raise argparse.ArgumentTypeError(f"fault kind must be one of {', '.join(FAULT_KINDS)}")
-    return Fault(kind=kind, address=address, times=times, rate=rate)
+    return Fault(kind=kind, address=address, times=times, rate=rate, operation=operation)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,13 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--write-budget", type=int, default=3000, help="writes per window per app (Graph: 3000)")
     parser.add_argument("--write-window", type=float, default=150.0, help="seconds (Graph: 150)")
+    parser.add_argument(
+        "--invitation-budget", type=int, default=150, help="requests on /invitations per window per tenant (Graph: 150)"
+    )
+    parser.add_argument("--invitation-window", type=float, default=5.0, help="seconds (Graph: 5)")
     parser.add_argument("--identity-header", default="local-graph-emulator", help="expected X-IDENTITY-HEADER")
     parser.add_argument(
         "--fault",
         type=parse_fault,
         action="append",
         default=[],
-        help="e.g. 403@sam@fabrikam.com, 503@sam@fabrikam.com*2 or 503%%0.1",
+        help="e.g. 403@sam@fabrikam.com, acted504@sam@fabrikam.com*2, 503%%0.1 or list-users:503; "
+        f"kinds: {', '.join(FAULT_KINDS)}",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed for rate faults")
     parser.add_argument("--demo-directory", action="store_true", help="seed an internal user and a group")
@@ -53,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             latency_ms=args.latency_ms,
             write_budget=args.write_budget,
             write_window_seconds=args.write_window,
+            invitation_budget=args.invitation_budget,
+            invitation_window_seconds=args.invitation_window,
             identity_header=args.identity_header,
             seed=args.seed,
         )

@@ -12,9 +12,20 @@ endpoint is required):
 
 Every request body is validated against Microsoft's published schema
 (``schema.py``); a body that does not conform gets 400 with Graph's error
-envelope. Writes draw on a token bucket per app (Graph's 3,000 writes per 150 s
-by default); an empty bucket answers 429 with ``Retry-After`` and the
-``x-ms-throttle-*`` headers, and a throttled call still costs a token, as in Graph.
+envelope. Two of Graph's limits are modelled as token buckets: the per-app write
+limit (3,000 writes per 150 s by default) and the invitation manager's tenant
+limit (any request on ``/invitations``, 150 per 5 s, all apps together). An empty
+bucket answers 429 with ``Retry-After`` and ``x-ms-throttle-scope`` /
+``x-ms-throttle-information`` naming the limit, and a throttled call still costs a
+token, as in Graph. Past 80 % of a limit, responses carry
+``x-ms-throttle-limit-percentage`` as Graph sends it: a fraction from 0.8 to 1.8.
+
+Faults (``Fault``) fail a request by kind: a status (``400`` ... ``504``) or a lost
+answer (``timeout``, ``drop``), neither of which acts; or ``acted504``,
+``acteddrop``, ``actedtimeout``, which perform the write first and then lose the
+answer, as when Graph created the invitation and the gateway failed. Every
+invitation Graph performs with ``sendInvitationMessage: true`` counts one
+Microsoft mail to that address.
 
 Token endpoints: ``GET /msi/token`` speaks the App Service managed-identity
 protocol (``IDENTITY_ENDPOINT``/``IDENTITY_HEADER``), so azure-identity's own
@@ -22,7 +33,8 @@ protocol (``IDENTITY_ENDPOINT``/``IDENTITY_HEADER``), so azure-identity's own
 takes client-credential grants (secret or certificate assertion).
 
 Control endpoints under ``/_emulator`` (no auth): ``requests`` (everything
-received, with validation findings), ``stats``, ``faults``, ``users``, ``groups``,
+received, with validation findings), ``stats`` (counts; per-address counts are
+keyed by ``address_key``, never by the address), ``faults``, ``users``, ``groups``,
 ``config`` and ``reset``.
 """
 
@@ -30,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import math
@@ -38,6 +51,7 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -52,9 +66,31 @@ log = logging.getLogger("graph_emulator")
 
 TENANT_ID = "72f988bf-0000-4000-8000-00000000e2e0"
 TENANT_DOMAIN = "contoso.onmicrosoft.com"
-FAULT_KINDS = ("400", "403", "404", "429", "500", "503", "timeout", "drop")
+APP_ID = "0e6ba6b0-0000-4000-8000-00000000e2e0"
+# What a Fault can apply to (its ``operation``; ``*`` is any).
+OPERATIONS = ("invitation", "list-users", "get-user", "user-update", "group-member-ref", "*")
+# Faults that perform the write and then lose its answer (Graph acted; the client cannot know).
+ACTED_KINDS = ("acted504", "acteddrop", "actedtimeout")
+FAULT_KINDS = (
+    "400",
+    "401",
+    "403",
+    "404",
+    "408",
+    "409",
+    "412",
+    "429",
+    "500",
+    "502",
+    "503",
+    "504",
+    "timeout",
+    "drop",
+    *ACTED_KINDS,
+)
 FAULT_ERRORS = {
     "400": (400, "BadRequest", "Invalid request: the invited user's address was refused."),
+    "401": (401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid."),
     "403": (
         403,
         "Authorization_RequestDenied",
@@ -65,10 +101,18 @@ FAULT_ERRORS = {
         "Request_ResourceNotFound",
         "Resource does not exist or one of its queried reference-property objects are not present.",
     ),
+    "408": (408, "RequestTimeout", "The request timed out."),
+    "409": (409, "Conflict", "Another object with the same value for property proxyAddresses already exists."),
+    "412": (412, "PreconditionFailed", "The user is blocked from signing in."),
     "429": (429, "TooManyRequests", "Too many requests."),
     "500": (500, "generalException", "An internal server error occurred."),
+    "502": (502, "BadGateway", "The gateway received an invalid response."),
     "503": (503, "serviceNotAvailable", "The service is temporarily unavailable."),
+    "504": (504, "GatewayTimeout", "The operation timed out."),
 }
+# Graph sends x-ms-throttle-limit-percentage from 80 % of a limit on, as a fraction up to 1.8.
+LIMIT_REPORTED_FROM = 0.8
+LIMIT_REPORTED_UP_TO = 1.8
 _FILTER_CLAUSE = re.compile(
     r"^\s*(?:"
     r"(?P<prop>mail|userPrincipalName)\s+eq\s+'(?P<v1>(?:[^']|'')*)'"
@@ -120,13 +164,20 @@ class Config:
     latency_ms: float = 0.0
     write_budget: int = 3000
     write_window_seconds: float = 150.0
+    invitation_budget: int = 150
+    invitation_window_seconds: float = 5.0
     identity_header: str = "local-graph-emulator"
     timeout_fault_seconds: float = 120.0
     seed: int = 0
 
 
+def address_key(email: str) -> str:
+    """A stable key for an address in ``/_emulator/stats`` (which may end up in logs; the address must not)."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
+
+
 class WriteBucket:
-    """Graph's write limit for one app: ``budget`` writes refilled evenly over ``window`` seconds."""
+    """One of Graph's limits: ``budget`` requests refilled evenly over ``window`` seconds."""
 
     def __init__(self, budget: int, window: float) -> None:
         self.budget = budget
@@ -135,7 +186,7 @@ class WriteBucket:
         self.stamp = time.monotonic()
 
     def take(self) -> tuple[bool, float, float]:
-        """Spend one write; return (allowed, seconds until one is free, percentage used)."""
+        """Spend one request; return (allowed, seconds until one is free, fraction of the limit used)."""
         now = time.monotonic()
         self.tokens = min(float(self.budget), self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
@@ -143,8 +194,11 @@ class WriteBucket:
         # A throttled call still costs: clients that hammer only dig the hole deeper (bounded).
         self.tokens = max(self.tokens - 1.0, -float(self.budget))
         wait = 0.0 if self.tokens >= 0 else -self.tokens / self.rate
-        used = 100.0 * (1.0 - max(self.tokens, 0.0) / self.budget)
-        return allowed, wait, used
+        return allowed, wait, self.used()
+
+    def used(self) -> float:
+        """The fraction of the limit in use: above 1.0 once callers have dug into it (capped at 1.8)."""
+        return min(LIMIT_REPORTED_UP_TO, max(0.0, 1.0 - self.tokens / self.budget))
 
 
 @dataclass
@@ -161,6 +215,8 @@ class Recorded:
     operation: str | None = None
     findings: list[dict[str, str]] = field(default_factory=list)
     status: int | None = None
+    fault: str | None = None  # the fault kind applied, if any
+    acted: bool = False  # an acted fault performed the write before losing its answer
 
 
 RID = web.RequestKey("rid", str)
@@ -184,8 +240,20 @@ class GraphEmulator:
         self.invitations: list[dict[str, Any]] = []
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
+        self._buckets()
+        # Microsoft invitation mails sent, by lower-cased address (in process only; stats hash the keys).
+        self.mails: dict[str, int] = {}
+        self.stats: dict[str, int] = {
+            "throttled": 0,
+            "throttled_invitation_limit": 0,
+            "invalid": 0,
+            "faults": 0,
+            "writes": 0,
+        }
+
+    def _buckets(self) -> None:
         self.bucket = WriteBucket(self.config.write_budget, self.config.write_window_seconds)
-        self.stats: dict[str, int] = {"throttled": 0, "invalid": 0, "faults": 0, "writes": 0}
+        self.invitation_bucket = WriteBucket(self.config.invitation_budget, self.config.invitation_window_seconds)
 
     def add_user(self, **props: Any) -> dict[str, Any]:
         user = {
@@ -233,40 +301,82 @@ class GraphEmulator:
         return None
 
     async def _apply_fault(self, fault: Fault, request: web.Request, rid: str) -> web.StreamResponse:
-        if fault.kind == "timeout":
+        request[REC].fault = fault.kind
+        kind = fault.kind.removeprefix("acted")
+        if kind == "timeout":
             await asyncio.sleep(self.config.timeout_fault_seconds)
             return graph_error(504, "GatewayTimeout", "The operation timed out.", rid)
-        if fault.kind == "drop":
+        if kind == "drop":
             transport = request.transport
             if transport is not None:
                 transport.abort()  # the client sees the connection reset, with no answer
             return web.Response(status=500)
-        status, code, message = FAULT_ERRORS[fault.kind]
+        status, code, message = FAULT_ERRORS[kind]
         headers = {"Retry-After": "2"} if status in (429, 503) else None
         return graph_error(status, code, message, rid, headers)
 
-    def _throttle(self, rid: str) -> web.Response | None:
-        """Charge one write; a 429 when the app's bucket is empty."""
+    async def _faulted(
+        self, operation: str, address: str | None, request: web.Request, perform: Callable[[], web.Response]
+    ) -> web.StreamResponse:
+        """Answer with ``perform()``, unless a fault applies: then fail instead, or (acted kinds) after it."""
+        fault = self._fault(operation, address)
+        if fault is None:
+            return perform()
+        if fault.kind not in ACTED_KINDS:
+            return await self._apply_fault(fault, request, request[RID])
+        done = perform()
+        if done.status >= 300:
+            return done  # Graph did nothing, so there is nothing to lose
+        request[REC].acted = True
+        return await self._apply_fault(fault, request, request[RID])
+
+    def _throttle(self, rid: str) -> tuple[web.Response | None, float]:
+        """Charge one write; a 429 when the app's bucket is empty. Also returns the fraction of the limit used."""
         allowed, wait, used = self.bucket.take()
         if allowed:
             self.stats["writes"] += 1
+            return None, used
+        self.stats["throttled"] += 1
+        return self._too_many(
+            rid,
+            wait,
+            used,
+            f"Tenant_Application/WriteLimitExceeded/{APP_ID}/{TENANT_ID}",
+            "WriteLimitExceeded",
+            "Too many requests; the application's write limit is exceeded.",
+        ), used
+
+    def _limit_invitations(self, rid: str) -> web.Response | None:
+        """The invitation manager's limit: any request on /invitations, per tenant, all apps together."""
+        allowed, wait, used = self.invitation_bucket.take()
+        if allowed:
             return None
         self.stats["throttled"] += 1
+        self.stats["throttled_invitation_limit"] += 1
+        return self._too_many(
+            rid,
+            wait,
+            used,
+            f"Tenant/InvitationManager/{APP_ID}/{TENANT_ID}",
+            "InvitationLimitExceeded",
+            "Too many requests; the tenant's invitation limit is exceeded.",
+        )
+
+    @staticmethod
+    def _too_many(rid: str, wait: float, used: float, scope: str, information: str, message: str) -> web.Response:
         headers = {
             "Retry-After": str(max(1, math.ceil(wait))),
-            "x-ms-throttle-scope": f"Tenant_Application/WriteLimitExceeded/{TENANT_ID}/emulator-app",
-            "x-ms-throttle-information": "WriteLimitExceeded",
-            "x-ms-throttle-limit-percentage": f"{min(used, 100.0):.1f}",
+            "x-ms-throttle-scope": scope,
+            "x-ms-throttle-information": information,
+            "x-ms-throttle-limit-percentage": _fraction(used),
         }
-        return graph_error(
-            429, "TooManyRequests", "Too many requests; the application's write limit is exceeded.", rid, headers
-        )
+        return graph_error(429, "TooManyRequests", message, rid, headers)
 
     @staticmethod
     def _write_headers(rid: str, used: float | None = None) -> dict[str, str]:
         headers = {"request-id": rid, "client-request-id": rid}
-        if used is not None and used >= 80.0:
-            headers["x-ms-throttle-limit-percentage"] = f"{used:.1f}"
+        if used is not None and round(used, 2) >= LIMIT_REPORTED_FROM:
+            headers["x-ms-throttle-limit-percentage"] = _fraction(used)
         return headers
 
     async def _read_json(self, request: web.Request, rec: Recorded, rid: str) -> Any:
@@ -436,19 +546,27 @@ class GraphEmulator:
         inner = f"https://invitations.microsoft.com/redeem/?tenant={TENANT_ID}&user={user_id}&ticket={ticket}&ver=2.0"
         return "https://login.microsoftonline.com/redeem?rd=" + quote(inner, safe="")
 
-    async def post_invitation(self, request: web.Request) -> web.Response:
-        rid, rec = request[RID], request[REC]
+    async def post_invitation(self, request: web.Request) -> web.StreamResponse:
+        rid = request[RID]
         body, invalid = await self._body(request, "invitation")
+        # The invitation manager counts every request on /invitations, before it reads the body.
+        limited = self._limit_invitations(rid)
+        if limited is not None:
+            return limited
         if invalid is not None:
             return invalid
+        return await self._faulted(
+            "invitation", body["invitedUserEmailAddress"], request, lambda: self._invite(request, body)
+        )
+
+    def _invite(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """Perform one invitation (the write Graph does); the 201, or the error Graph would answer."""
+        rid, rec = request[RID], request[REC]
         email = body["invitedUserEmailAddress"]
-        fault = self._fault("invitation", email)
-        if fault is not None:
-            return await self._apply_fault(fault, request, rid)  # type: ignore[return-value]
-        throttled = self._throttle(rid)
+        throttled, used = self._throttle(rid)
         if throttled is not None:
             return throttled
-        used = 100.0 * (1.0 - max(self.bucket.tokens, 0.0) / self.bucket.budget)
+        used = max(used, self.invitation_bucket.used())
 
         invited_id = (body.get("invitedUser") or {}).get("id")
         if invited_id:
@@ -506,7 +624,10 @@ class GraphEmulator:
             },
             "invitedUser": {"id": user["id"]},
         }
-        self.invitations.append({"email": email.lower(), "user_id": user["id"], "seq": rec.seq})
+        mailed = bool(invitation["sendInvitationMessage"])
+        self.invitations.append({"email": email.lower(), "user_id": user["id"], "seq": rec.seq, "mailed": mailed})
+        if mailed:
+            self.mails[email.lower()] = self.mails.get(email.lower(), 0) + 1
         return web.json_response(invitation, status=201, headers=self._write_headers(rid, used))
 
     # ------------------------------------------------------------------ Graph: users
@@ -526,12 +647,12 @@ class GraphEmulator:
                 return True
         return False
 
-    async def list_users(self, request: web.Request) -> web.Response:
-        rid = request[RID]
+    async def list_users(self, request: web.Request) -> web.StreamResponse:
         request[REC].operation = "list-users"
-        fault = self._fault("list-users", None)
-        if fault is not None:
-            return await self._apply_fault(fault, request, rid)  # type: ignore[return-value]
+        return await self._faulted("list-users", None, request, lambda: self._list_users(request))
+
+    def _list_users(self, request: web.Request) -> web.Response:
+        rid = request[RID]
         raw = request.query.get("$filter")
         users = list(self.users.values())
         if raw:
@@ -569,43 +690,49 @@ class GraphEmulator:
             body["@odata.count"] = len(users)
         return web.json_response(body, headers={"request-id": rid})
 
-    async def get_user(self, request: web.Request) -> web.Response:
-        rid = request[RID]
+    async def get_user(self, request: web.Request) -> web.StreamResponse:
         request[REC].operation = "get-user"
+        return await self._faulted("get-user", None, request, lambda: self._get_user(request))
+
+    def _get_user(self, request: web.Request) -> web.Response:
+        rid = request[RID]
         user = self.users.get(request.match_info["user_id"])
         if user is None:
             return self._not_found(rid, request.match_info["user_id"])
         return web.json_response(self._select(user, request.query.get("$select")), headers={"request-id": rid})
 
-    async def patch_user(self, request: web.Request) -> web.Response:
-        rid = request[RID]
+    async def patch_user(self, request: web.Request) -> web.StreamResponse:
         body, invalid = await self._body(request, "user-update")
         if invalid is not None:
             return invalid
+        return await self._faulted("user-update", None, request, lambda: self._patch_user(request, body))
+
+    def _patch_user(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        rid = request[RID]
         user = self.users.get(request.match_info["user_id"])
         if user is None:
             return self._not_found(rid, request.match_info["user_id"])
-        throttled = self._throttle(rid)
+        throttled, used = self._throttle(rid)
         if throttled is not None:
             return throttled
         user.update(body)
-        return web.Response(status=204, headers={"request-id": rid})
+        return web.Response(status=204, headers=self._write_headers(rid, used))
 
-    async def add_member(self, request: web.Request) -> web.Response:
-        rid = request[RID]
+    async def add_member(self, request: web.Request) -> web.StreamResponse:
         body, invalid = await self._body(request, "group-member-ref")
         if invalid is not None:
             return invalid
+        return await self._faulted("group-member-ref", None, request, lambda: self._add_member(request, body))
+
+    def _add_member(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        rid = request[RID]
         group_id = request.match_info["group_id"]
-        fault = self._fault("group-member-ref", None)
-        if fault is not None:
-            return await self._apply_fault(fault, request, rid)  # type: ignore[return-value]
         if group_id not in self.groups:
             return self._not_found(rid, group_id)
         member_id = str(body.get("@odata.id", "")).rstrip("/").rsplit("/", 1)[-1]
         if member_id not in self.users:
             return self._not_found(rid, member_id)
-        throttled = self._throttle(rid)
+        throttled, used = self._throttle(rid)
         if throttled is not None:
             return throttled
         if member_id in self.groups[group_id]:
@@ -616,23 +743,33 @@ class GraphEmulator:
                 rid,
             )
         self.groups[group_id].add(member_id)
-        return web.Response(status=204, headers={"request-id": rid})
+        return web.Response(status=204, headers=self._write_headers(rid, used))
 
     # ------------------------------------------------------------------ control
     async def ctl_requests(self, request: web.Request) -> web.Response:
         since = int(request.query.get("since", "0"))
         return web.json_response([asdict(r) for r in self.requests if r.seq > since])
 
-    async def ctl_stats(self, _: web.Request) -> web.Response:
+    def invitations_per_address(self) -> dict[str, int]:
+        """Invitations Graph performed, by lower-cased address (in process; stats hash the keys)."""
         per_address: dict[str, int] = {}
         for inv in self.invitations:
             per_address[inv["email"]] = per_address.get(inv["email"], 0) + 1
+        return per_address
+
+    async def ctl_stats(self, _: web.Request) -> web.Response:
+        per_address = self.invitations_per_address()
         return web.json_response(
             {
                 **self.stats,
                 "invitations": len(self.invitations),
                 "invited_addresses": len(per_address),
                 "reinvited_addresses": sum(1 for n in per_address.values() if n > 1),
+                "invitations_max_per_address": max(per_address.values(), default=0),
+                "invitations_per_address": {address_key(a): n for a, n in per_address.items()},
+                "mails": sum(self.mails.values()),
+                "mails_max_per_address": max(self.mails.values(), default=0),
+                "mails_per_address": {address_key(a): n for a, n in self.mails.items()},
                 "requests": len(self.requests),
                 "users": len(self.users),
             }
@@ -668,7 +805,7 @@ class GraphEmulator:
                 if not hasattr(self.config, key):
                     return web.json_response({"error": f"unknown key {key}"}, status=400)
                 setattr(self.config, key, type(getattr(self.config, key))(value))
-            self.bucket = WriteBucket(self.config.write_budget, self.config.write_window_seconds)
+            self._buckets()
         return web.json_response(asdict(self.config))
 
     async def ctl_reset(self, _: web.Request) -> web.Response:
@@ -707,6 +844,10 @@ def _plausible_assertion(assertion: str) -> bool:
     except ValueError:
         return False
     return header.get("alg") in {"RS256", "PS256"} and bool(header.get("x5t") or header.get("x5t#S256"))
+
+
+def _fraction(used: float) -> str:
+    return f"{used:.2f}"
 
 
 def http_date(seconds_from_now: float) -> str:

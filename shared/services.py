@@ -92,6 +92,7 @@ def build_services(settings: Settings) -> Services:
         build_graph_client(settings, credential, http),
         pacer,
         max_throttle_wait=settings.graph_throttle_max_wait_seconds,
+        max_pacing_wait=settings.graph_pacing_max_wait_seconds,
         # @odata.id names the object by its canonical Graph URL, even when requests go elsewhere.
         directory_object_base=f"{GRAPH_CLOUDS[settings.graph_cloud][0]}/v1.0",
     )

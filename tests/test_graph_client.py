@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
+from azure.core.exceptions import ClientAuthenticationError
 
+from devhost.processes import free_port
 from graph_emulator import schema
 from graph_emulator.server import Fault, GraphEmulator, http_date
-from shared.errors import PermanentGraphError, TransientGraphError
+from shared.errors import AmbiguousGraphError, GraphError, PermanentGraphError, TransientGraphError, WriteDeferred
 from shared.graph.client import (
     MsGraphDirectory,
     build_credential,
@@ -113,8 +118,6 @@ async def test_emulator_responses_conform_to_the_schema(
     directory: MsGraphDirectory, graph_base: str, emulator: GraphEmulator
 ) -> None:
     """What the emulator answers is a valid invitation response per Microsoft's schema."""
-    import httpx
-
     credential = build_credential(
         load_settings(
             {
@@ -144,61 +147,213 @@ async def test_emulator_responses_conform_to_the_schema(
         assert unauth.status_code == 401
 
 
+@asynccontextmanager
+async def _directory_for(
+    settings: Settings, pacer: WritePacer | None = None, **kw: Any
+) -> AsyncIterator[MsGraphDirectory]:
+    """A directory over its own credential and HTTP client (closed afterwards)."""
+    credential, http = build_credential(settings), build_http_client(settings)
+    try:
+        yield MsGraphDirectory(build_graph_client(settings, credential, http), pacer or WritePacer(10, 1), **kw)
+    finally:
+        await http.aclose()
+        await credential.close()
+
+
+SAM = Invitation("sam@fabrikam.com", "Sam", OPTIONS)
+
+
 @pytest.mark.parametrize(
     ("kind", "code"),
     [
         pytest.param("400", "BadRequest", id="400"),
         pytest.param("403", "Authorization_RequestDenied", id="403"),
         pytest.param("404", "Request_ResourceNotFound", id="404"),
+        pytest.param("409", "Conflict", id="409"),
+        pytest.param("412", "PreconditionFailed", id="412"),
     ],
 )
 async def test_permanent_faults(directory: MsGraphDirectory, emulator: GraphEmulator, kind: str, code: str) -> None:
-    """4xx (other than 408/429) are permanent, carrying Graph's code and request id."""
+    """4xx (other than 401/408/429) are permanent, carrying Graph's code and request id."""
     emulator.faults.append(Fault(kind=kind, address="sam@fabrikam.com"))
     with pytest.raises(PermanentGraphError) as info:
-        await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
+        await directory.invite(SAM)
     assert info.value.code == code
     assert info.value.status == int(kind)
     assert info.value.request_id
     assert len(_posts(emulator)) == 1
 
 
-@pytest.mark.parametrize("kind", ["500", "503"])
-async def test_server_errors_are_transient_and_never_reposted(
-    directory: MsGraphDirectory, emulator: GraphEmulator, kind: str
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        pytest.param("401", "InvalidAuthenticationToken", id="401"),
+        pytest.param("408", "RequestTimeout", id="408"),
+    ],
+)
+async def test_statuses_where_graph_did_not_act_are_transient_on_a_write(
+    directory: MsGraphDirectory, emulator: GraphEmulator, kind: str, code: str
 ) -> None:
-    """5xx are transient, and the SDK's retry handler does not silently POST again."""
+    """401 and 408 on a POST are transient (Graph did not act), not ambiguous, and not posted again."""
     emulator.faults.append(Fault(kind=kind))
     with pytest.raises(TransientGraphError) as info:
-        await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
+        await directory.invite(SAM)
+    assert type(info.value) is TransientGraphError
+    assert (info.value.code, info.value.status) == (code, int(kind))
+    assert len(_posts(emulator)) == 1
+
+
+@pytest.mark.parametrize("kind", ["500", "502", "503", "504"])
+async def test_server_errors_on_a_write_are_ambiguous_and_never_reposted(
+    directory: MsGraphDirectory, emulator: GraphEmulator, kind: str
+) -> None:
+    """5xx on a POST may follow a completed write: AmbiguousGraphError, and the SDK does not POST again."""
+    emulator.faults.append(Fault(kind=kind))
+    with pytest.raises(AmbiguousGraphError) as info:
+        await directory.invite(SAM)
     assert info.value.status == int(kind)
+    assert info.value.request_id
     assert len(_posts(emulator)) == 1
     if kind == "503":
         assert info.value.retry_after == 2.0
 
 
-async def test_timeout_is_transient(app_env: dict[str, str], emulator: GraphEmulator) -> None:
-    """A Graph that does not answer within GRAPH_TIMEOUT_SECONDS is a transient Timeout."""
+@pytest.mark.parametrize(
+    ("operation", "kind"),
+    [
+        pytest.param("list-users", "500", id="lookup-500"),
+        pytest.param("list-users", "503", id="lookup-503"),
+        pytest.param("get-user", "502", id="get-user-502"),
+        pytest.param("get-user", "504", id="get-user-504"),
+    ],
+)
+async def test_server_errors_on_a_read_are_transient(
+    directory: MsGraphDirectory, emulator: GraphEmulator, operation: str, kind: str
+) -> None:
+    """A read changes nothing, so a 5xx on it is plainly transient."""
+    emulator.faults.append(Fault(kind=kind, operation=operation))
+    with pytest.raises(TransientGraphError) as info:
+        if operation == "list-users":
+            await directory.find_users_by_email("sam@fabrikam.com")
+        else:
+            await directory.get_user("00000000-0000-4000-8000-000000000001")
+    assert type(info.value) is TransientGraphError
+    assert info.value.status == int(kind)
+
+
+async def test_a_504_after_graph_acted_is_ambiguous_and_a_read_finds_the_guest(
+    directory: MsGraphDirectory, emulator: GraphEmulator
+) -> None:
+    """acted504: Graph created the invitation (and sent its mail), then answered 504; the lookup finds the guest."""
+    emulator.faults.append(Fault(kind="acted504", times=1))
+    with pytest.raises(AmbiguousGraphError) as info:
+        await directory.invite(SAM)
+    assert (info.value.status, info.value.code) == (504, "GatewayTimeout")
+    assert emulator.invitations_per_address() == {"sam@fabrikam.com": 1}
+    assert emulator.mails == {"sam@fabrikam.com": 1}
+    [guest] = await directory.find_users_by_email("sam@fabrikam.com")
+    assert guest.user_type == "Guest" and guest.external_user_state == "PendingAcceptance"
+
+
+@pytest.mark.parametrize(
+    ("kind", "acted"),
+    [pytest.param("drop", False, id="drop"), pytest.param("acteddrop", True, id="acteddrop")],
+)
+async def test_a_dropped_connection_on_a_write_is_ambiguous(
+    directory: MsGraphDirectory, emulator: GraphEmulator, kind: str, acted: bool
+) -> None:
+    """A connection closed without an answer is ambiguous whether or not Graph acted: the client cannot tell."""
+    emulator.faults.append(Fault(kind=kind))
+    with pytest.raises(AmbiguousGraphError) as info:
+        await directory.invite(SAM)
+    assert info.value.code == "ConnectionFailed"
+    assert len(emulator.invitations) == (1 if acted else 0)
+    assert len(_posts(emulator)) == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "acted"),
+    [pytest.param("timeout", False, id="timeout"), pytest.param("actedtimeout", True, id="actedtimeout")],
+)
+async def test_a_timeout_on_a_write_is_ambiguous(
+    app_env: dict[str, str], emulator: GraphEmulator, kind: str, acted: bool
+) -> None:
+    """No answer within GRAPH_TIMEOUT_SECONDS after the POST went out: ambiguous Timeout, acted or not."""
     settings = load_settings({**app_env, "GRAPH_TIMEOUT_SECONDS": "0.5"})
     emulator.config.timeout_fault_seconds = 3
-    emulator.faults.append(Fault(kind="timeout"))
-    credential, http = build_credential(settings), build_http_client(settings)
-    directory = MsGraphDirectory(build_graph_client(settings, credential, http), WritePacer(10, 1))
-    try:
-        with pytest.raises(TransientGraphError) as info:
-            await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
-    finally:
-        await http.aclose()
-        await credential.close()
+    emulator.faults.append(Fault(kind=kind))
+    async with _directory_for(settings) as directory:
+        with pytest.raises(AmbiguousGraphError) as info:
+            await directory.invite(SAM)
     assert info.value.code == "Timeout"
+    assert len(emulator.invitations) == (1 if acted else 0)
 
 
-async def test_dropped_connection_is_transient(directory: MsGraphDirectory, emulator: GraphEmulator) -> None:
-    """A connection closed without an answer is a transient ConnectionFailed."""
-    emulator.faults.append(Fault(kind="drop"))
-    with pytest.raises(TransientGraphError) as info:
-        await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
+@pytest.mark.parametrize("kind", ["timeout", "drop"])
+async def test_a_lost_answer_on_a_read_is_transient(
+    app_env: dict[str, str], emulator: GraphEmulator, kind: str
+) -> None:
+    """The same lost answers on a read are transient: Timeout and ConnectionFailed."""
+    settings = load_settings({**app_env, "GRAPH_TIMEOUT_SECONDS": "0.5"})
+    emulator.config.timeout_fault_seconds = 3
+    emulator.faults.append(Fault(kind=kind, operation="list-users"))
+    async with _directory_for(settings) as directory:
+        with pytest.raises(TransientGraphError) as info:
+            await directory.find_users_by_email("sam@fabrikam.com")
+    assert type(info.value) is TransientGraphError
+    assert info.value.code == {"timeout": "Timeout", "drop": "ConnectionFailed"}[kind]
+
+
+async def test_no_connection_is_transient_even_for_a_write(app_env: dict[str, str], emulator: GraphEmulator) -> None:
+    """Connection refused: nothing was sent, so a POST fails as transient ConnectionFailed, not ambiguous."""
+    closed = free_port()
+    settings = load_settings({**app_env, "GRAPH_BASE_URL": f"http://127.0.0.1:{closed}/v1.0"})
+    async with _directory_for(settings) as directory:
+        with pytest.raises(TransientGraphError) as info:
+            await directory.invite(SAM)
+    assert type(info.value) is TransientGraphError
     assert info.value.code == "ConnectionFailed"
+
+
+async def test_no_token_is_transient_and_nothing_is_sent(settings: Settings, emulator: GraphEmulator) -> None:
+    """The identity endpoint refuses: AuthenticationFailed (transient), and Graph never sees the POST."""
+    emulator.config.identity_header = "not-what-the-app-sends"
+    async with _directory_for(settings) as directory:
+        with pytest.raises(TransientGraphError) as info:
+            await directory.invite(SAM)
+    assert info.value.code == "AuthenticationFailed"
+    assert _posts(emulator) == []
+
+
+_REQUEST = httpx.Request("POST", "https://graph.microsoft.com/v1.0/invitations")
+
+
+@pytest.mark.parametrize(
+    ("exc", "write", "expected", "code"),
+    [
+        pytest.param(httpx.ConnectError("refused"), True, TransientGraphError, "ConnectionFailed", id="connect"),
+        pytest.param(httpx.ConnectTimeout("slow"), True, TransientGraphError, "Timeout", id="connect-timeout"),
+        pytest.param(httpx.PoolTimeout("busy"), True, TransientGraphError, "Timeout", id="pool-timeout"),
+        pytest.param(httpx.ReadTimeout("slow"), True, AmbiguousGraphError, "Timeout", id="read-timeout-write"),
+        pytest.param(httpx.ReadTimeout("slow"), False, TransientGraphError, "Timeout", id="read-timeout-read"),
+        pytest.param(httpx.WriteTimeout("slow"), True, AmbiguousGraphError, "Timeout", id="write-timeout-write"),
+        pytest.param(httpx.ReadError("reset"), True, AmbiguousGraphError, "ConnectionFailed", id="read-error-write"),
+        pytest.param(httpx.ReadError("reset"), False, TransientGraphError, "ConnectionFailed", id="read-error-read"),
+        pytest.param(
+            httpx.RemoteProtocolError("gone"), True, AmbiguousGraphError, "ConnectionFailed", id="protocol-write"
+        ),
+        pytest.param(
+            ClientAuthenticationError("no token"), True, TransientGraphError, "AuthenticationFailed", id="no-token"
+        ),
+    ],
+)
+def test_transport_failures_by_whether_anything_was_sent(
+    exc: Exception, write: bool, expected: type[GraphError], code: str
+) -> None:
+    """Before sending: transient. After sending a write: ambiguous. After sending a read: transient."""
+    error = classify(exc, write=write)
+    assert type(error) is expected
+    assert error.code == code
 
 
 async def test_429_is_retried_after_retry_after(directory: MsGraphDirectory, emulator: GraphEmulator) -> None:
@@ -218,6 +373,37 @@ async def test_429_past_the_wait_limit_is_transient(directory: MsGraphDirectory,
         await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
     assert info.value.status == 429
     assert len(_posts(emulator)) == 3  # 5 s budget, 2 s each: two retries
+
+
+async def test_a_slot_beyond_max_pacing_wait_defers_without_sending(
+    settings: Settings, emulator: GraphEmulator
+) -> None:
+    """After a 429 whose Retry-After exceeds max_pacing_wait, the next write is WriteDeferred and never sent."""
+    emulator.faults.append(Fault(kind="429", times=1))  # Retry-After: 2
+    async with _directory_for(settings, max_pacing_wait=1.0) as directory:
+        with pytest.raises(WriteDeferred) as info:
+            await directory.invite(SAM)
+        assert info.value.retry_after is not None and 1.0 < info.value.retry_after <= 2.2
+        assert [p.status for p in _posts(emulator)] == [429]
+        with pytest.raises(WriteDeferred):
+            await directory.invite(Invitation("kim@fabrikam.com", "Kim", OPTIONS))
+    assert [p.status for p in _posts(emulator)] == [429]  # still nothing more sent
+
+
+async def test_graphs_limit_fraction_empties_the_pacer(settings: Settings, emulator: GraphEmulator) -> None:
+    """x-ms-throttle-limit-percentage is read as Graph's fraction: at 1.0 the pacer holds no token."""
+    emulator.config.write_budget, emulator.config.write_window_seconds = 5, 100.0
+    emulator.reset()
+    now = [time.monotonic()]
+    pacer = WritePacer(1000, 1.0, headroom=0.0, clock=lambda: now[0])
+    now[0] += 10.0  # a full local bucket: only Graph's header can hold the next write back
+    async with _directory_for(settings, pacer) as directory:
+        for i in range(4):
+            await directory.invite(Invitation(f"u{i}@fabrikam.com", None, OPTIONS))
+        assert pacer.estimate() == 0.0  # 0.8 reported: 20 % of the local budget is still plenty
+        await directory.invite(Invitation("u4@fabrikam.com", None, OPTIONS))
+    assert pacer.estimate() == pytest.approx(pacer.interval)  # 1.00 reported: nothing left
+    assert [p.status for p in _posts(emulator)] == [201] * 5
 
 
 async def test_lookup_by_email_finds_every_property(directory: MsGraphDirectory, emulator: GraphEmulator) -> None:
@@ -284,7 +470,7 @@ def test_retry_after_forms() -> None:
 def test_classify_refuses_foreign_errors() -> None:
     """Only Graph-call failures are classified; anything else is a bug to surface."""
     with pytest.raises(TypeError):
-        classify(ValueError("x"))
+        classify(ValueError("x"), write=False)
 
 
 def test_filter_covers_every_address_property() -> None:

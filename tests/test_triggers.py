@@ -82,6 +82,16 @@ async def test_misconfiguration_is_a_500_problem_not_a_crash(monkeypatch: pytest
     assert bad_input.status_code == 400  # validation happens before settings are needed
 
 
+async def test_form_bytes_that_are_not_utf8_are_a_400_problem() -> None:
+    """A urlencoded body whose %-escapes are not UTF-8 is answered 400 validation, not 500."""
+    response = await submit_signup(_request("POST", b"email=%ff&displayName=A", "application/x-www-form-urlencoded"))
+    assert response.status_code == 400
+    assert response.headers["Content-Type"] == "application/problem+json"
+    problem = json.loads(response.get_body())
+    assert problem["type"] == "/problems/validation"
+    assert problem["errors"] == {"body": ["has percent-encoded bytes that are not valid UTF-8"]}
+
+
 async def test_malformed_queue_message_is_dropped(caplog: pytest.LogCaptureFixture, services: Services) -> None:
     """A message that is not {"id": ...} is logged and dropped, never retried into poison."""
     with caplog.at_level(logging.ERROR):

@@ -22,6 +22,12 @@ FORM = "application/x-www-form-urlencoded"
         pytest.param("_under_@example.org", "_under_@example.org", id="underscore-anywhere"),
         pytest.param("o'brien@example.ie", "o'brien@example.ie", id="apostrophe"),
         pytest.param("a@sub.example.co.uk.", "a@sub.example.co.uk", id="trailing-root-dot"),
+        pytest.param("a@faß.de", "a@xn--fa-hia.de", id="sharp-s-kept-idna2008"),
+        pytest.param("a@FAß.DE", "a@xn--fa-hia.de", id="sharp-s-upper-case-mapped"),
+        pytest.param("a@βόλος.gr", "a@xn--nxasmm1c.gr", id="final-sigma-kept"),
+        pytest.param("a@ＦＡＢＲＩＫＡＭ．ｃｏｍ", "a@fabrikam.com", id="fullwidth-mapped"),
+        pytest.param("a@fabrikam。com", "a@fabrikam.com", id="ideographic-full-stop"),
+        pytest.param("a@XN--FA-HIA.DE", "a@xn--fa-hia.de", id="a-label-lower-cased"),
     ],
 )
 def test_normalise_email_accepts_and_normalises(raw: str, expected: str) -> None:
@@ -54,9 +60,42 @@ def test_normalise_email_refuses_what_graph_would(raw: str) -> None:
         normalise_email(raw)
 
 
+def test_idna_2003_would_have_changed_the_domain() -> None:
+    """The reason for IDNA 2008: Python's own codec turns faß.de into fass.de, another registrable domain."""
+    assert "faß.de".encode("idna") == b"fass.de"
+    assert normalise_email("a@faß.de") != "a@fass.de"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        pytest.param("a@☕.com", "Codepoint U+2615", id="symbol-not-allowed-in-idna2008"),
+        pytest.param("a@ab--cd.com", "hyphens in 3rd and 4th position", id="reserved-hyphens"),
+        pytest.param("a@xn--zz.com", "Invalid A-label", id="bad-punycode"),
+        pytest.param("a@-fabrikam.com", "must not start or end with a hyphen", id="leading-hyphen"),
+        pytest.param("a@fabrikam..com", "Empty Label", id="empty-label"),
+        pytest.param("a@\u0301fabrikam.com", "combining", id="leading-mark"),
+    ],
+)
+def test_invalid_labels_are_refused_with_the_reason(raw: str, reason: str) -> None:
+    """A domain IDNA 2008 refuses is refused with a message naming the domain rule that failed."""
+    with pytest.raises(InvalidEmail) as info:
+        normalise_email(raw)
+    message = str(info.value)
+    assert message.startswith("has a domain that is not a valid domain name (")
+    assert reason in message
+
+
 @pytest.mark.parametrize(
     "raw",
-    ["Sam.Guest@Fabrikam.COM", "alex@fäbrikam.com", "_u_@example.org", "o'brien@example.ie", "a-b.c@x-y.example"],
+    [
+        "Sam.Guest@Fabrikam.COM",
+        "alex@fäbrikam.com",
+        "a@faß.de",
+        "_u_@example.org",
+        "o'brien@example.ie",
+        "a-b.c@x-y.example",
+    ],
 )
 def test_accepted_addresses_pass_graphs_documented_rules(raw: str) -> None:
     """Whatever we accept also passes the schema's documented rules for invitedUserEmailAddress."""
@@ -126,6 +165,14 @@ def test_bad_json_bodies_are_400(body: bytes, field: str) -> None:
     with pytest.raises(ValidationFailed) as info:
         parse_signup(JSON, body)
     assert field in info.value.errors
+
+
+def test_form_bytes_that_are_not_utf8_are_400() -> None:
+    """email=%ff is ASCII on the wire but not UTF-8 once percent-decoded: a validation failure, not a crash."""
+    with pytest.raises(ValidationFailed) as info:
+        parse_signup(FORM, b"email=%ff&displayName=x")
+    assert info.value.errors == {"body": ["has percent-encoded bytes that are not valid UTF-8"]}
+    assert info.value.detail == "The form body is not valid UTF-8 once percent-decoded."
 
 
 def test_duplicate_form_fields_are_refused() -> None:

@@ -4,17 +4,28 @@ One ``GraphServiceClient`` per process, async all the way (``azure.identity.aio`
 The endpoint and token scope come from ``GRAPH_CLOUD``; ``GRAPH_BASE_URL`` points
 the same code at another endpoint (the local Graph emulator).
 
+Failures, classified once (``classify``), by whether Graph can have acted:
+
+* ``PermanentGraphError``: Graph refused (400, 403, 404, 409, 412, ...); repeating
+  the call would not help.
+* ``TransientGraphError``: Graph did not act. 429, 401 and 408; a connection never
+  made (connect error or timeout, no pooled connection free); no token from the
+  identity endpoint; and, for reads, every server error or lost answer.
+* ``AmbiguousGraphError``: a write went out and its answer was lost or was a
+  server error (500, 502, 503, 504; a read or write timeout, a dropped
+  connection). Graph may have acted: a 504 can come back after the invitation
+  was created. The caller reads before it writes again.
+
 Retries, decided once:
 
 * The SDK's retry handler is switched off. It retries every method on 429, 503
-  and 504, POST included; a 503 or 504 can come back after Graph has created the
-  invitation, so a silent re-POST could invite twice inside one attempt.
+  and 504, POST included, so a silent re-POST could invite twice inside one attempt.
 * A 429 means Graph did not act on the request, so ``MsGraphDirectory`` retries it
-  here, behind the shared ``WritePacer`` (which pauses every caller for
+  here, behind the shared ``WritePacer`` (which holds every caller for
   ``Retry-After``), as long as the total wait stays under ``max_throttle_wait``.
-* Everything else transient (5xx, timeouts, dropped connections) is raised as
-  ``TransientGraphError`` and retried by the queue: each redelivery is a new attempt
-  that the worker's state machine records and bounds (``maxDequeueCount``).
+  Each write waits for its pacing slot at most ``max_pacing_wait`` seconds, or the
+  pacer raises ``WriteDeferred`` and nothing is sent.
+* Everything else is raised as classified, for the worker to decide.
 """
 
 from __future__ import annotations
@@ -47,7 +58,7 @@ from msgraph.generated.models.user import User
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 from msgraph_core import GraphClientFactory
 
-from ..errors import GraphError, PermanentGraphError, TransientGraphError
+from ..errors import AmbiguousGraphError, GraphError, PermanentGraphError, TransientGraphError
 from ..settings import Settings
 from .directory import DirectoryUser, Invitation, InvitationResult
 from .pacing import WritePacer
@@ -56,8 +67,19 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # 401 is here too: a rejected token is the app's credential problem, not the requester's; a later
-# attempt may hold a fresh token, and if not the sign-up fails after maxDequeueCount like any outage.
-TRANSIENT_STATUSES: Final = frozenset({401, 408, 429, 500, 502, 503, 504})
+# attempt may hold a fresh token, and if not the sign-up fails like any outage.
+NOT_ACTED_STATUSES: Final = frozenset({401, 408, 429})
+# Server errors: Graph may have done the work before it failed to answer (a 504 in particular).
+SERVER_STATUSES: Final = frozenset({500, 502, 503, 504})
+# Transport failures before any byte of the request left: Graph cannot have acted.
+NOT_SENT_ERRORS: Final = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ProxyError,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+)
 USER_FIELDS: Final = [
     "id",
     "userType",
@@ -149,8 +171,8 @@ def _header(headers: Any, name: str) -> str | None:
     return None
 
 
-def classify(exc: BaseException) -> GraphError:
-    """Map any failure of a Graph call to ``PermanentGraphError`` or ``TransientGraphError``."""
+def classify(exc: BaseException, *, write: bool) -> GraphError:
+    """Map any failure of a Graph call to a permanent, transient or (for a write) ambiguous ``GraphError``."""
     if isinstance(exc, GraphError):
         return exc
     if isinstance(exc, APIError):
@@ -162,21 +184,31 @@ def classify(exc: BaseException) -> GraphError:
             message = exc.error.message or message
             inner = exc.error.inner_error
             request_id = (inner.request_id if inner is not None else None) or request_id
-        if status in TRANSIENT_STATUSES:
+        retry_after = parse_retry_after(_header(headers, "Retry-After"))
+        if status in SERVER_STATUSES and write:
+            return AmbiguousGraphError(
+                message, code=code, status=status, request_id=request_id, retry_after=retry_after
+            )
+        if status in NOT_ACTED_STATUSES or status in SERVER_STATUSES:
             return TransientGraphError(
-                message,
-                code=code,
-                status=status,
-                request_id=request_id,
-                retry_after=parse_retry_after(_header(headers, "Retry-After")),
+                message, code=code, status=status, request_id=request_id, retry_after=retry_after
             )
         return PermanentGraphError(message, code=code, status=status, request_id=request_id)
-    if isinstance(exc, httpx.TimeoutException):
-        return TransientGraphError("Graph did not answer in time", code="Timeout")
+    if isinstance(exc, NOT_SENT_ERRORS):
+        if isinstance(exc, httpx.TimeoutException):
+            return TransientGraphError(f"no connection to Graph in time ({type(exc).__name__})", code="Timeout")
+        return TransientGraphError(f"could not connect to Graph ({type(exc).__name__})", code="ConnectionFailed")
     if isinstance(exc, httpx.TransportError):
-        return TransientGraphError(f"connection to Graph failed ({type(exc).__name__})", code="ConnectionFailed")
+        # The request went out (all or part of it); only its answer is missing.
+        if isinstance(exc, httpx.TimeoutException):
+            code, message = "Timeout", "Graph did not answer in time"
+        else:
+            code, message = "ConnectionFailed", f"connection to Graph lost ({type(exc).__name__})"
+        if write:
+            return AmbiguousGraphError(f"{message}; the write may have been done", code=code)
+        return TransientGraphError(message, code=code)
     if isinstance(exc, ClientAuthenticationError):
-        # Usually configuration, sometimes a flaky identity endpoint; the requester did nothing wrong.
+        # Usually configuration, sometimes a flaky identity endpoint; nothing reached Graph.
         return TransientGraphError("could not obtain a token for Graph", code="AuthenticationFailed")
     raise TypeError(f"not a Graph failure: {type(exc).__name__}") from exc
 
@@ -245,35 +277,38 @@ class MsGraphDirectory:
         pacer: WritePacer,
         *,
         max_throttle_wait: float = 60.0,
+        max_pacing_wait: float | None = None,
         directory_object_base: str = "https://graph.microsoft.com/v1.0",
     ) -> None:
         self._client = client
         self._pacer = pacer
         self._max_throttle_wait = max_throttle_wait
+        self._max_pacing_wait = max_pacing_wait
         self._object_base = directory_object_base.rstrip("/")
 
     async def _write(self, call: Callable[[RequestConfiguration[Any]], Awaitable[T]]) -> tuple[T, str | None]:
-        """One write through the pacer; 429s retried after Retry-After, nothing else."""
+        """One write through the pacer; 429s retried after Retry-After, everything else raised as classified."""
         waited = 0.0
         while True:
-            waited += await self._pacer.acquire()
+            # WriteDeferred (nothing sent) when the slot is further away than max_pacing_wait.
+            waited += await self._pacer.acquire(self._max_pacing_wait)
             inspect = HeadersInspectionHandlerOption(inspect_request_headers=False)
             config: RequestConfiguration[Any] = RequestConfiguration(options=[inspect])
             try:
                 result = await call(config)
             except Exception as exc:
-                error = classify(exc)
+                error = classify(exc, write=True)
                 if isinstance(error, TransientGraphError) and error.status == 429:
                     self._pacer.throttled(error.retry_after)
                     # The pause itself is spent inside the next acquire(), which adds it to `waited`.
-                    if waited + (error.retry_after or 1.0) <= self._max_throttle_wait:
+                    if waited + self._pacer.estimate() <= self._max_throttle_wait:
                         continue
                 raise error from exc
             headers = inspect.response_headers
-            percentage = _header(headers, "x-ms-throttle-limit-percentage")
-            if percentage:
+            fraction = _header(headers, "x-ms-throttle-limit-percentage")
+            if fraction:
                 with contextlib.suppress(ValueError):
-                    self._pacer.near_limit(float(percentage))
+                    self._pacer.near_limit(float(fraction))
             return result, _header(headers, "request-id")
 
     async def invite(self, invitation: Invitation) -> InvitationResult:
@@ -301,7 +336,7 @@ class MsGraphDirectory:
         try:
             page = await self._client.users.get(request_configuration=config)
         except Exception as exc:
-            raise classify(exc) from exc
+            raise classify(exc, write=False) from exc
         return [_to_user(user) for user in (page.value if page and page.value else [])]
 
     async def get_user(self, user_id: str) -> DirectoryUser | None:
@@ -313,7 +348,7 @@ class MsGraphDirectory:
                 request_configuration=RequestConfiguration(query_parameters=params)
             )
         except Exception as exc:
-            error = classify(exc)
+            error = classify(exc, write=False)
             if error.status == 404:
                 return None
             raise error from exc

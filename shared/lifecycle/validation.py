@@ -3,9 +3,14 @@
 ``parse_signup`` turns the raw body and its content type into a ``SignupForm``
 or raises a ``RequestError`` subclass; a ``ValidationFailed`` carries every
 field's problems at once. Email addresses are normalised once here (trimmed,
-domain lower-cased and IDNA-encoded) and that form is what is stored and
-invited. The rules for the address follow Microsoft Graph's documented
-restrictions on ``invitedUserEmailAddress`` (see ``graph_emulator/spec``).
+domain mapped and encoded by IDNA 2008 with UTS 46) and that form is what is
+stored and invited. The rules for the address follow Microsoft Graph's
+documented restrictions on ``invitedUserEmailAddress`` (see ``graph_emulator/spec``).
+
+IDNA 2008, not Python's ``"idna"`` codec: that codec is IDNA 2003, which maps
+``ß`` to ``ss`` and final sigma to sigma, so ``a@faß.de`` would become
+``a@fass.de``, somebody else's domain. UTS 46 mapping (``idna.encode(...,
+uts46=True)``) still lower-cases and folds full-width forms.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl
+
+import idna
 
 from ..errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
@@ -51,7 +58,7 @@ class InvalidEmail(ValueError):
 
 
 def normalise_email(raw: str) -> str:
-    """Trim, lower-case and IDNA-encode the domain; raise ``InvalidEmail`` if Graph would refuse it."""
+    """Trim, map and IDNA 2008-encode the domain; raise ``InvalidEmail`` if Graph would refuse it."""
     value = unicodedata.normalize("NFC", raw.strip())
     if not value:
         raise InvalidEmail("is empty")
@@ -74,10 +81,7 @@ def normalise_email(raw: str) -> str:
         raise InvalidEmail("the part before @ must not start or end with . or -")
     if ".." in local:
         raise InvalidEmail("the part before @ must not contain two dots in a row")
-    try:
-        ascii_domain = domain.rstrip(".").encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise InvalidEmail("has a domain that is not a valid internationalised name") from None
+    ascii_domain = encode_domain(domain)
     labels = ascii_domain.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
         raise InvalidEmail("has a domain that is not a valid host name")
@@ -87,6 +91,18 @@ def normalise_email(raw: str) -> str:
     if len(address) > MAX_LENGTH["email"]:
         raise InvalidEmail(f"is longer than {MAX_LENGTH['email']} characters")
     return address
+
+
+def encode_domain(domain: str) -> str:
+    """The domain as IDNA 2008 A-labels after UTS 46 mapping, without a root dot; ``InvalidEmail`` if invalid."""
+    try:
+        encoded = idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        # idna's reasons name the label and the rule ("Codepoint U+2615 ... not allowed").
+        raise InvalidEmail(f"has a domain that is not a valid domain name ({exc})") from None
+    except UnicodeError:
+        raise InvalidEmail("has a domain that is not a valid domain name") from None
+    return encoded.removesuffix(".").lower()
 
 
 def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
@@ -128,7 +144,14 @@ def _read_fields(content_type: str | None, body: bytes) -> dict[str, object]:
         if not isinstance(data, dict):
             raise ValidationFailed({"body": ["must be a JSON object"]}, "The body must be a JSON object.")
         return data
-    pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
+    except UnicodeDecodeError:
+        # %-escapes are bytes: "email=%ff" is ASCII on the wire but not UTF-8 once decoded.
+        raise ValidationFailed(
+            {"body": ["has percent-encoded bytes that are not valid UTF-8"]},
+            "The form body is not valid UTF-8 once percent-decoded.",
+        ) from None
     data_form: dict[str, object] = {}
     duplicates: dict[str, list[str]] = {}
     for key, value in pairs:
