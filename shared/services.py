@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .admin.replay import Replayer
+from .graph.budget import INVITATIONS, WRITES, SharedBucket, SharedGate, TableBudgetStore
 from .graph.client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
 from .graph.directory import InvitationOptions
 from .graph.pacing import WritePacer
@@ -76,6 +77,32 @@ def timers(settings: Settings) -> Timers:
     )
 
 
+def build_gate(settings: Settings, table: Any) -> SharedGate | None:
+    """The shared write budget in Table storage, or None for local-only pacing (one instance)."""
+    if settings.graph_pacing_mode != "shared":
+        return None
+    store = TableBudgetStore(table)
+    fraction = settings.graph_pacing_fallback_fraction
+    return SharedGate(
+        {
+            WRITES: SharedBucket(
+                store,
+                WRITES,
+                settings.graph_write_budget,
+                settings.graph_write_window_seconds,
+                fallback_fraction=fraction,
+            ),
+            INVITATIONS: SharedBucket(
+                store,
+                INVITATIONS,
+                settings.graph_invitation_budget,
+                settings.graph_invitation_window_seconds,
+                fallback_fraction=fraction,
+            ),
+        }
+    )
+
+
 def build_services(settings: Settings) -> Services:
     """Wire the real Azure Storage and Microsoft Graph implementations."""
     storage_credential = build_storage_credential(settings)
@@ -88,11 +115,13 @@ def build_services(settings: Settings) -> Services:
         settings.graph_write_window_seconds,
         enabled=settings.graph_pacing_enabled,
     )
+    gate = build_gate(settings, table) if settings.graph_pacing_enabled else None
     directory = MsGraphDirectory(
         build_graph_client(settings, credential, http),
         pacer,
         max_throttle_wait=settings.graph_throttle_max_wait_seconds,
         max_pacing_wait=settings.graph_pacing_max_wait_seconds,
+        gate=gate,
         # @odata.id names the object by its canonical Graph URL, even when requests go elsewhere.
         directory_object_base=f"{GRAPH_CLOUDS[settings.graph_cloud][0]}/v1.0",
     )
@@ -102,10 +131,11 @@ def build_services(settings: Settings) -> Services:
     lifecycle_timers = timers(settings)
     admission = Admission(store, TableAddressBook(table), index, signup_queue, lifecycle_timers)
     log.info(
-        "services.built graph_base_url=%s credential=%s pacing=%s budget=%s/%ss",
+        "services.built graph_base_url=%s credential=%s pacing=%s mode=%s budget=%s/%ss",
         settings.graph_base_url,
         settings.graph_credential,
         settings.graph_pacing_enabled,
+        settings.graph_pacing_mode,
         settings.graph_write_budget,
         settings.graph_write_window_seconds,
     )
@@ -117,7 +147,7 @@ def build_services(settings: Settings) -> Services:
         ),
         sweeper=Sweeper(store, index, signup_queue, admission, lifecycle_timers),
         replayer=Replayer(store, admission),
-        closers=tuple(c for c in (table, queue, storage_credential, http, credential) if c is not None),
+        closers=tuple(c for c in (gate, table, queue, storage_credential, http, credential) if c is not None),
     )
 
 

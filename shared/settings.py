@@ -110,6 +110,10 @@ class Settings:
     graph_write_window_seconds: float
     graph_pacing_max_wait_seconds: float
     graph_throttle_max_wait_seconds: float
+    graph_pacing_mode: str
+    graph_invitation_budget: int
+    graph_invitation_window_seconds: float
+    graph_pacing_fallback_fraction: float
 
     @property
     def graph_host(self) -> str:
@@ -157,6 +161,10 @@ SETTING_KEYS: Final = (
     "GRAPH_WRITE_WINDOW_SECONDS",
     "GRAPH_PACING_MAX_WAIT_SECONDS",
     "GRAPH_THROTTLE_MAX_WAIT_SECONDS",
+    "GRAPH_PACING_MODE",
+    "GRAPH_INVITATION_BUDGET",
+    "GRAPH_INVITATION_WINDOW_SECONDS",
+    "GRAPH_PACING_FALLBACK_FRACTION",
 )
 # Keys the sample lists that are read by the Functions host or azure-identity, not by Settings.
 EXTERNAL_KEYS: Final = ("FUNCTIONS_WORKER_RUNTIME", "IDENTITY_ENDPOINT", "IDENTITY_HEADER")
@@ -229,6 +237,13 @@ def _positive_float(value: str) -> float:
         raise ValueError(f"expected a number, got {value!r}") from None
     if not number > 0 or number == float("inf"):
         raise ValueError("must be a finite number greater than 0")
+    return number
+
+
+def _fraction(value: str) -> float:
+    number = _positive_float(value)
+    if number > 1:
+        raise ValueError("must be a fraction greater than 0 and at most 1")
     return number
 
 
@@ -386,6 +401,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         graph_write_window_seconds=window,
         graph_pacing_max_wait_seconds=r.default("GRAPH_PACING_MAX_WAIT_SECONDS", 20.0, _positive_float),
         graph_throttle_max_wait_seconds=r.default("GRAPH_THROTTLE_MAX_WAIT_SECONDS", 60.0, _positive_float),
+        graph_pacing_mode=r.default("GRAPH_PACING_MODE", "shared", _one_of("shared", "local")),
+        graph_invitation_budget=r.default("GRAPH_INVITATION_BUDGET", 150, _positive_int),
+        graph_invitation_window_seconds=r.default("GRAPH_INVITATION_WINDOW_SECONDS", 5.0, _positive_float),
+        graph_pacing_fallback_fraction=r.default("GRAPH_PACING_FALLBACK_FRACTION", 0.25, _fraction),
     )
     if r.problems:
         raise ConfigurationError(r.problems)

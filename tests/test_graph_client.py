@@ -581,3 +581,66 @@ async def test_sdk_asks_for_the_clouds_scope(
         await credential.close()
     assert credential.scopes and all(s == (scope,) for s in credential.scopes)
     assert _posts(emulator)[0].status == 201
+
+
+async def test_writes_carry_throttle_priority_and_draw_on_the_shared_budget(
+    settings: Settings, emulator: GraphEmulator
+) -> None:
+    """Invitations ask Graph for "high" priority (a person waits), bulk invitations "low", group additions
+    "normal"; each write took a slot of the shared budget in Table storage, invitations of both limits."""
+    from shared.graph.budget import INVITATIONS, WRITES, TableBudgetStore
+    from shared.services import build_gate
+    from shared.storage import build_table_client
+
+    table = build_table_client(settings)
+    gate = build_gate(settings, table)
+    assert gate is not None
+    credential, http = build_credential(settings), build_http_client(settings)
+    directory = MsGraphDirectory(
+        build_graph_client(settings, credential, http), WritePacer(3000, 150), gate=gate, max_pacing_wait=5
+    )
+    try:
+        options = InvitationOptions(redirect_url="https://myapps.microsoft.com")
+        result = await directory.invite(Invitation("prio@fabrikam.com", "P", options))
+        await directory.invite(Invitation("bulk@fabrikam.com", "B", options, priority="low"))
+        emulator.groups["g1"] = set()
+        await directory.add_group_member("g1", result.invited_user_id or "")
+        store = TableBudgetStore(table)
+        writes, invitations = await store.read(WRITES), await store.read(INVITATIONS)
+    finally:
+        await http.aclose()
+        await credential.close()
+        await table.close()
+    priorities = [
+        (r.operation, r.headers.get("x-ms-throttle-priority"))
+        for r in emulator.requests
+        if r.operation in {"invitation", "group-member-ref"}
+    ]
+    assert priorities == [("invitation", "high"), ("invitation", "low"), ("group-member-ref", "normal")]
+    assert writes is not None and invitations is not None  # both schedules exist in Table storage
+
+
+async def test_a_429_reaches_the_shared_state(settings: Settings, emulator: GraphEmulator) -> None:
+    """A 429 met by one instance blocks the shared schedule, so another instance's next slot waits for it."""
+    from shared.graph.budget import WRITES, TableBudgetStore
+    from shared.services import build_gate
+    from shared.storage import build_table_client
+
+    emulator.faults.append(Fault(kind="429", times=1))
+    table = build_table_client(settings)
+    gate = build_gate(settings, table)
+    assert gate is not None
+    credential, http = build_credential(settings), build_http_client(settings)
+    directory = MsGraphDirectory(
+        build_graph_client(settings, credential, http), WritePacer(3000, 150), gate=gate, max_throttle_wait=10
+    )
+    try:
+        options = InvitationOptions(redirect_url="https://myapps.microsoft.com")
+        await directory.invite(Invitation("throttled@fabrikam.com", "T", options))
+        state = await TableBudgetStore(table).read(WRITES)
+    finally:
+        await http.aclose()
+        await credential.close()
+        await table.close()
+    assert state is not None and state.blocked_until > 0
+    assert [r.status for r in emulator.requests if r.operation == "invitation"] == [429, 201]

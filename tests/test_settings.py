@@ -157,6 +157,8 @@ def test_identity_based_storage_by_account_name() -> None:
         pytest.param("AzureWebJobsStorage__credential", "connectionstring", id="credential"),
         pytest.param("SWEEP_SCHEDULE", "*/5 * * * *", id="five-field-cron"),
         pytest.param("SIGNUP_RETRY_MAX_SECONDS", "0", id="zero-cap"),
+        pytest.param("GRAPH_PACING_MODE", "cluster", id="pacing-mode"),
+        pytest.param("GRAPH_PACING_FALLBACK_FRACTION", "1.5", id="fallback-over-one"),
     ],
 )
 def test_lifecycle_and_storage_keys_are_checked(key: str, value: str) -> None:
@@ -197,6 +199,10 @@ def test_every_settings_key_is_read() -> None:
             "GRAPH_WRITE_WINDOW_SECONDS": "5",
             "GRAPH_PACING_MAX_WAIT_SECONDS": "3",
             "GRAPH_THROTTLE_MAX_WAIT_SECONDS": "4",
+            "GRAPH_PACING_MODE": "local",
+            "GRAPH_INVITATION_BUDGET": "15",
+            "GRAPH_INVITATION_WINDOW_SECONDS": "2",
+            "GRAPH_PACING_FALLBACK_FRACTION": "0.5",
             "SIGNUP_RETRY_INITIAL_SECONDS": "1",
             "SIGNUP_RETRY_MAX_SECONDS": "2",
             "SIGNUP_RETRY_DEADLINE_SECONDS": "60",

@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 
 PARTITION: Final = "budget"
 MAX_ROUNDS: Final = 8
+# The limits every write is paced against: the app's writes, and any request on /invitations.
+WRITES: Final = "writes"
+INVITATIONS: Final = "invitations"
+USAGE_LOG_EVERY: Final = 50
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,7 @@ class SharedGate:
         self._clock = clock
         self._sleep = sleep
         self._lock = asyncio.Lock()
+        self._batches = 0
 
     async def acquire(self, names: Sequence[str], max_wait: float | None = None) -> float:
         """One slot of each bucket in ``names``; the seconds waited."""
@@ -221,6 +226,9 @@ class SharedGate:
                 bucket, pool = self.buckets[name], self._pools[name]
                 while pool.tokens == 0:
                     grant = await bucket.take(bucket.max_batch)
+                    self._batches += 1
+                    if self._batches % USAGE_LOG_EVERY == 0:
+                        log.info("budget.usage storage_calls=%s batches=%s", self.storage_calls, self._batches)
                     if grant.tokens:
                         pool.tokens, pool.start = grant.tokens, grant.start
                         break
@@ -240,10 +248,15 @@ class SharedGate:
 
     async def throttled(self, retry_after: float) -> None:
         """Graph answered 429: drop the slots held and tell every instance to pause."""
+        log.info("budget.usage storage_calls=%s batches=%s", self.storage_calls, self._batches)
         until = self._clock() + retry_after
         for name, bucket in self.buckets.items():
             self._pools[name] = _Pool()
             await bucket.block(until)
+
+    async def aclose(self) -> None:
+        """Log what the shared budget cost in storage calls (the process is shutting down)."""
+        log.info("budget.usage storage_calls=%s batches=%s", self.storage_calls, self._batches)
 
     @property
     def storage_calls(self) -> int:

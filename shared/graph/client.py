@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, TypeVar
 
@@ -60,6 +60,7 @@ from msgraph_core import GraphClientFactory
 
 from ..errors import AmbiguousGraphError, GraphError, PermanentGraphError, TransientGraphError
 from ..settings import Settings
+from .budget import INVITATIONS, WRITES, SharedGate
 from .directory import DirectoryUser, Invitation, InvitationResult
 from .pacing import WritePacer
 
@@ -88,6 +89,8 @@ USER_FIELDS: Final = [
     "onPremisesUserPrincipalName",
     "externalUserState",
 ]
+# Under throttling Graph lets "low" go first and "high" last; it does not change the limits.
+PRIORITY_HEADER: Final = "x-ms-throttle-priority"
 # Graph's answer when the reference being added exists already.
 ALREADY_MEMBER: Final = "already exist"
 
@@ -278,28 +281,50 @@ class MsGraphDirectory:
         *,
         max_throttle_wait: float = 60.0,
         max_pacing_wait: float | None = None,
+        gate: SharedGate | None = None,
         directory_object_base: str = "https://graph.microsoft.com/v1.0",
     ) -> None:
         self._client = client
         self._pacer = pacer
+        self._gate = gate
         self._max_throttle_wait = max_throttle_wait
         self._max_pacing_wait = max_pacing_wait
         self._object_base = directory_object_base.rstrip("/")
 
-    async def _write(self, call: Callable[[RequestConfiguration[Any]], Awaitable[T]]) -> tuple[T, str | None]:
+    async def _slot(self, limits: Sequence[str]) -> float:
+        """Wait for the local pacer, then for the shared budget's slot of each limit; the seconds waited.
+
+        Raises ``WriteDeferred`` (nothing sent) when the wait would pass ``max_pacing_wait``.
+        """
+        waited = await self._pacer.acquire(self._max_pacing_wait)
+        if self._gate is not None:
+            bound = None if self._max_pacing_wait is None else max(0.0, self._max_pacing_wait - waited)
+            waited += await self._gate.acquire(limits, bound)
+        return waited
+
+    async def _write(
+        self,
+        call: Callable[[RequestConfiguration[Any]], Awaitable[T]],
+        *,
+        limits: Sequence[str] = (WRITES,),
+        priority: str = "normal",
+    ) -> tuple[T, str | None]:
         """One write through the pacer; 429s retried after Retry-After, everything else raised as classified."""
         waited = 0.0
         while True:
-            # WriteDeferred (nothing sent) when the slot is further away than max_pacing_wait.
-            waited += await self._pacer.acquire(self._max_pacing_wait)
+            waited += await self._slot(limits)
             inspect = HeadersInspectionHandlerOption(inspect_request_headers=False)
             config: RequestConfiguration[Any] = RequestConfiguration(options=[inspect])
+            config.headers.add(PRIORITY_HEADER, priority)
             try:
                 result = await call(config)
             except Exception as exc:
                 error = classify(exc, write=True)
                 if isinstance(error, TransientGraphError) and error.status == 429:
                     self._pacer.throttled(error.retry_after)
+                    if self._gate is not None:
+                        # Every instance pauses, not only the one that met the 429.
+                        await self._gate.throttled(self._pacer.estimate())
                     # The pause itself is spent inside the next acquire(), which adds it to `waited`.
                     if waited + self._pacer.estimate() <= self._max_throttle_wait:
                         continue
@@ -314,7 +339,9 @@ class MsGraphDirectory:
     async def invite(self, invitation: Invitation) -> InvitationResult:
         body = to_graph_invitation(invitation)
         result, request_id = await self._write(
-            lambda config: self._client.invitations.post(body, request_configuration=config)
+            lambda config: self._client.invitations.post(body, request_configuration=config),
+            limits=(WRITES, INVITATIONS),
+            priority=invitation.priority,
         )
         if result is None:
             raise PermanentGraphError("Graph returned no invitation", code="EmptyResponse")

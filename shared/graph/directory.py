@@ -47,6 +47,8 @@ class Invitation:
     options: InvitationOptions
     invited_user_id: str | None = None  # converts an existing internal user to B2B
     reset_redemption: bool = False
+    # Graph's x-ms-throttle-priority: "high" when a person is waiting for it, "low" for bulk work.
+    priority: str = "high"
 
 
 @dataclass(frozen=True)
