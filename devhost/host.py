@@ -5,12 +5,19 @@ and bindings the app registers (``app.get_functions()``), not from a list of its
 own:
 
 * HTTP triggers are served under ``/<routePrefix>/<route>`` (host.json, default
-  ``api``) for the methods each trigger declares.
+  ``api``) for the methods each trigger declares. Routes starting with
+  ``admin`` or ``runtime`` are refused at start-up, as Azure refuses them.
 * Queue triggers poll their queue (``%SETTING%`` names resolved from the
   environment) with host.json's ``batchSize``, ``newBatchThreshold``,
   ``maxPollingInterval``, ``visibilityTimeout``, ``maxDequeueCount`` and
-  ``messageEncoding``; a message whose last delivery fails goes to
-  ``<queue>-poison``, as the WebJobs SDK does.
+  ``messageEncoding``. As the WebJobs queue listener: a message is received
+  invisible for ``RECEIVE_VISIBILITY`` (10 minutes), renewed while its function
+  runs; a failure makes it visible again after ``visibilityTimeout``, and the
+  failure of its last allowed delivery moves it to ``<queue>-poison``.
+* Timer triggers run on their six-field NCRONTAB schedule (UTC), one run at a
+  time, with ``runOnStartup`` and ``useMonitor`` (see ``TimerRunner``).
+* host.json's ``functionTimeout`` bounds every invocation; one that runs longer
+  is cancelled and counts as a failure (HTTP answers 500).
 * ``local.settings.json`` values become environment variables; anything already
   in the environment wins. ``AzureWebJobs.<function>.Disabled=true`` disables a
   function, as in Azure.

@@ -22,7 +22,7 @@ import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient
 
-from devhost.host import QueueListener, TimerRunner, discover, resolve, route_pattern, serve
+from devhost.host import QueueListener, TimerRunner, discover, load_local_settings, resolve, route_pattern, serve
 from devhost.processes import free_port
 from function_app import app
 from graph_emulator.server import Fault, GraphEmulator
@@ -372,3 +372,13 @@ def test_a_function_name_used_as_route_is_checked_too_and_admin_elsewhere_is_fin
     fapp.functions_bindings = None
     with pytest.raises(SystemExit, match="admin_report has the route 'admin_report'"):
         discover(fapp, {})
+
+
+def test_local_settings_fill_the_environment_but_never_override_it(tmp_path: Path) -> None:
+    """local.settings.json's Values are applied only where the environment has no value; a missing file is fine."""
+    path = tmp_path / "local.settings.json"
+    path.write_text(json.dumps({"Values": {"A": "from-file", "B": "from-file", "N": 3}}))
+    environ = {"A": "from-env"}
+    assert sorted(load_local_settings(path, environ)) == ["B", "N"]
+    assert environ == {"A": "from-env", "B": "from-file", "N": "3"}
+    assert load_local_settings(tmp_path / "absent.json", environ) == []
