@@ -5,12 +5,19 @@ and bindings the app registers (``app.get_functions()``), not from a list of its
 own:
 
 * HTTP triggers are served under ``/<routePrefix>/<route>`` (host.json, default
-  ``api``) for the methods each trigger declares.
+  ``api``) for the methods each trigger declares. Routes starting with
+  ``admin`` or ``runtime`` are refused at start-up, as Azure refuses them.
 * Queue triggers poll their queue (``%SETTING%`` names resolved from the
   environment) with host.json's ``batchSize``, ``newBatchThreshold``,
   ``maxPollingInterval``, ``visibilityTimeout``, ``maxDequeueCount`` and
-  ``messageEncoding``; a message whose last delivery fails goes to
-  ``<queue>-poison``, as the WebJobs SDK does.
+  ``messageEncoding``. As the WebJobs queue listener: a message is received
+  invisible for ``RECEIVE_VISIBILITY`` (10 minutes), renewed while its function
+  runs; a failure makes it visible again after ``visibilityTimeout``, and the
+  failure of its last allowed delivery moves it to ``<queue>-poison``.
+* Timer triggers run on their six-field NCRONTAB schedule (UTC), one run at a
+  time, with ``runOnStartup`` and ``useMonitor`` (see ``TimerRunner``).
+* host.json's ``functionTimeout`` bounds every invocation; one that runs longer
+  is cancelled and counts as a failure (HTTP answers 500).
 * ``local.settings.json`` values become environment variables; anything already
   in the environment wins. ``AzureWebJobs.<function>.Disabled=true`` disables a
   function, as in Azure.
@@ -29,10 +36,13 @@ import importlib
 import inspect
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +50,36 @@ import azure.functions as func
 from aiohttp import web
 from azure.core.exceptions import ResourceExistsError
 from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
 from azure.storage.queue.aio import QueueClient
 
 from shared.hostconfig import QueueOptions, timespan_seconds
 from shared.storage import expand_connection_string
 
+from . import ncrontab
+
 log = logging.getLogger("devhost")
 
+# The WebJobs queue listener receives a message invisible for 10 minutes and renews that while the function runs.
+RECEIVE_VISIBILITY = 600.0
+# host.json's functionTimeout when it is absent (the Consumption plan's default).
+DEFAULT_FUNCTION_TIMEOUT = 300.0
+
 _SETTING_REF = re.compile(r"%([^%]+)%")
+
+
+class FunctionTimeoutError(Exception):
+    """An invocation ran longer than functionTimeout and was cancelled."""
+
+
+def function_timeout_of(host_json: Mapping[str, Any]) -> float | None:
+    """host.json's ``functionTimeout`` in seconds; ``None`` for ``-1`` (unbounded)."""
+    value = str(host_json.get("functionTimeout", "")).strip()
+    if not value:
+        return DEFAULT_FUNCTION_TIMEOUT
+    if value == "-1":
+        return None
+    return timespan_seconds(value)
 
 
 def load_local_settings(path: Path, environ: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
@@ -81,12 +113,25 @@ def route_pattern(prefix: str, route: str) -> str:
     return "/" + "/".join(part for part in (prefix.strip("/"), route) if part)
 
 
-async def invoke(function: Any, **kwargs: Any) -> Any:
-    """Call a user function, awaiting it when it is a coroutine function."""
-    result = function(**kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+async def invoke(function: Any, function_timeout: float | None = None, **kwargs: Any) -> Any:
+    """Call a user function within ``function_timeout`` seconds, raising ``FunctionTimeoutError`` past it.
+
+    Coroutine functions run on the loop and are cancelled then; plain
+    functions run in a worker thread, as the Python worker runs them, and are
+    abandoned (a thread cannot be cancelled).
+    """
+    try:
+        async with asyncio.timeout(function_timeout) as scope:
+            if inspect.iscoroutinefunction(function):
+                return await function(**kwargs)
+            result = await asyncio.to_thread(partial(function, **kwargs))
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+    except TimeoutError as exc:
+        if scope.expired():
+            raise FunctionTimeoutError(f"exceeded functionTimeout of {function_timeout:g} s") from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -107,22 +152,65 @@ class QueueFunction:
     handler: Any
 
 
-def discover(app: func.FunctionApp, environ: Mapping[str, str]) -> tuple[list[HttpFunction], list[QueueFunction]]:
-    """The app's HTTP and queue functions with their bindings resolved."""
-    http: list[HttpFunction] = []
-    queues: list[QueueFunction] = []
+@dataclass(frozen=True)
+class TimerFunction:
+    name: str
+    arg: str
+    schedule: ncrontab.Schedule
+    run_on_startup: bool
+    use_monitor: bool
+    handler: Any
+
+
+@dataclass(frozen=True)
+class Functions:
+    """The app's functions by trigger kind, bindings resolved."""
+
+    http: list[HttpFunction]
+    queues: list[QueueFunction]
+    timers: list[TimerFunction]
+
+
+# The host's own routes; it refuses a function whose route starts with one (azure-functions-host#1781).
+RESERVED_ROUTE_PREFIXES = ("admin", "runtime")
+
+
+def _timer(name: str, trigger: Mapping[str, Any], handler: Any, environ: Mapping[str, str]) -> TimerFunction:
+    expression = resolve(trigger["schedule"], environ)
+    try:
+        schedule = ncrontab.parse(expression)
+    except ValueError as exc:
+        raise SystemExit(f"devhost: function {name} has an invalid schedule {expression!r}: {exc}") from exc
+    use_monitor = trigger.get("useMonitor")
+    if use_monitor is None:
+        # As the WebJobs timer: monitored by default unless it recurs more often than once a minute.
+        first = schedule.next_after(datetime(2000, 1, 1))
+        use_monitor = (schedule.next_after(first) - first).total_seconds() >= 60
+    return TimerFunction(name, trigger["name"], schedule, bool(trigger.get("runOnStartup")), use_monitor, handler)
+
+
+def discover(app: func.FunctionApp, environ: Mapping[str, str]) -> Functions:
+    """The app's HTTP, queue and timer functions with their bindings resolved (disabled ones left out)."""
+    found = Functions([], [], [])
     for function in app.get_functions():
         trigger = next(b for b in function.get_bindings_dict()["bindings"] if b["type"].endswith("Trigger"))
-        name = function.get_function_name()
+        name = str(function.get_function_name())
         if environ.get(f"AzureWebJobs.{name}.Disabled", "").lower() in {"true", "1"}:
             log.info("devhost.disabled function=%s", name)
             continue
         handler = function.get_user_function()
         if trigger["type"] == "httpTrigger":
+            route = str(trigger.get("route") or name)
+            if route.lstrip("/").lower().startswith(RESERVED_ROUTE_PREFIXES):
+                raise SystemExit(
+                    f"devhost: function {name} has the route {route!r}, which the Functions host refuses: routes may "
+                    f'not start with {" or ".join(RESERVED_ROUTE_PREFIXES)} ("The specified route conflicts with '
+                    'one or more built in routes")'
+                )
             methods = tuple(str(getattr(m, "value", m)).upper() for m in trigger.get("methods") or ["GET", "POST"])
-            http.append(HttpFunction(name, trigger["name"], trigger.get("route") or name, methods, handler))
+            found.http.append(HttpFunction(name, trigger["name"], route, methods, handler))
         elif trigger["type"] == "queueTrigger":
-            queues.append(
+            found.queues.append(
                 QueueFunction(
                     name,
                     trigger["name"],
@@ -131,12 +219,14 @@ def discover(app: func.FunctionApp, environ: Mapping[str, str]) -> tuple[list[Ht
                     handler,
                 )
             )
+        elif trigger["type"] == "timerTrigger":
+            found.timers.append(_timer(name, trigger, handler, environ))
         else:
             raise SystemExit(f"devhost: function {name} has a {trigger['type']}, which this host does not run")
-    return http, queues
+    return found
 
 
-def _http_handler(fn: HttpFunction) -> Any:
+def _http_handler(fn: HttpFunction, timeout: float | None) -> Any:
     async def handle(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         req = func.HttpRequest(
@@ -148,7 +238,10 @@ def _http_handler(fn: HttpFunction) -> Any:
             body=body,
         )
         try:
-            res = await invoke(fn.handler, **{fn.arg: req})
+            res = await invoke(fn.handler, timeout, **{fn.arg: req})
+        except FunctionTimeoutError as exc:
+            log.error("devhost.function_timeout function=%s error=%s", fn.name, exc)
+            return web.Response(status=500)
         except Exception:
             log.exception("devhost.function_failed function=%s", fn.name)
             return web.Response(status=500)
@@ -163,20 +256,83 @@ def _http_handler(fn: HttpFunction) -> Any:
     return handle
 
 
-class QueueListener:
-    """Polls one queue and runs its function the way the WebJobs queue listener does."""
+class _Renewal:
+    """Keeps a received message invisible while its function runs, as the WebJobs host does.
 
-    def __init__(self, fn: QueueFunction, options: QueueOptions, function_timeout: float, environ: Mapping[str, str]):
+    Every half ``period`` it pushes the message's visibility ``period`` ahead;
+    each update returns a new pop receipt, and the latest is what deletes or
+    releases the message afterwards.
+    """
+
+    def __init__(self, client: QueueClient, message: Any, period: float, queue: str) -> None:
+        self.client = client
+        self.message_id: str = message.id
+        self.pop_receipt: str = message.pop_receipt
+        self.period = period
+        self.queue = queue
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.period / 2)
+            if self._stop.is_set():
+                return
+            try:
+                updated = await self.client.update_message(
+                    self.message_id, self.pop_receipt, visibility_timeout=math.ceil(self.period)
+                )
+            except Exception as exc:  # noqa: BLE001 - a lost renewal means a possible redelivery, not a crash
+                log.warning(
+                    "devhost.renew_failed queue=%s id=%s error=%s: %s",
+                    self.queue,
+                    self.message_id,
+                    type(exc).__name__,
+                    exc,
+                )
+                return
+            self.pop_receipt = updated.pop_receipt or self.pop_receipt
+            log.debug("devhost.renewed queue=%s id=%s", self.queue, self.message_id)
+
+    async def stop(self) -> str:
+        """Stop renewing (letting an update in flight land) and return the latest pop receipt."""
+        self._stop.set()
+        await self._task
+        return self.pop_receipt
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+
+class QueueListener:
+    """Polls one queue and runs its function the way the WebJobs queue listener does.
+
+    A message is received invisible for ``receive_visibility`` seconds (10
+    minutes, as the WebJobs host) and kept invisible while its function runs.
+    A failed invocation (an exception, or running past ``function_timeout``)
+    makes the message visible again after host.json's ``visibilityTimeout``;
+    the last allowed delivery's failure moves it to ``<queue>-poison``.
+    """
+
+    def __init__(
+        self,
+        fn: QueueFunction,
+        options: QueueOptions,
+        function_timeout: float | None,
+        environ: Mapping[str, str],
+        receive_visibility: float = RECEIVE_VISIBILITY,
+    ) -> None:
         connection = environ.get(fn.connection)
         if not connection:
             raise SystemExit(f"devhost: {fn.name} needs the connection setting {fn.connection!r}")
         self.fn = fn
         self.options = options
+        self.function_timeout = function_timeout
+        self.receive_visibility = receive_visibility
         self.connection = expand_connection_string(connection)
         self.client = QueueClient.from_connection_string(self.connection, fn.queue)
         self.poison = QueueClient.from_connection_string(self.connection, f"{fn.queue}-poison")
-        # Held invisible for as long as an invocation may run (functionTimeout), then some.
-        self.processing_visibility = int(function_timeout) + 30
         self.inflight: set[asyncio.Task[None]] = set()
 
     async def _ensure(self, client: QueueClient) -> None:
@@ -189,6 +345,7 @@ class QueueListener:
         return content.encode("utf-8")
 
     async def run(self) -> None:
+        """Poll until cancelled."""
         await self._ensure(self.client)
         idle = 0.1
         while True:
@@ -200,7 +357,7 @@ class QueueListener:
                     async for m in self.client.receive_messages(
                         messages_per_page=self.options.batch_size,
                         max_messages=self.options.batch_size,
-                        visibility_timeout=self.processing_visibility,
+                        visibility_timeout=math.ceil(self.receive_visibility),
                     )
                 ]
             except Exception:
@@ -218,15 +375,15 @@ class QueueListener:
 
     async def _process(self, message: Any) -> None:
         if message.dequeue_count > self.options.max_dequeue_count:
-            await self._to_poison(message)
+            await self._settle(message, message.pop_receipt, self._to_poison)
             return
         try:
             body = self._decode(message.content)
         except (binascii.Error, ValueError):
             log.error("devhost.undecodable_message queue=%s id=%s", self.fn.queue, message.id)
-            await self._to_poison(message)
+            await self._settle(message, message.pop_receipt, self._to_poison)
             return
-        msg = QueueMessage(
+        msg = QueueMessage(  # type: ignore[no-untyped-call]
             id=message.id,
             body=body,
             dequeue_count=message.dequeue_count,
@@ -235,34 +392,112 @@ class QueueListener:
             time_next_visible=message.next_visible_on,
             pop_receipt=message.pop_receipt,
         )
+        renewal = _Renewal(self.client, message, self.receive_visibility, self.fn.queue)
         try:
-            await invoke(self.fn.handler, **{self.fn.arg: msg})
-        except Exception as exc:  # noqa: BLE001 - any function failure means: redeliver or poison
+            try:
+                await invoke(self.fn.handler, self.function_timeout, **{self.fn.arg: msg})
+            except Exception as exc:  # noqa: BLE001 - any function failure means: redeliver or poison
+                failure: Exception | None = exc
+            else:
+                failure = None
+            receipt = await renewal.stop()
+        finally:
+            renewal.cancel()
+        if failure is None:
+            await self._settle(message, receipt, self._delete)
+            return
+        log.warning(
+            "devhost.invocation_failed function=%s dequeue_count=%s error=%s: %s",
+            self.fn.name,
+            message.dequeue_count,
+            type(failure).__name__,
+            failure,
+        )
+        if message.dequeue_count >= self.options.max_dequeue_count:
+            await self._settle(message, receipt, self._to_poison)
+        else:
+            await self._settle(message, receipt, self._release)
+
+    async def _settle(self, message: Any, receipt: str, action: Any) -> None:
+        try:
+            await action(message, receipt)
+        except Exception as exc:  # noqa: BLE001 - the message comes back when its invisibility ends
             log.warning(
-                "devhost.invocation_failed function=%s dequeue_count=%s error=%s: %s",
-                self.fn.name,
-                message.dequeue_count,
+                "devhost.settle_failed queue=%s id=%s action=%s error=%s: %s",
+                self.fn.queue,
+                message.id,
+                action.__name__.strip("_"),
                 type(exc).__name__,
                 exc,
             )
-            if message.dequeue_count >= self.options.max_dequeue_count:
-                await self._to_poison(message)
-            else:
-                await self.client.update_message(message, visibility_timeout=int(self.options.visibility_timeout))
-            return
-        await self.client.delete_message(message)
 
-    async def _to_poison(self, message: Any) -> None:
+    async def _delete(self, message: Any, receipt: str) -> None:
+        await self.client.delete_message(message.id, receipt)
+
+    async def _release(self, message: Any, receipt: str) -> None:
+        await self.client.update_message(
+            message.id, receipt, visibility_timeout=math.ceil(self.options.visibility_timeout)
+        )
+
+    async def _to_poison(self, message: Any, receipt: str) -> None:
         await self._ensure(self.poison)
         await self.poison.send_message(message.content)
-        await self.client.delete_message(message)
+        await self.client.delete_message(message.id, receipt)
         log.warning("devhost.poisoned queue=%s id=%s", self.fn.queue, message.id)
 
     async def close(self) -> None:
+        """Cancel invocations in flight and close the clients."""
         for task in list(self.inflight):
             task.cancel()
+        await asyncio.gather(*self.inflight, return_exceptions=True)
         await self.client.close()
         await self.poison.close()
+
+
+class TimerRunner:
+    """Runs one timer function on its schedule, never two invocations at once.
+
+    Times are UTC. The next occurrence is computed when a run ends, so
+    occurrences that pass during a long run are skipped, as the Functions host
+    does. A failed run is logged and the schedule goes on. ``use_monitor`` fills
+    ``schedule_status``; the status lives in memory only, so runs missed while
+    the local host was down are not reported (``past_due`` is always false).
+    """
+
+    def __init__(self, fn: TimerFunction, function_timeout: float | None) -> None:
+        self.fn = fn
+        self.function_timeout = function_timeout
+        self.last: datetime | None = None
+
+    async def run(self) -> None:
+        """Run on schedule until cancelled."""
+        due = datetime.now(UTC)
+        if self.fn.run_on_startup:
+            await self._invoke(due)
+        while True:
+            # Never before the occurrence just run: a sleep may end a little early by the wall clock.
+            due = self.fn.schedule.next_after(max(datetime.now(UTC), due))
+            await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+            await self._invoke(due)
+
+    async def _invoke(self, due: datetime) -> None:
+        status: dict[str, str] = {}
+        if self.fn.use_monitor:
+            now = datetime.now(UTC)
+            status = {
+                "Last": (self.last or datetime.min.replace(tzinfo=UTC)).isoformat(),
+                "Next": self.fn.schedule.next_after(max(now, due)).isoformat(),
+                "LastUpdated": now.isoformat(),
+            }
+        timer = TimerRequest(past_due=False, schedule_status=status, schedule={"AdjustForDST": True})
+        log.info("devhost.timer_fired function=%s due=%s", self.fn.name, due.isoformat())
+        try:
+            await invoke(self.fn.handler, self.function_timeout, **{self.fn.arg: timer})
+        except FunctionTimeoutError as exc:
+            log.error("devhost.function_timeout function=%s error=%s", self.fn.name, exc)
+        except Exception:
+            log.exception("devhost.timer_failed function=%s", self.fn.name)
+        self.last = due
 
 
 def load_app(module_name: str) -> func.FunctionApp:
@@ -274,21 +509,33 @@ def load_app(module_name: str) -> func.FunctionApp:
     raise SystemExit(f"devhost: {module_name} defines no FunctionApp")
 
 
-async def serve(app_dir: Path, host: str, port: int, module_name: str = "function_app") -> None:
-    """Run the app until cancelled."""
+async def serve(
+    app_dir: Path,
+    host: str,
+    port: int,
+    module_name: str = "function_app",
+    *,
+    function_timeout: float | None = None,
+    receive_visibility: float = RECEIVE_VISIBILITY,
+) -> None:
+    """Run the app until cancelled.
+
+    ``function_timeout`` overrides host.json's ``functionTimeout`` and ``receive_visibility``
+    the queue listeners' receive period (both in seconds; for tests).
+    """
     host_json = json.loads((app_dir / "host.json").read_text(encoding="utf-8"))
     options = QueueOptions.from_host_json(host_json)
     prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api")
-    function_timeout = timespan_seconds(host_json.get("functionTimeout", "00:05:00"))
+    limit = function_timeout if function_timeout is not None else function_timeout_of(host_json)
 
     app = load_app(module_name)
-    http_functions, queue_functions = discover(app, os.environ)
+    functions = discover(app, os.environ)
 
     web_app = web.Application(client_max_size=100 * 1024 * 1024)
-    for fn in http_functions:
+    for fn in functions.http:
         path = route_pattern(prefix, fn.route)
         for method in fn.methods:
-            web_app.router.add_route(method, path, _http_handler(fn), name=None)
+            web_app.router.add_route(method, path, _http_handler(fn, limit), name=None)
         log.info(
             "devhost.http function=%s methods=%s url=http://%s:%s%s", fn.name, ",".join(fn.methods), host, port, path
         )
@@ -298,21 +545,32 @@ async def serve(app_dir: Path, host: str, port: int, module_name: str = "functio
 
     web_app.router.add_get("/admin/host/status", status)
 
-    listeners = [QueueListener(fn, options, function_timeout, os.environ) for fn in queue_functions]
+    listeners = [QueueListener(fn, options, limit, os.environ, receive_visibility) for fn in functions.queues]
     for listener in listeners:
         log.info("devhost.queue function=%s queue=%s", listener.fn.name, listener.fn.queue)
+    timers = [TimerRunner(fn, limit) for fn in functions.timers]
+    for timer in timers:
+        log.info(
+            "devhost.timer function=%s schedule=%r run_on_startup=%s use_monitor=%s",
+            timer.fn.name,
+            timer.fn.schedule.expression,
+            timer.fn.run_on_startup,
+            timer.fn.use_monitor,
+        )
 
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     tasks = [asyncio.create_task(listener.run()) for listener in listeners]
+    tasks += [asyncio.create_task(timer.run()) for timer in timers]
     log.info("devhost.ready url=http://%s:%s", host, port)
     try:
         await asyncio.gather(asyncio.Event().wait(), *tasks)  # serve until cancelled
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for listener in listeners:
             await listener.close()
         await runner.cleanup()

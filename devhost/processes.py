@@ -118,7 +118,7 @@ def http_ok(url: str) -> bool:
     """True when ``url`` answers 2xx."""
     try:
         with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback only
-            return 200 <= response.status < 300
+            return bool(200 <= response.status < 300)
     except (urllib.error.URLError, OSError):
         return False
 

@@ -90,6 +90,7 @@ def app_env(azurite: str, graph_base: str) -> dict[str, str]:
         "GRAPH_BASE_URL": f"{graph_base}/v1.0",
         "GRAPH_CREDENTIAL": "managed_identity",
         "GRAPH_TIMEOUT_SECONDS": "5",
+        "SWEEP_SCHEDULE": "0 */1 * * * *",  # the timer binds %SWEEP_SCHEDULE%: the host needs the setting
         **unique_names(),
     }
 
