@@ -1,0 +1,236 @@
+"""The lifecycle under faults, end to end: the local host as a process, its own Azurite, the Graph emulator.
+
+After each fault every sign-up is final (or legitimately scheduled), nothing is
+lost, and the emulator's record shows at most one Microsoft mail per address.
+These are the slow tests: ``pytest -m faults`` runs them alone, ``-m "not
+faults"`` skips them; ``make test`` runs them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devhost.processes import Service, azurite_connection_string, free_port, start_azurite, start_devhost
+from graph_emulator.server import Fault, GraphEmulator
+from tests.conftest import host_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+
+FINAL = {"invited", "failed"}
+
+
+@dataclass
+class Stack:
+    """A dedicated Azurite (so pausing it disturbs no other test) and a host process on it."""
+
+    azurite: Service
+    connection: str
+    graph: str
+    logs: Path
+    host: Service | None = None
+    url: str = ""
+    env: dict[str, str] | None = None
+
+    def start_host(self, **extra: str) -> None:
+        """Start (or restart) the local host with the same queue and table names."""
+        self.env = self.env or host_env(self.connection, self.graph)
+        self.env.update(extra)
+        port = free_port()
+        self.host = start_devhost(port, self.env, self.logs, settings_file=self.logs / "none.json")
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop_host(self) -> None:
+        if self.host is not None:
+            self.host.stop()
+            self.host = None
+
+
+@pytest.fixture(scope="module")
+def own_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
+    root = tmp_path_factory.mktemp("fault-azurite")
+    blob, queue, table = free_port(), free_port(), free_port()
+    service = start_azurite(root / "data", root, blob, queue, table)
+    try:
+        yield service, azurite_connection_string(queue, table, blob)
+    finally:
+        os.killpg(service.process.pid, signal.SIGCONT)  # never leave it paused
+        service.stop()
+
+
+@pytest.fixture
+async def stack(
+    own_azurite: tuple[Service, str],
+    emulator: GraphEmulator,
+    emulator_server: tuple[GraphEmulator, str],
+    tmp_path: Path,
+) -> AsyncIterator[Stack]:
+    service, connection = own_azurite
+    st = Stack(service, connection, emulator_server[1], tmp_path)
+    try:
+        yield st
+    finally:
+        st.stop_host()
+
+
+async def submit(client: httpx.AsyncClient, email: str) -> str:
+    """POST one sign-up; its status URL."""
+    response = await client.post("/api/signups", json={"email": email, "displayName": email.split("@")[0]})
+    assert response.status_code == 202, response.text
+    return str(response.json()["statusUrl"])
+
+
+async def settle(client: httpx.AsyncClient, urls: list[str], within: float = 90) -> list[dict[str, Any]]:
+    """Poll every status URL until all are final; their last views."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    views: list[dict[str, Any]] = []
+    while True:
+        views = []
+        for start in range(0, len(urls), 50):
+            batch = await asyncio.gather(*(client.get(u) for u in urls[start : start + 50]))
+            views += [r.json() for r in batch]
+        if all(v["status"] in FINAL for v in views):
+            return views
+        pending = sorted({v["status"] for v in views if v["status"] not in FINAL})
+        assert loop.time() < deadline, f"still {pending} after {within}s"
+        await asyncio.sleep(0.5)
+
+
+def mails(emulator: GraphEmulator) -> dict[str, int]:
+    """Microsoft invitation mails per address: invitations Graph performed with sendInvitationMessage."""
+    counts: dict[str, int] = {}
+    for inv in emulator.invitations:
+        if inv.get("mailed"):
+            counts[inv["email"]] = counts.get(inv["email"], 0) + 1
+    return counts
+
+
+async def test_graph_unavailable_for_more_attempts_than_the_hosts_budget(stack: Stack, emulator: GraphEmulator) -> None:
+    """Seven 503s in a row (the host alone allowed five deliveries): the sign-up keeps its own schedule and
+    ends invited with one mail; other sign-ups are not held up."""
+    emulator.faults.append(Fault(kind="503", address="down@fabrikam.com", times=7))
+    stack.start_host()
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as client:
+        urls = [await submit(client, "down@fabrikam.com"), await submit(client, "fine@fabrikam.com")]
+        views = await settle(client, urls)
+    assert [v["status"] for v in views] == ["invited", "invited"]
+    posts = [r for r in emulator.requests if r.operation == "invitation"]
+    assert sum(1 for r in posts if r.body["invitedUserEmailAddress"] == "down@fabrikam.com") == 8
+    assert mails(emulator) == {"down@fabrikam.com": 1, "fine@fabrikam.com": 1}
+
+
+@pytest.mark.parametrize("kind", ["acted504", "acteddrop"])
+async def test_graph_acts_but_the_answer_is_lost(stack: Stack, emulator: GraphEmulator, kind: str) -> None:
+    """Graph invites and mails, then the answer is lost: the next attempt finds the guest and re-invites
+    silently; invited, redeem URL recovered, one mail."""
+    emulator.faults.append(Fault(kind=kind, address="lost@fabrikam.com", times=1))
+    stack.start_host()
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as client:
+        [view] = await settle(client, [await submit(client, "lost@fabrikam.com")])
+    assert view["status"] == "invited"
+    posts = [r for r in emulator.requests if r.operation == "invitation"]
+    assert [r.body["sendInvitationMessage"] for r in posts] == [True, False]
+    assert mails(emulator) == {"lost@fabrikam.com": 1}
+
+
+async def test_azurite_paused_while_invitations_are_in_flight(stack: Stack, emulator: GraphEmulator) -> None:
+    """Storage stops answering (SIGSTOP) while Graph calls are in flight, then resumes: every sign-up ends
+    invited, none twice mailed."""
+    emulator.config.latency_ms = 1500
+    stack.start_host()
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as client:
+        urls = [await submit(client, f"paused{n}@fabrikam.com") for n in range(6)]
+        for _ in range(100):  # wait until Graph has the first invitations in hand
+            if any(r.operation == "invitation" for r in emulator.requests):
+                break
+            await asyncio.sleep(0.05)
+        os.killpg(stack.azurite.process.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(12)
+        finally:
+            os.killpg(stack.azurite.process.pid, signal.SIGCONT)
+        emulator.config.latency_ms = 0
+        views = await settle(client, urls, within=120)
+    assert {v["status"] for v in views} == {"invited"}
+    assert set(mails(emulator).values()) == {1} and len(mails(emulator)) == 6
+
+
+async def test_429_storm_with_and_without_retry_after(stack: Stack, emulator: GraphEmulator) -> None:
+    """Graph's write bucket runs dry, half the 429s without Retry-After: everyone ends invited, once."""
+    emulator.config.write_budget = 4
+    emulator.config.write_window_seconds = 2
+    emulator.bucket = type(emulator.bucket)(4, 2)
+    emulator.faults.append(Fault(kind="429", rate=0.3))
+    stack.start_host(GRAPH_WRITE_BUDGET="4", GRAPH_WRITE_WINDOW_SECONDS="2", GRAPH_PACING_ENABLED="false")
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as client:
+        urls = [await submit(client, f"storm{n}@fabrikam.com") for n in range(20)]
+        views = await settle(client, urls, within=120)
+    assert {v["status"] for v in views} == {"invited"}
+    throttled = [r for r in emulator.requests if r.status == 429]
+    assert throttled, "the storm never happened"
+    assert len(mails(emulator)) == 20 and set(mails(emulator).values()) == {1}
+
+
+async def test_same_address_repeatedly_and_concurrently(stack: Stack, emulator: GraphEmulator) -> None:
+    """Thirty concurrent sign-ups of one address and repeats of another: one invitation per address, every
+    request answered 202 and ending with its owner's status."""
+    stack.start_host()
+    async with httpx.AsyncClient(base_url=stack.url, timeout=20) as client:
+        urls = list(await asyncio.gather(*(submit(client, "same@fabrikam.com") for _ in range(30))))
+        urls += [await submit(client, "Again@Fabrikam.com") for _ in range(3)]
+        views = await settle(client, urls)
+    assert {v["status"] for v in views} == {"invited"}
+    posts = [r for r in emulator.requests if r.operation == "invitation" and r.status == 201]
+    assert sorted(r.body["invitedUserEmailAddress"].lower() for r in posts) == [
+        "again@fabrikam.com",
+        "same@fabrikam.com",
+    ]
+
+
+async def test_host_killed_mid_invitation_and_restarted(stack: Stack, emulator: GraphEmulator) -> None:
+    """The host dies (SIGKILL) while Graph is acting on an invitation; a new host finishes the sign-up after
+    the lease: invited, one mail."""
+    emulator.config.latency_ms = 2000
+    stack.start_host()
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as client:
+        url = await submit(client, "killed@fabrikam.com")
+    for _ in range(100):
+        if any(r.operation == "invitation" for r in emulator.requests):
+            break
+        await asyncio.sleep(0.05)
+    assert stack.host is not None
+    os.killpg(stack.host.process.pid, signal.SIGKILL)
+    stack.host.process.wait()
+    stack.host = None
+    await asyncio.sleep(2.5)  # Graph finishes acting; its answer goes nowhere
+    emulator.config.latency_ms = 0
+    stack.start_host()
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as client:
+        [view] = await settle(client, [url.replace(url.split("/api/")[0], stack.url)], within=120)
+    assert view["status"] == "invited"
+    assert mails(emulator) == {"killed@fabrikam.com": 1}
+
+
+async def test_burst_of_a_thousand_mixed_signups(stack: Stack, emulator: GraphEmulator) -> None:
+    """1,000 concurrent sign-ups, 600 distinct addresses and 400 repeats: all answered 202, all final, one
+    invitation (and one mail) per distinct address."""
+    emulator.config.write_budget = 30000
+    emulator.bucket = type(emulator.bucket)(30000, 150)
+    stack.start_host(GRAPH_WRITE_BUDGET="30000")
+    addresses = [f"burst{n % 600:03d}@fabrikam.com" for n in range(1000)]
+    async with httpx.AsyncClient(base_url=stack.url, timeout=60, limits=httpx.Limits(max_connections=64)) as client:
+        urls = list(await asyncio.gather(*(submit(client, a) for a in addresses)))
+        views = await settle(client, urls, within=180)
+    assert len(urls) == 1000 and {v["status"] for v in views} == {"invited"}
+    performed = [r for r in emulator.requests if r.operation == "invitation" and r.status == 201]
+    assert len(performed) == 600
+    assert len(mails(emulator)) == 600 and set(mails(emulator).values()) == {1}
