@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from .host import load_local_settings, serve
+from .host import RECEIVE_VISIBILITY, load_local_settings, serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("FUNCTIONS_HTTP_PORT", "7071")))
     parser.add_argument("--settings", type=Path, default=None, help="local.settings.json to load")
+    parser.add_argument(
+        "--receive-visibility",
+        type=float,
+        default=float(os.environ.get("DEVHOST_RECEIVE_VISIBILITY_SECONDS", RECEIVE_VISIBILITY)),
+        help="seconds a received message stays invisible (renewed while the function runs); "
+        "what a crashed host leaves behind reappears after it (default 600, as Azure)",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -43,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(app_dir, args.host, args.port))
+        asyncio.run(serve(app_dir, args.host, args.port, receive_visibility=args.receive_visibility))
     return 0
 
 

@@ -146,6 +146,7 @@ class Fault:
     times: int | None = None
     rate: float | None = None
     operation: str = "invitation"
+    retry_after: float | None = 2.0  # on a 429 or 503; None sends none, as Graph may under load
 
     def matches(self, operation: str, address: str | None, rng: random.Random) -> bool:
         if operation != self.operation and self.operation != "*":
@@ -312,7 +313,9 @@ class GraphEmulator:
                 transport.abort()  # the client sees the connection reset, with no answer
             return web.Response(status=500)
         status, code, message = FAULT_ERRORS[kind]
-        headers = {"Retry-After": "2"} if status in (429, 503) else None
+        headers = None
+        if status in (429, 503) and fault.retry_after is not None:
+            headers = {"Retry-After": f"{fault.retry_after:g}"}
         return graph_error(status, code, message, rid, headers)
 
     async def _faulted(
