@@ -5,8 +5,9 @@ PYTHON313 ?= $(shell scripts/find-python 3.13)
 VENV      := .venv
 PY        := $(VENV)/bin/python
 VENV313   := .venv-py313
+VENVINFRA := .venv-infra
 
-.PHONY: run test test-313 check lint bench bench-intake bench-drain setup clean
+.PHONY: run test test-313 check check-infra lint bench bench-intake bench-drain setup clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -45,8 +46,25 @@ $(VENV313)/.installed: requirements.txt requirements-dev.txt
 	$(VENV313)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
-## Lint, format check, type check, tests.
-check: setup
+## Infrastructure: every .bicep file parses, checkov scans infra/ (each skip carries its reason, and a
+## check checkov could not evaluate fails too), and the template tests (settings, roles, parameters).
+check-infra: setup $(VENVINFRA)/.installed
+	$(PY) scripts/check_bicep.py infra
+	@mkdir -p .run
+	@echo "$(VENVINFRA)/bin/checkov --config-file .checkov.yaml"
+	@$(VENVINFRA)/bin/checkov --config-file .checkov.yaml > .run/checkov.log 2>&1; status=$$?; cat .run/checkov.log; \
+	if grep -q '\[ERROR\]' .run/checkov.log; then echo "error: checkov logged errors (a file or check it could not evaluate)" >&2; exit 1; fi; \
+	exit $$status
+	$(PY) -m pytest tests/test_infra.py
+
+$(VENVINFRA)/.installed: requirements-infra.txt requirements-dev.txt
+	$(PYTHON) -m venv --clear $(VENVINFRA)
+	$(VENVINFRA)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+	$(VENVINFRA)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps $$(grep '^pycep-parser==' requirements-dev.txt)
+	@touch $@
+
+## Lint, format check, type check, tests, infrastructure checks.
+check: setup check-infra
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
@@ -61,4 +79,4 @@ bench-drain: setup
 	$(PY) -m bench.drain
 
 clean:
-	rm -rf $(VENV) $(VENV313) node_modules .azurite .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV313) $(VENVINFRA) node_modules .azurite .run .pytest_cache .mypy_cache .ruff_cache
