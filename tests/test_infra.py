@@ -26,6 +26,7 @@ PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000001"
 # Keys of local.settings.sample.json the template does not set, each for a reason.
 NOT_SET_IN_AZURE = {
     "AzureWebJobsStorage": "a connection string; Azure uses the identity-based AzureWebJobsStorage__* keys",
+    "AzureWebJobsStorage__accountName": "the host takes an account name or service URIs; the template sets the URIs",
     "FUNCTIONS_WORKER_RUNTIME": "Flex Consumption takes the language from functionAppConfig.runtime",
     "IDENTITY_ENDPOINT": "set by the platform for the managed identity",
     "IDENTITY_HEADER": "set by the platform for the managed identity",
