@@ -1,0 +1,393 @@
+// Everything `azd up` deploys for the sign-up portal: a resource group with a Flex Consumption (FC1)
+// function app, one user-assigned managed identity used for everything, storage with shared-key access
+// off, Application Insights with Entra-only ingestion, a Log Analytics workspace, the role assignments,
+// and (unless turned off) the identity's Microsoft Graph application permissions.
+// README "Deploy to Azure" documents every parameter with its azd environment variable.
+targetScope = 'subscription'
+
+// ---------------------------------------------------------------------------------------------------
+// Environment
+// ---------------------------------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; names the resource group and seeds the unique resource names.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region for every resource; it must offer Flex Consumption.')
+@metadata({ azd: { type: 'location' } })
+param location string
+
+@description('Python version of the function app.')
+@allowed(['3.11', '3.12', '3.13'])
+param pythonVersion string = '3.11'
+
+@description('Memory of each instance in MB (Flex Consumption sizes).')
+@allowed(['512', '2048', '4096'])
+param instanceMemoryMB string = '2048'
+
+@description('Most instances the app scales out to (1-1000). See README "Pacing" before raising it.')
+param maximumInstanceCount string = '100'
+
+@description('Object id of a user or service principal given Storage Blob Data Contributor on the "policy" container only (azd fills in the signed-in deployer). Empty: none.')
+param policyUploaderPrincipalId string = ''
+
+// ---------------------------------------------------------------------------------------------------
+// Invitation settings (app settings INVITE_*)
+// ---------------------------------------------------------------------------------------------------
+
+@description('INVITE_REDIRECT_URL: where a guest lands after redeeming (https).')
+@metadata({ example: 'https://myapps.microsoft.com/?tenantid=00000000-0000-0000-0000-000000000000' })
+param inviteRedirectUrl string
+
+@description('INVITE_USER_TYPE: Guest or Member.')
+@allowed(['Guest', 'Member'])
+param inviteUserType string = 'Guest'
+
+@description('INVITE_SEND_MESSAGE: whether Microsoft sends its invitation mail.')
+param inviteSendMessage bool = true
+
+@description('INVITE_MESSAGE_LANGUAGE: language of Microsoft\'s mail, e.g. fr-FR. Empty: Microsoft\'s default.')
+param inviteMessageLanguage string = ''
+
+@description('INVITE_MESSAGE_BODY: plain-text custom message. Empty: none.')
+param inviteMessageBody string = ''
+
+@description('INVITE_CC_ADDRESS: one address copied on the invitation mail. Empty: none.')
+param inviteCcAddress string = ''
+
+@description('INVITE_SPONSOR_IDS: comma-separated object ids of sponsors (at most 5). Empty: none.')
+param inviteSponsorIds string = ''
+
+// ---------------------------------------------------------------------------------------------------
+// Microsoft Graph client settings (app settings GRAPH_*)
+// ---------------------------------------------------------------------------------------------------
+
+@description('GRAPH_CLOUD: the Microsoft Graph national cloud.')
+@allowed(['global', 'usgov', 'usgovdod', 'china'])
+param graphCloud string = 'global'
+
+@description('GRAPH_TIMEOUT_SECONDS: timeout of each Graph call.')
+param graphTimeoutSeconds string = '30'
+
+@description('GRAPH_PACING_ENABLED: client-side pacing inside Graph\'s write budget.')
+param graphPacingEnabled bool = true
+
+@description('GRAPH_WRITE_BUDGET: writes per window this app may make, shared by every instance (README "Pacing").')
+param graphWriteBudget string = '3000'
+
+@description('GRAPH_WRITE_WINDOW_SECONDS: length of the write-budget window.')
+param graphWriteWindowSeconds string = '150'
+
+@description('GRAPH_PACING_MAX_WAIT_SECONDS: longest a write waits for its pacing slot before it goes back to the queue.')
+param graphPacingMaxWaitSeconds string = '20'
+
+@description('GRAPH_THROTTLE_MAX_WAIT_SECONDS: how long 429s are retried in place before the attempt is rescheduled.')
+param graphThrottleMaxWaitSeconds string = '60'
+
+@description('GRAPH_PACING_MODE: shared (one budget for every instance, in Table storage) or local (one instance).')
+@allowed(['shared', 'local'])
+param graphPacingMode string = 'shared'
+
+@description('GRAPH_INVITATION_BUDGET: requests to /invitations per window, tenant-wide (Graph: 150 per 5 s).')
+param graphInvitationBudget string = '150'
+
+@description('GRAPH_INVITATION_WINDOW_SECONDS: length of the /invitations window.')
+param graphInvitationWindowSeconds string = '5'
+
+@description('GRAPH_PACING_FALLBACK_FRACTION: share of the budget an instance uses while the shared budget is unreachable.')
+param graphPacingFallbackFraction string = '0.25'
+
+// ---------------------------------------------------------------------------------------------------
+// Retry and sweep settings (app settings SIGNUP_* and SWEEP_SCHEDULE)
+// ---------------------------------------------------------------------------------------------------
+
+@description('SIGNUP_RETRY_INITIAL_SECONDS: first delay before a transient failure is retried.')
+param signupRetryInitialSeconds string = '10'
+
+@description('SIGNUP_RETRY_MAX_SECONDS: longest delay between retries.')
+param signupRetryMaxSeconds string = '300'
+
+@description('SIGNUP_RETRY_DEADLINE_SECONDS: how long a sign-up is retried before it is recorded as failed.')
+param signupRetryDeadlineSeconds string = '86400'
+
+@description('SIGNUP_REPEAT_WINDOW_SECONDS: window in which a repeated sign-up for the same address is answered with the earlier one.')
+param signupRepeatWindowSeconds string = '86400'
+
+@description('SIGNUP_QUEUED_GRACE_SECONDS: how long a sign-up may stay queued before the sweep re-enqueues it.')
+param signupQueuedGraceSeconds string = '600'
+
+@description('SWEEP_SCHEDULE: NCRONTAB schedule (six fields, with seconds) of the sweep timer function.')
+param sweepSchedule string = '0 */1 * * * *'
+
+// ---------------------------------------------------------------------------------------------------
+// Microsoft Graph application permissions of the managed identity
+// ---------------------------------------------------------------------------------------------------
+
+@description('Grant the identity its Graph app roles in this deployment (the deployer needs AppRoleAssignment.ReadWrite.All and Application.Read.All, e.g. Privileged Role Administrator). False: an administrator grants them once by hand (README).')
+param grantGraphPermissions bool = true
+
+@description('Also grant GroupMember.ReadWrite.All (add guests to groups).')
+param grantGroupMemberReadWrite bool = false
+
+@description('Also grant User.ReadWrite.All (convert internal users to B2B, reset redemption).')
+param grantUserReadWrite bool = false
+
+@description('Also grant Mail.Send (the portal sends its own mail; limit it to one mailbox, see README).')
+param grantMailSend bool = false
+
+// ---------------------------------------------------------------------------------------------------
+// HTTP front door: Easy Auth and CORS
+// ---------------------------------------------------------------------------------------------------
+
+@description('Turn on App Service Authentication (Easy Auth) with Microsoft Entra ID. Anonymous requests still reach the app (AllowAnonymous); the /api/manage routes apply their own checks.')
+param enableEntraAuth bool = false
+
+@description('Application (client) id of the Entra app registration Easy Auth validates tokens for. Required when enableEntraAuth is true.')
+param authClientId string = ''
+
+@description('Tenant id of that app registration. Empty: the tenant of this deployment.')
+param authTenantId string = ''
+
+@description('Comma-separated origins allowed to call the API from a browser, e.g. https://partners.contoso.com. Empty: no cross-origin calls.')
+param corsAllowedOrigins string = ''
+
+// ---------------------------------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------------------------------
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = { 'azd-env-name': environmentName }
+var functionAppName = 'func-signup-${resourceToken}'
+// Flex Consumption keeps the deployed package in this blob container.
+var deploymentContainerName = 'app-package'
+// The sign-up queue and table the app uses (SIGNUP_QUEUE, SIGNUP_TABLE); the host moves a message to
+// '<queue>-poison' after maxDequeueCount failed deliveries (host.json).
+var signupQueueName = 'signups'
+var signupTableName = 'signups'
+// A later issue reads the sign-up policy document from this container (SIGNUP_POLICY).
+var policyContainerName = 'policy'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Identity, storage, monitoring
+// ---------------------------------------------------------------------------------------------------
+
+// The one identity of the app: host storage, the app's queue and table, the deployment package,
+// Application Insights ingestion and Microsoft Graph.
+module identity 'br/public:avm/res/managed-identity/user-assigned-identity:0.6.0' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-signup-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'br/public:avm/res/storage/storage-account:0.33.0' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'stsignup${resourceToken}'
+    location: location
+    tags: tags
+    kind: 'StorageV2'
+    skuName: 'Standard_LRS'
+    allowSharedKeyAccess: false // identities only: no account keys, no SAS
+    defaultToOAuthAuthentication: true
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+    blobServices: {
+      deleteRetentionPolicyEnabled: true
+      deleteRetentionPolicyDays: 7
+      containerDeleteRetentionPolicyEnabled: true
+      containerDeleteRetentionPolicyDays: 7
+      containers: [
+        { name: deploymentContainerName }
+        { name: policyContainerName }
+      ]
+    }
+    queueServices: {
+      queues: [
+        { name: signupQueueName }
+        { name: '${signupQueueName}-poison' }
+      ]
+    }
+    tableServices: {
+      tables: [
+        { name: signupTableName }
+      ]
+    }
+  }
+}
+
+module logAnalytics 'br/public:avm/res/operational-insights/workspace:0.16.1' = {
+  name: 'log-analytics'
+  scope: rg
+  params: {
+    name: 'log-signup-${resourceToken}'
+    location: location
+    tags: tags
+    dataRetention: 30
+    features: {
+      disableLocalAuth: true
+    }
+  }
+}
+
+module monitoring 'br/public:avm/res/insights/component:0.8.0' = {
+  name: 'app-insights'
+  scope: rg
+  params: {
+    name: 'appi-signup-${resourceToken}'
+    location: location
+    tags: tags
+    workspaceResourceId: logAnalytics.outputs.resourceId
+    disableLocalAuth: true // ingestion only with an Entra token (APPLICATIONINSIGHTS_AUTHENTICATION_STRING)
+    retentionInDays: 90
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// App settings: the function app's whole configuration (README "Settings"). No secrets: every
+// connection is the managed identity's.
+// ---------------------------------------------------------------------------------------------------
+
+var appSettings = {
+  // Host storage, identity-based (README "Settings"; graph/FACTS.md).
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identity.outputs.clientId
+  AzureWebJobsStorage__blobServiceUri: storage.outputs.serviceEndpoints.blob
+  AzureWebJobsStorage__queueServiceUri: storage.outputs.serviceEndpoints.queue
+  AzureWebJobsStorage__tableServiceUri: storage.outputs.serviceEndpoints.table
+  SIGNUP_QUEUE: signupQueueName
+  SIGNUP_TABLE: signupTableName
+  // Invitation.
+  INVITE_REDIRECT_URL: inviteRedirectUrl
+  INVITE_USER_TYPE: inviteUserType
+  INVITE_SEND_MESSAGE: string(inviteSendMessage)
+  INVITE_MESSAGE_LANGUAGE: inviteMessageLanguage
+  INVITE_MESSAGE_BODY: inviteMessageBody
+  INVITE_CC_ADDRESS: inviteCcAddress
+  INVITE_SPONSOR_IDS: inviteSponsorIds
+  // Microsoft Graph through the user-assigned identity.
+  GRAPH_CLOUD: graphCloud
+  GRAPH_CREDENTIAL: 'managed_identity'
+  AZURE_CLIENT_ID: identity.outputs.clientId
+  GRAPH_TIMEOUT_SECONDS: graphTimeoutSeconds
+  GRAPH_PACING_ENABLED: string(graphPacingEnabled)
+  GRAPH_WRITE_BUDGET: graphWriteBudget
+  GRAPH_WRITE_WINDOW_SECONDS: graphWriteWindowSeconds
+  GRAPH_PACING_MAX_WAIT_SECONDS: graphPacingMaxWaitSeconds
+  GRAPH_THROTTLE_MAX_WAIT_SECONDS: graphThrottleMaxWaitSeconds
+  GRAPH_PACING_MODE: graphPacingMode
+  GRAPH_INVITATION_BUDGET: graphInvitationBudget
+  GRAPH_INVITATION_WINDOW_SECONDS: graphInvitationWindowSeconds
+  GRAPH_PACING_FALLBACK_FRACTION: graphPacingFallbackFraction
+  // Retries and the sweep (the sweep's timer trigger binds %SWEEP_SCHEDULE%).
+  SIGNUP_RETRY_INITIAL_SECONDS: signupRetryInitialSeconds
+  SIGNUP_RETRY_MAX_SECONDS: signupRetryMaxSeconds
+  SIGNUP_RETRY_DEADLINE_SECONDS: signupRetryDeadlineSeconds
+  SIGNUP_REPEAT_WINDOW_SECONDS: signupRepeatWindowSeconds
+  SIGNUP_QUEUED_GRACE_SECONDS: signupQueuedGraceSeconds
+  SWEEP_SCHEDULE: sweepSchedule
+  // Application Insights, Entra-authenticated ingestion as the identity.
+  APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identity.outputs.clientId}'
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The function app
+// ---------------------------------------------------------------------------------------------------
+
+module plan 'br/public:avm/res/web/serverfarm:0.7.0' = {
+  name: 'plan'
+  scope: rg
+  params: {
+    name: 'plan-signup-${resourceToken}'
+    location: location
+    tags: tags
+    skuName: 'FC1' // Flex Consumption
+    kind: 'functionapp'
+    reserved: true // Linux
+  }
+}
+
+module functionApp 'app/function-app.bicep' = {
+  name: 'function-app'
+  scope: rg
+  params: {
+    name: functionAppName
+    location: location
+    tags: union(tags, { 'azd-service-name': 'api' })
+    planResourceId: plan.outputs.resourceId
+    identityResourceId: identity.outputs.resourceId
+    deploymentContainerUrl: '${storage.outputs.serviceEndpoints.blob}${deploymentContainerName}'
+    pythonVersion: pythonVersion
+    instanceMemoryMB: int(instanceMemoryMB)
+    maximumInstanceCount: int(maximumInstanceCount)
+    appSettings: appSettings
+    corsAllowedOrigins: empty(corsAllowedOrigins) ? [] : map(split(corsAllowedOrigins, ','), origin => trim(origin))
+    enableEntraAuth: enableEntraAuth
+    authClientId: authClientId
+    authTenantId: empty(authTenantId) ? tenant().tenantId : authTenantId
+  }
+  dependsOn: [rbac] // the host starts with its storage roles in place
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Access: Azure roles and Microsoft Graph application permissions
+// ---------------------------------------------------------------------------------------------------
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    appInsightsName: monitoring.outputs.name
+    identityPrincipalId: identity.outputs.principalId
+    policyContainerName: policyContainerName
+    policyUploaderPrincipalId: policyUploaderPrincipalId
+  }
+}
+
+module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermissions) {
+  name: 'graph-permissions'
+  scope: rg
+  params: {
+    identityPrincipalId: identity.outputs.principalId
+    grantGroupMemberReadWrite: grantGroupMemberReadWrite
+    grantUserReadWrite: grantUserReadWrite
+    grantMailSend: grantMailSend
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Outputs (azd stores them in the environment: `azd env get-values`)
+// ---------------------------------------------------------------------------------------------------
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output SERVICE_API_URI string = 'https://${functionApp.outputs.defaultHostname}'
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output POLICY_CONTAINER_URL string = '${storage.outputs.serviceEndpoints.blob}${policyContainerName}'
+output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output GRAPH_PERMISSIONS_GRANTED bool = grantGraphPermissions

@@ -1,0 +1,327 @@
+"""The Bicep templates in infra/ agree with the code: settings, bindings, roles, parameters, security.
+
+The templates are read with pycep-parser (no Bicep compiler or Azure is needed). The app settings the
+template sets are turned into an environment: literals as they are, a parameter as its default (or,
+for a required one, the example in its ``@metadata``), and a deployment output (an identity's client
+id, a storage endpoint) as a placeholder of the right shape. ``load_settings`` must accept it, so every
+setting the code requires is set, and whatever the template leaves out has a default in the code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycep import BicepParser
+
+from shared.settings import EXTERNAL_KEYS, SETTING_KEYS, load_settings
+
+INFRA = Path(__file__).resolve().parent.parent / "infra"
+PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000001"
+
+# Keys of local.settings.sample.json the template does not set, each for a reason.
+NOT_SET_IN_AZURE = {
+    "AzureWebJobsStorage": "a connection string; Azure uses the identity-based AzureWebJobsStorage__* keys",
+    "AzureWebJobsStorage__accountName": "the host takes an account name or service URIs; the template sets the URIs",
+    "FUNCTIONS_WORKER_RUNTIME": "Flex Consumption takes the language from functionAppConfig.runtime",
+    "IDENTITY_ENDPOINT": "set by the platform for the managed identity",
+    "IDENTITY_HEADER": "set by the platform for the managed identity",
+    "GRAPH_BASE_URL": "the Graph emulator's URL; in Azure the URL follows GRAPH_CLOUD",
+    "AZURE_AUTHORITY_HOST": "follows GRAPH_CLOUD; only client-secret/certificate credentials use it",
+    "AZURE_TENANT_ID": "only client-secret/certificate/workload credentials need it; Azure uses the managed identity",
+    "AZURE_CLIENT_SECRET": "no secrets: Azure uses the managed identity",
+    "AZURE_CLIENT_CERTIFICATE_PATH": "no secrets: Azure uses the managed identity",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD": "no secrets: Azure uses the managed identity",
+    "AZURE_FEDERATED_TOKEN_FILE": "no secrets: Azure uses the managed identity",
+}
+
+# Keys the Functions host (not the app) reads.
+HOST_KEYS = {
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__blobServiceUri",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+}
+# Built-in Azure role definition ids, as Microsoft documents them.
+AZURE_ROLES = {
+    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+    "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+}
+# Microsoft Graph application permissions (app role ids), as Microsoft documents them.
+GRAPH_APP_ROLES = {
+    "User.Invite.All": "09850681-111b-4a89-9bed-3f2cae46d706",
+    "User.Read.All": "df021288-bdef-4463-88db-98f22de89214",
+    "User.ReadWrite.All": "741f803b-c850-494e-b5df-cde7c675a1ca",
+    "GroupMember.ReadWrite.All": "dbaae8cf-10b5-4b86-a4a1-f871c94c6695",
+    "Mail.Send": "b633e1c5-b582-4048-a93e-9f11b44c7e96",
+}
+
+
+def _parse(path: Path) -> dict[str, Any]:
+    result: dict[str, Any] = BicepParser().parse(file_path=path)
+    return result
+
+
+@pytest.fixture(scope="module")
+def main() -> dict[str, Any]:
+    return _parse(INFRA / "main.bicep")
+
+
+def _config(block: dict[str, Any]) -> dict[str, Any]:
+    """A resource's or module's body, whether or not it has an ``if`` condition."""
+    config: dict[str, Any] = block["config"]
+    return config["config"] if "condition" in config else config
+
+
+def _decorator(param: dict[str, Any], kind: str) -> Any:
+    return next((d["argument"] for d in param["decorators"] if d["type"] == kind), None)
+
+
+def _accessor(node: Any) -> str:
+    """``a.b.c`` from pycep's nested property accessors."""
+    if isinstance(node, dict) and node.get("operator", {}).get("type") == "property_accessor":
+        operands = node["operator"]["operands"]
+        return f"{_accessor(operands['operand_1'])}.{_accessor(operands['operand_2'])}"
+    assert isinstance(node, str), node
+    return node
+
+
+class Resolver:
+    """Turns the values of a template's app settings object into strings an app would see."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.params = doc.get("parameters", {})
+        self.variables = doc.get("variables", {})
+
+    def reference(self, name: str) -> str:
+        if name in self.params:
+            param = self.params[name]
+            if param["default"] is not None:
+                return self.scalar(param["default"])
+            example = (_decorator(param, "metadata") or {}).get("example")
+            assert example is not None, f"required parameter {name} needs @metadata({{example: ...}})"
+            return str(example)
+        if name in self.variables:
+            return self.value(self.variables[name]["value"])
+        return self.placeholder(name)
+
+    @staticmethod
+    def placeholder(expression: str) -> str:
+        """A stand-in of the right shape for a value known only at deployment."""
+        if ".serviceEndpoints." in expression:
+            return f"https://placeholder.{expression.rsplit('.', 1)[-1]}.core.windows.net/"
+        if expression.endswith(("clientId", "principalId", "tenantId")):
+            return PLACEHOLDER_ID
+        return f"placeholder:{expression}"
+
+    @staticmethod
+    def scalar(value: Any) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    def value(self, node: Any) -> str:
+        if isinstance(node, str):
+            if node in self.params or node in self.variables:
+                return self.reference(node)
+            # A literal, possibly with ${...} interpolations.
+            return re.sub(r"\$\{([^}]*)\}", lambda m: self.reference(m.group(1).strip()), node)
+        if isinstance(node, dict) and "function" in node:
+            function = node["function"]
+            assert function["type"] == "string", f"app setting built with {function['type']}(): add it to Resolver"
+            return self.scalar_of(function["parameters"]["value_to_convert"])
+        if isinstance(node, dict) and "operator" in node:
+            return self.placeholder(_accessor(node))
+        raise AssertionError(f"an app setting must be a string expression, got {node!r}")
+
+    def scalar_of(self, node: Any) -> str:
+        if isinstance(node, str) and node in self.params and self.params[node]["default"] is not None:
+            return self.scalar(self.params[node]["default"])
+        return self.value(node)
+
+
+@pytest.fixture(scope="module")
+def app_settings(main: dict[str, Any]) -> dict[str, str]:
+    """The function app's settings as the template sets them, resolved as the module docstring says."""
+    resolver = Resolver(main)
+    return {key: resolver.value(value) for key, value in main["variables"]["appSettings"]["value"].items()}
+
+
+def _function_app_module(main: dict[str, Any]) -> dict[str, Any]:
+    return _config(main["modules"]["functionApp"])["params"]
+
+
+def test_every_template_parses() -> None:
+    """Every .bicep file parses (checkov, which uses the same parser, would silently skip one that does not)."""
+    files = sorted(INFRA.rglob("*.bicep"))
+    assert len(files) >= 4
+    for path in files:
+        _parse(path)
+
+
+def test_template_settings_satisfy_load_settings(app_settings: dict[str, str]) -> None:
+    """load_settings accepts exactly what the template sets: every required key is there and valid."""
+    settings = load_settings(app_settings)
+    assert settings.graph_credential == "managed_identity"
+    assert settings.storage_connection_string is None  # identity-based, no keys
+    assert settings.graph_base_url.startswith("https://graph.microsoft.com")
+
+
+def test_template_sets_only_keys_something_reads(app_settings: dict[str, str]) -> None:
+    """Every key the template sets is read by the code, the sample, or the Functions host: no typos."""
+    sample = set(json.loads((INFRA.parent / "local.settings.sample.json").read_text())["Values"])
+    known = set(SETTING_KEYS) | set(EXTERNAL_KEYS) | sample | HOST_KEYS
+    assert set(app_settings) - known == set()
+
+
+def test_template_mirrors_the_sample(app_settings: dict[str, str]) -> None:
+    """Every key of local.settings.sample.json is set in Azure too, or is listed here with the reason it is not."""
+    sample = json.loads((INFRA.parent / "local.settings.sample.json").read_text())["Values"]
+    missing = set(sample) - set(app_settings) - set(NOT_SET_IN_AZURE)
+    assert missing == set()
+    assert not set(NOT_SET_IN_AZURE) & set(app_settings), "a key listed as not set in Azure is set after all"
+
+
+def test_every_setting_a_binding_names_is_set(app_settings: dict[str, str]) -> None:
+    """A %NAME% in a trigger (queue name, timer schedule) must be an app setting, or the host cannot start it."""
+    from function_app import app
+
+    app.functions_bindings = None  # get_functions() refuses a second call on the same app otherwise
+    names = set()
+    for function in app.get_functions():
+        for binding in function.get_bindings_dict()["bindings"]:
+            for value in binding.values():
+                if isinstance(value, str):
+                    names.update(re.findall(r"%([^%]+)%", value))
+    assert "SIGNUP_QUEUE" in names
+    assert names <= set(app_settings)
+
+
+def test_identity_based_storage_and_telemetry(app_settings: dict[str, str], main: dict[str, Any]) -> None:
+    """One user-assigned identity for host storage, Graph and Application Insights; no shared keys."""
+    raw = main["variables"]["appSettings"]["value"]
+    assert app_settings["AzureWebJobsStorage__credential"] == "managedidentity"
+    for service in ("blob", "queue", "table"):
+        assert app_settings[f"AzureWebJobsStorage__{service}ServiceUri"].startswith("https://")
+    identity_client_id = "identity.outputs.clientId"
+    assert _accessor(raw["AzureWebJobsStorage__clientId"]) == identity_client_id
+    assert _accessor(raw["AZURE_CLIENT_ID"]) == identity_client_id
+    assert raw["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD;ClientId=${identity.outputs.clientId}"
+    storage = _config(main["modules"]["storage"])["params"]
+    assert storage["allowSharedKeyAccess"] is False
+    assert storage["allowBlobPublicAccess"] is False
+    assert storage["minimumTlsVersion"] == "TLS1_2"
+    assert _config(main["modules"]["monitoring"])["params"]["disableLocalAuth"] is True
+
+
+def test_storage_holds_what_the_app_and_host_use(app_settings: dict[str, str], main: dict[str, Any]) -> None:
+    """The queue, its poison queue, the table, the policy container and Flex's deployment container."""
+    resolver = Resolver(main)
+    storage = _config(main["modules"]["storage"])["params"]
+    queues = {resolver.value(q["name"]) for q in storage["queueServices"]["queues"]}
+    tables = {resolver.value(t["name"]) for t in storage["tableServices"]["tables"]}
+    containers = {resolver.value(c["name"]) for c in storage["blobServices"]["containers"]}
+    queue = app_settings.get("SIGNUP_QUEUE", "signups")
+    assert queues == {queue, f"{queue}-poison"}
+    assert tables == {app_settings.get("SIGNUP_TABLE", "signups")}
+    assert "policy" in containers
+    deployment = resolver.value(_function_app_module(main)["deploymentContainerUrl"])
+    assert any(deployment.endswith(f"/{c}") for c in containers)
+
+
+def test_runtime_and_python_versions(main: dict[str, Any]) -> None:
+    """Flex takes the language from functionAppConfig; the Python versions are the ones pyproject allows."""
+    sample = json.loads((INFRA.parent / "local.settings.sample.json").read_text())["Values"]
+    site = _config(_parse(INFRA / "app" / "function-app.bicep")["modules"]["site"])["params"]
+    assert site["functionAppConfig"]["runtime"]["name"] == sample["FUNCTIONS_WORKER_RUNTIME"] == "python"
+    assert site["kind"] == "functionapp,linux"
+    assert _decorator(main["parameters"]["pythonVersion"], "allowed") == ["3.11", "3.12", "3.13"]
+    requires = tomllib.loads((INFRA.parent / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == ">=3.11,<3.14"
+    plan = _config(main["modules"]["plan"])["params"]
+    assert plan["skuName"] == "FC1"
+
+
+def test_site_hardening_and_easy_auth() -> None:
+    """HTTPS only, no publishing passwords, and Easy Auth that lets the anonymous sign-up API through."""
+    doc = _parse(INFRA / "app" / "function-app.bicep")
+    site = _config(doc["modules"]["site"])["params"]
+    assert site["httpsOnly"] is True
+    assert site["siteConfig"]["ftpsState"] == "Disabled"
+    assert site["siteConfig"]["minTlsVersion"] == "1.2"
+    assert {(p["name"], p["allow"]) for p in site["basicPublishingCredentialsPolicies"]} == {
+        ("ftp", False),
+        ("scm", False),
+    }
+    assert site["configs"][0]["retainCurrentAppSettings"] is False
+    auth = _config(doc["resources"]["auth"])
+    assert auth["name"] == "authsettingsV2"
+    assert auth["properties"]["platform"]["enabled"] == "enableEntraAuth"
+    assert auth["properties"]["globalValidation"]["unauthenticatedClientAction"] == "AllowAnonymous"
+
+
+def _named_ids(path: Path) -> dict[str, str]:
+    """``var x = '<guid>' // Name: ...`` lines: the name in the comment and the GUID."""
+    pattern = re.compile(r"^var \w+ = '([0-9a-f-]{36})' // ([^:]+):", re.MULTILINE)
+    return {name.strip(): guid for guid, name in pattern.findall(path.read_text())}
+
+
+def test_role_ids_are_the_documented_ones() -> None:
+    """Each role GUID in rbac.bicep is the built-in role its comment names, and each is assigned."""
+    named = _named_ids(INFRA / "app" / "rbac.bicep")
+    assert named == AZURE_ROLES
+    doc = _parse(INFRA / "app" / "rbac.bicep")
+    variables = {name: v["value"] for name, v in doc["variables"].items()}
+    assigned = set()
+    for resource in doc["resources"].values():
+        if resource["type"] == "Microsoft.Authorization/roleAssignments":
+            role = _config(resource)["properties"]["roleDefinitionId"]["function"]["parameters"]
+            assigned.update(variables[arg] for arg in role.values() if arg in variables)
+    assert assigned == set(AZURE_ROLES.values())
+
+
+def test_graph_app_roles_are_the_documented_ones() -> None:
+    """Each Graph app role id is the permission its comment names; User.Invite.All and User.Read.All (the
+    worker's pre-check read) are unconditional."""
+    path = INFRA / "app" / "graph-permissions.bicep"
+    assert _named_ids(path) == GRAPH_APP_ROLES
+    doc = _parse(path)
+    assert doc["variables"]["graphAppId"]["value"] == "00000003-0000-0000-c000-000000000000"
+    assert "microsoftGraphV1" in doc.get("extensions", {})
+    config = json.loads(re.sub(r"^\s*//.*$", "", (INFRA / "bicepconfig.json").read_text(), flags=re.MULTILINE))
+    assert config["extensions"]["microsoftGraphV1"].startswith(
+        "br:mcr.microsoft.com/bicep/extensions/microsoftgraph/v1.0:"
+    )
+    unconditional = []
+    for resource in doc["resources"].values():
+        if resource["type"] == "Microsoft.Graph/appRoleAssignedTo":
+            role = doc["variables"][_config(resource)["appRoleId"]]["value"]
+            if "condition" not in resource["config"]:
+                unconditional.append(role)
+    assert unconditional == [GRAPH_APP_ROLES["User.Invite.All"], GRAPH_APP_ROLES["User.Read.All"]]
+
+
+def test_azd_parameters_match_the_template(main: dict[str, Any]) -> None:
+    """main.parameters.json maps every parameter to an azd variable whose default is the template's."""
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert set(mapped) == set(main["parameters"])
+    for name, entry in mapped.items():
+        match = re.fullmatch(r"\$\{([A-Z][A-Z0-9_]*)(?:=(.*))?\}", entry["value"])
+        assert match, (name, entry)
+        default = main["parameters"][name]["default"]
+        if default is None:
+            assert match.group(2) is None, f"{name} is required in the template but has an azd default"
+        else:
+            assert match.group(2) == Resolver.scalar(default), name
+
+
+def test_funcignore_keeps_dev_and_infra_files_out_of_the_package() -> None:
+    """The deployed package holds the app only."""
+    ignored = set((INFRA.parent / ".funcignore").read_text().split())
+    assert {"infra", "bench", "devhost", "graph_emulator", "tests"} <= ignored
+    assert ".github" in ignored or ".git*" in ignored
