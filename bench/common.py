@@ -9,6 +9,7 @@ import os
 import shutil
 import statistics
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Stack:
             "IDENTITY_ENDPOINT": f"{self.graph or 'http://127.0.0.1:9'}/msi/token",
             "IDENTITY_HEADER": "local-graph-emulator",
             "LOG_LEVEL": "WARNING",
+            "SWEEP_SCHEDULE": "0 */1 * * * *",  # the sweeper's timer binds it
             **extra_env,
         }
         port = free_port()
@@ -114,6 +116,43 @@ async def statuses_of(url: str, ids: list[str]) -> dict[str, int]:
         for start in range(0, len(ids), 50):
             await asyncio.gather(*(get(i) for i in ids[start : start + 50]))
     return counts
+
+
+def wait_until_final(url: str, ids: list[str], count: int, started: float, deadline: float) -> dict[str, int]:
+    """Poll the status API every 2 s until every sign-up is final or ``deadline`` seconds have passed."""
+    statuses: dict[str, int] = {}
+    while time.monotonic() - started < deadline:
+        time.sleep(2)
+        statuses = asyncio.run(statuses_of(url, ids))
+        if statuses.get("invited", 0) + statuses.get("failed", 0) == count:
+            break
+    return statuses
+
+
+def drain_report(requests: list[dict[str, Any]], budget: int, window: float) -> dict[str, Any]:
+    """Figures of a drain from the emulator's log of invitation requests: rate against the budget, 429s
+    in all and after the first window (warm-up), and addresses invited more than once."""
+    ok = [r for r in requests if r["status"] == 201]
+    throttled = [r for r in requests if r["status"] == 429]
+    first = min(r["at"] for r in requests)
+    span = max(r["at"] for r in ok) - first if ok else float("nan")
+    per_address: dict[str, int] = {}
+    for r in ok:
+        address = r["body"]["invitedUserEmailAddress"]
+        per_address[address] = per_address.get(address, 0) + 1
+    budget_rate = budget / window
+    achieved = len(ok) / span if span else float("nan")
+    return {
+        "budget": f"{budget} writes / {window:g} s ({budget_rate:g}/s)",
+        "drain_seconds": round(span, 1),
+        "achieved_writes_per_s": round(achieved, 2),
+        "fraction_of_budget": round(achieved / budget_rate, 3),
+        "posts": len(requests),
+        "invitations": len(ok),
+        "http_429_total": len(throttled),
+        "http_429_after_warmup": sum(1 for r in throttled if r["at"] > first + window),
+        "duplicated": sum(1 for n in per_address.values() if n > 1),
+    }
 
 
 def percentile(values: list[float], pct: float) -> float:

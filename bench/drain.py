@@ -22,7 +22,7 @@ import json
 import time
 from typing import Any
 
-from .common import emulator_json, fill, save, stack, statuses_of
+from .common import drain_report, emulator_json, fill, save, stack, wait_until_final
 
 QUIET = {
     "AzureWebJobs.invite_signup.Disabled": "true",
@@ -47,40 +47,17 @@ def run(pacing: bool, count: int, budget: int, window: float, latency_ms: int, d
                 "GRAPH_WRITE_WINDOW_SECONDS": str(window),
             }
         )
-        statuses: dict[str, int] = {}
-        while time.monotonic() - started < deadline:
-            time.sleep(2)
-            statuses = asyncio.run(statuses_of(url, ids))
-            if statuses.get("invited", 0) + statuses.get("failed", 0) == count:
-                break
+        statuses = wait_until_final(url, ids, count, started, deadline)
         elapsed = time.monotonic() - started
         requests = [r for r in emulator_json(st, "requests") if r["operation"] == "invitation"]
-
-    ok = [r for r in requests if r["status"] == 201]
-    throttled = [r for r in requests if r["status"] == 429]
-    first = min(r["at"] for r in requests)
-    span = max(r["at"] for r in ok) - first if ok else float("nan")
-    per_address: dict[str, int] = {}
-    for r in ok:
-        address = r["body"]["invitedUserEmailAddress"]
-        per_address[address] = per_address.get(address, 0) + 1
-    budget_rate = budget / window
-    achieved = len(ok) / span if span else float("nan")
     return {
         "pacing": pacing,
         "signups": count,
-        "budget": f"{budget} writes / {window:g} s ({budget_rate:g}/s)",
         "latency_ms": latency_ms,
-        "drain_seconds": round(span, 1),
         "wall_seconds": round(elapsed, 1),
-        "achieved_writes_per_s": round(achieved, 2),
-        "fraction_of_budget": round(achieved / budget_rate, 3),
-        "posts": len(requests),
-        "http_429_total": len(throttled),
-        "http_429_after_warmup": sum(1 for r in throttled if r["at"] > first + window),
+        **drain_report(requests, budget, window),
         "final_statuses": statuses,
         "lost": count - statuses.get("invited", 0),
-        "duplicated": sum(1 for n in per_address.values() if n > 1),
     }
 
 

@@ -2,10 +2,12 @@
 
 For each concurrency (1, 8, 32 clients) it measures, against the same Azurite:
 
-* ``limit``: the bare durable work of a sign-up, straight from the storage SDKs
-  (one table insert plus one enqueue), at the same concurrency;
+* ``limit``: the bare durable work of a sign-up, straight from the storage
+  classes over the SDKs, at the same concurrency: the record and its due-index
+  entry (two table inserts, together), the address claim (a third insert), one
+  enqueue;
 * ``intake``: ``POST /api/signups`` through the local host (HTTP parsing,
-  validation, the same insert and enqueue, the 202).
+  validation, the same writes, the 202).
 
 Targets: intake rate >= 0.8 x limit rate, intake p99 <= 1.5 x limit p99.
 The queue worker is disabled (``AzureWebJobs.invite_signup.Disabled``) so that
@@ -18,12 +20,20 @@ import argparse
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import aiohttp
 
 from shared.lifecycle.models import Signup, Status, new_signup_id, utcnow
 from shared.lifecycle.queue import StorageQueue
-from shared.lifecycle.store import TableSignupStore
+from shared.lifecycle.store import (
+    DueEntry,
+    TableAddressBook,
+    TableDueIndex,
+    TableSignupStore,
+    address_key,
+    bucket_of,
+)
 from shared.settings import load_settings
 from shared.storage import build_queue_client, build_table_client
 
@@ -60,19 +70,27 @@ async def run(connection: str, url: str, levels: dict[int, int]) -> dict[str, di
     )
     table, queue = build_table_client(settings), build_queue_client(settings)
     store, sink = TableSignupStore(table), StorageQueue(queue)
+    index, addresses = TableDueIndex(table), TableAddressBook(table)
 
     async def bare(i: int) -> None:
         now = utcnow()
-        signup = Signup(new_signup_id(), f"bench{i}@fabrikam.com", "Bench", "Fabrikam", None, Status.QUEUED, now, now)
-        await store.create(signup)
+        email = f"limit{i}-{now.timestamp()}@fabrikam.com"
+        signup = Signup(
+            new_signup_id(), email, "Bench", "Fabrikam", None, Status.QUEUED, now, now, now + timedelta(days=1)
+        )
+        await asyncio.gather(
+            store.create(signup), index.add(DueEntry(bucket_of(now + timedelta(minutes=10)), signup.id))
+        )
+        await addresses.insert(address_key(email), signup.id)
         await sink.enqueue(signup.id)
 
     results: dict[str, dict[str, dict[str, float]]] = {}
+    run_id = 0
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as http:
 
         async def post(i: int) -> None:
-            body = {"email": f"bench{i}@fabrikam.com", "displayName": "Bench User", "company": "Fabrikam"}
+            body = {"email": f"bench{i}-{run_id}@fabrikam.com", "displayName": "Bench User", "company": "Fabrikam"}
             async with http.post(f"{url}/api/signups", json=body) as response:
                 if response.status != 202:
                     raise RuntimeError(f"intake answered {response.status}: {await response.text()}")
@@ -81,6 +99,7 @@ async def run(connection: str, url: str, levels: dict[int, int]) -> dict[str, di
         await _drive(4, WARMUP, bare)
         await _drive(4, WARMUP, post)
         for concurrency, total in levels.items():
+            run_id += 1  # distinct addresses in every run: each sign-up claims its own address
             limit = summarise(*await _drive(concurrency, total, bare))
             intake = summarise(*await _drive(concurrency, total, post))
             results[str(concurrency)] = {
@@ -114,6 +133,7 @@ def main() -> None:
             {
                 "AzureWebJobs.invite_signup.Disabled": "true",
                 "AzureWebJobs.finalise_poisoned_signup.Disabled": "true",
+                "AzureWebJobs.sweep_signups.Disabled": "true",
                 "SIGNUP_QUEUE": "bench-intake",
                 "SIGNUP_TABLE": "benchintake",
             }

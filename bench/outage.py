@@ -22,7 +22,7 @@ import time
 import urllib.request
 from typing import Any
 
-from .common import emulator_json, fill, save, stack, statuses_of
+from .common import emulator_json, fill, save, stack, wait_until_final
 
 QUIET = {
     "AzureWebJobs.invite_signup.Disabled": "true",
@@ -62,12 +62,7 @@ def run(count: int, outage: float, latency_ms: int, deadline: float) -> dict[str
         time.sleep(max(0.0, outage - (time.monotonic() - started)))
         _control(st.graph, "faults", "DELETE")
         back = time.time()
-        statuses: dict[str, int] = {}
-        while time.monotonic() - started < deadline:
-            time.sleep(2)
-            statuses = asyncio.run(statuses_of(url, ids))
-            if statuses.get("invited", 0) + statuses.get("failed", 0) == count:
-                break
+        statuses = wait_until_final(url, ids, count, started, deadline)
         requests = [r for r in emulator_json(st, "requests") if r["operation"] == "invitation"]
 
     performed = [r for r in requests if r["status"] == 201 or r.get("acted")]

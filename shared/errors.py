@@ -14,8 +14,7 @@ Every error the domain raises on purpose derives from ``PortalError``::
         ├── PermanentGraphError     Graph refused: record and stop (400, 403, 404, 409, ...)
         ├── TransientGraphError     Graph did not act: retry later, honouring ``retry_after``
         │   │                       (429, 401, a connection never made, any failed read)
-        │   ├── WriteDeferred       the pacer had no write slot within its bound; nothing was sent
-        │   └── SignupBusy          another delivery holds the sign-up's lease
+        │   └── WriteDeferred       the pacer had no write slot within its bound; nothing was sent
         └── AmbiguousGraphError     a write may have reached Graph and acted (5xx, a timeout or
                                     a dropped connection after the request went out): find out
                                     with a read before writing again
@@ -102,10 +101,12 @@ class GraphError(PortalError):
         code: str,
         status: int | None = None,
         request_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.code = code
         self.status = status
         self.request_id = request_id
+        self.retry_after = retry_after  # Graph's Retry-After, when it gave one
         super().__init__(message)
 
 
@@ -114,19 +115,7 @@ class PermanentGraphError(GraphError):
 
 
 class TransientGraphError(GraphError):
-    """Graph was throttled, unavailable or unreachable; try again later."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str,
-        status: int | None = None,
-        request_id: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, code=code, status=status, request_id=request_id)
+    """Graph was throttled, unavailable or unreachable and did not act; try again later."""
 
 
 class WriteDeferred(TransientGraphError):
@@ -142,26 +131,3 @@ class WriteDeferred(TransientGraphError):
 
 class AmbiguousGraphError(GraphError):
     """A write may have reached Graph and acted, but its answer was lost; check before writing again."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str,
-        status: int | None = None,
-        request_id: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, code=code, status=status, request_id=request_id)
-
-
-class SignupBusy(TransientGraphError):
-    """Another delivery of the same sign-up holds its lease; retry later."""
-
-    def __init__(self, signup_id: str, retry_after: float) -> None:
-        super().__init__(
-            f"sign-up {signup_id} is being processed by another delivery",
-            code="SignupBusy",
-            retry_after=retry_after,
-        )

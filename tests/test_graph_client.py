@@ -17,6 +17,7 @@ from devhost.processes import free_port
 from graph_emulator import schema
 from graph_emulator.server import Fault, GraphEmulator, http_date
 from shared.errors import AmbiguousGraphError, GraphError, PermanentGraphError, TransientGraphError, WriteDeferred
+from shared.graph.budget import INVITATIONS, WRITES, TableBudgetStore
 from shared.graph.client import (
     MsGraphDirectory,
     build_credential,
@@ -28,7 +29,9 @@ from shared.graph.client import (
 )
 from shared.graph.directory import Invitation, InvitationOptions
 from shared.graph.pacing import WritePacer
+from shared.services import build_gate
 from shared.settings import Settings, load_settings
+from shared.storage import build_table_client
 from tests.certs import client_bundle
 
 OPTIONS = InvitationOptions(redirect_url="https://myapps.microsoft.com")
@@ -583,34 +586,30 @@ async def test_sdk_asks_for_the_clouds_scope(
     assert _posts(emulator)[0].status == 201
 
 
+@asynccontextmanager
+async def _shared(settings: Settings, **kw: Any) -> AsyncIterator[tuple[MsGraphDirectory, TableBudgetStore]]:
+    """A directory whose writes draw on the shared budget in Azurite, and that budget's store."""
+    table = build_table_client(settings)
+    gate = build_gate(settings, table)
+    assert gate is not None
+    try:
+        async with _directory_for(settings, WritePacer(3000, 150), gate=gate, **kw) as directory:
+            yield directory, TableBudgetStore(table)
+    finally:
+        await table.close()
+
+
 async def test_writes_carry_throttle_priority_and_draw_on_the_shared_budget(
     settings: Settings, emulator: GraphEmulator
 ) -> None:
     """Invitations ask Graph for "high" priority (a person waits), bulk invitations "low", group additions
     "normal"; each write took a slot of the shared budget in Table storage, invitations of both limits."""
-    from shared.graph.budget import INVITATIONS, WRITES, TableBudgetStore
-    from shared.services import build_gate
-    from shared.storage import build_table_client
-
-    table = build_table_client(settings)
-    gate = build_gate(settings, table)
-    assert gate is not None
-    credential, http = build_credential(settings), build_http_client(settings)
-    directory = MsGraphDirectory(
-        build_graph_client(settings, credential, http), WritePacer(3000, 150), gate=gate, max_pacing_wait=5
-    )
-    try:
-        options = InvitationOptions(redirect_url="https://myapps.microsoft.com")
-        result = await directory.invite(Invitation("prio@fabrikam.com", "P", options))
-        await directory.invite(Invitation("bulk@fabrikam.com", "B", options, priority="low"))
+    async with _shared(settings, max_pacing_wait=5) as (directory, store):
+        result = await directory.invite(Invitation("prio@fabrikam.com", "P", OPTIONS))
+        await directory.invite(Invitation("bulk@fabrikam.com", "B", OPTIONS, priority="low"))
         emulator.groups["g1"] = set()
         await directory.add_group_member("g1", result.invited_user_id or "")
-        store = TableBudgetStore(table)
         writes, invitations = await store.read(WRITES), await store.read(INVITATIONS)
-    finally:
-        await http.aclose()
-        await credential.close()
-        await table.close()
     priorities = [
         (r.operation, r.headers.get("x-ms-throttle-priority"))
         for r in emulator.requests
@@ -622,25 +621,9 @@ async def test_writes_carry_throttle_priority_and_draw_on_the_shared_budget(
 
 async def test_a_429_reaches_the_shared_state(settings: Settings, emulator: GraphEmulator) -> None:
     """A 429 met by one instance blocks the shared schedule, so another instance's next slot waits for it."""
-    from shared.graph.budget import WRITES, TableBudgetStore
-    from shared.services import build_gate
-    from shared.storage import build_table_client
-
     emulator.faults.append(Fault(kind="429", times=1))
-    table = build_table_client(settings)
-    gate = build_gate(settings, table)
-    assert gate is not None
-    credential, http = build_credential(settings), build_http_client(settings)
-    directory = MsGraphDirectory(
-        build_graph_client(settings, credential, http), WritePacer(3000, 150), gate=gate, max_throttle_wait=10
-    )
-    try:
-        options = InvitationOptions(redirect_url="https://myapps.microsoft.com")
-        await directory.invite(Invitation("throttled@fabrikam.com", "T", options))
-        state = await TableBudgetStore(table).read(WRITES)
-    finally:
-        await http.aclose()
-        await credential.close()
-        await table.close()
+    async with _shared(settings, max_throttle_wait=10) as (directory, store):
+        await directory.invite(Invitation("throttled@fabrikam.com", "T", OPTIONS))
+        state = await store.read(WRITES)
     assert state is not None and state.blocked_until > 0
     assert [r.status for r in emulator.requests if r.operation == "invitation"] == [429, 201]

@@ -254,7 +254,7 @@ class InvitationWorker:
         delay = self._timers.backoff(max(1, signup.attempts), self._jitter())
         if isinstance(exc, AmbiguousGraphError):
             delay = max(delay, self._timers.ambiguous_delay)
-        delay = max(delay, getattr(exc, "retry_after", None) or 0.0)
+        delay = max(delay, exc.retry_after or 0.0)
         due = now + timedelta(seconds=delay)
         if due >= signup.deadline:
             await self._finish(signup, self._failure(exc.code, "transient", exc), maybe_invited=maybe_invited)
