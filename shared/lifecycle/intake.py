@@ -167,17 +167,16 @@ class Intake:
             deadline=now + timedelta(seconds=self._timers.deadline),
             due_at=due,
         )
-        created: Signup | None = None
         try:
-            # The record and its index entry are independent writes: make them together.
-            results = await asyncio.gather(
+            # The record and its index entry are independent writes: make them together, and wait for
+            # both even when one fails, so that nothing lands after the clean-up below.
+            created, indexed = await asyncio.gather(
                 self._store.create(signup), self._index.add(DueEntry(bucket_of(due), signup.id)), return_exceptions=True
             )
-            for result in results:
+            for result in (created, indexed):
                 if isinstance(result, BaseException):
                     raise result
-            created = results[0] if isinstance(results[0], Signup) else None
-            assert created is not None
+            assert isinstance(created, Signup)
             admitted = await self._admission.admit(created, fresh=True)
         except (StorageError, ConcurrencyConflict):
             await self._discard(signup.id)
