@@ -47,7 +47,7 @@ def run(pacing: bool, count: int, budget: int, window: float, latency_ms: int, d
                 "GRAPH_WRITE_WINDOW_SECONDS": str(window),
             }
         )
-        statuses = wait_until_final(url, ids, count, started, deadline)
+        statuses = wait_until_final(st, url, ids, started, deadline)
         elapsed = time.monotonic() - started
         requests = [r for r in emulator_json(st, "requests") if r["operation"] == "invitation"]
     return {

@@ -62,7 +62,7 @@ def run(count: int, outage: float, latency_ms: int, deadline: float) -> dict[str
         time.sleep(max(0.0, outage - (time.monotonic() - started)))
         _control(st.graph, "faults", "DELETE")
         back = time.time()
-        statuses = wait_until_final(url, ids, count, started, deadline)
+        statuses = wait_until_final(st, url, ids, started, deadline)
         requests = [r for r in emulator_json(st, "requests") if r["operation"] == "invitation"]
 
     performed = [r for r in requests if r["status"] == 201 or r.get("acted")]

@@ -57,7 +57,7 @@ def run(hosts: int, mode: str, count: int, budget: int, window: float, latency_m
             for _ in range(hosts)
         ]
         url = drainers[0][0]
-        statuses = wait_until_final(url, ids, count, started, deadline)
+        statuses = wait_until_final(st, url, ids, started, deadline)
         for _, service in drainers:
             service.stop()
         storage_calls = 0
