@@ -319,7 +319,8 @@ def _policy_source(value: str) -> str:
     """A file path, or an https Blob URL (the document itself is read by ``shared.policy``)."""
     if "://" in value:
         parts = urlsplit(value)
-        if parts.scheme != "https" or not parts.hostname or not parts.path.strip("/"):
+        local = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS  # Azurite
+        if not (parts.scheme == "https" or local) or not parts.hostname or not parts.path.strip("/"):
             raise ValueError(f"expected a file path or an https:// Blob URL, got {value!r}")
     return value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +233,21 @@ async def test_a_url_that_is_not_https_is_refused() -> None:
     """Only file paths and https Blob URLs are sources."""
     with pytest.raises(ConfigurationError):
         await load_policy("ftp://example.com/policy.json")
+
+
+async def test_a_blob_url_is_read_and_a_missing_blob_is_a_configuration_error(azurite: str) -> None:
+    """A Blob URL (here Azurite's, a public container) is read with BlobClient; a missing blob names the setting."""
+    from azure.storage.blob.aio import BlobServiceClient
+
+    from shared.storage import expand_connection_string
+
+    container = f"policy{uuid.uuid4().hex[:8]}"
+    async with BlobServiceClient.from_connection_string(expand_connection_string(azurite)) as service:
+        client = await service.create_container(container, public_access="blob")
+        await client.upload_blob("policy.json", json.dumps({"defaultAction": "approve"}).encode())
+        url = f"{client.url}/policy.json"
+    policy = await CachedPolicy(url).current()
+    assert policy.decide("contoso.com").action is Action.APPROVE
+    with pytest.raises(ConfigurationError) as info:
+        await load_policy(url.replace("policy.json", "missing.json"))
+    assert "upload the policy document" in info.value.problems["SIGNUP_POLICY"]

@@ -19,10 +19,12 @@ import json
 import logging
 from pathlib import Path
 from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
 from ..errors import ConfigurationError, StorageError
+from ..settings import LOOPBACK_HOSTS
 from .document import NO_POLICY, Policy, parse_policy
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,11 @@ class FixedPolicy:
 
 async def read_policy_document(source: str, credential: Any = None) -> bytes:
     """The raw document at ``source`` (a path or an https Blob URL); ``ConfigurationError`` if it is not there."""
-    if source.startswith("https://"):
-        return await _read_blob(source, credential)
     if "://" in source:
+        parts = urlsplit(source)
+        # Plain http only for a local storage emulator (Azurite), as for every other URL setting.
+        if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
+            return await _read_blob(source, credential)
         raise ConfigurationError({SETTING: "must be a file path or an https:// Blob URL"})
     path = Path(source)
     path = path if path.is_absolute() else APP_DIR / path
