@@ -52,6 +52,7 @@ class Stack:
             "IDENTITY_HEADER": "local-graph-emulator",
             "LOG_LEVEL": "WARNING",
             "SWEEP_SCHEDULE": "0 */1 * * * *",  # the sweeper's timer binds it
+            "SIGNUP_POLICY": "policy.sample.json",  # approves the fabrikam.com addresses the benchmarks use
             **extra_env,
         }
         port = free_port()

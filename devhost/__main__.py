@@ -40,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(app_dir))
 
     # Fail at start-up, naming every bad setting, rather than at the first request.
-    from shared.errors import ConfigurationError
+    from shared.errors import ConfigurationError, StorageError
+    from shared.policy import load_policy
     from shared.settings import get_settings
 
     try:
-        get_settings()
-    except ConfigurationError as exc:
+        settings = get_settings()
+        # The policy is read apart from Settings (a Blob needs the network); check it here too. A Blob
+        # with identity-based storage is checked by its first use instead (no token is at hand here).
+        if settings.storage_connection_string or not (settings.signup_policy or "").startswith("https://"):
+            asyncio.run(load_policy(settings.signup_policy))
+    except (ConfigurationError, StorageError) as exc:
         print(f"devhost: {exc}", file=sys.stderr)
         return 2
 

@@ -33,6 +33,9 @@ param maximumInstanceCount string = '100'
 @description('Object id of a user or service principal given Storage Blob Data Contributor on the "policy" container only (azd fills in the signed-in deployer). Empty: none.')
 param policyUploaderPrincipalId string = ''
 
+@description('SIGNUP_POLICY: name of the policy document in the "policy" container the template creates. The app reads <container URL>/<name> with its identity; until it is uploaded, sign-ups answer 500 and nobody is invited.')
+param signupPolicyBlobName string = 'policy.json'
+
 // ---------------------------------------------------------------------------------------------------
 // Invitation settings (app settings INVITE_*)
 // ---------------------------------------------------------------------------------------------------
@@ -166,7 +169,7 @@ var deploymentContainerName = 'app-package'
 // '<queue>-poison' after maxDequeueCount failed deliveries (host.json).
 var signupQueueName = 'signups'
 var signupTableName = 'signups'
-// A later issue reads the sign-up policy document from this container (SIGNUP_POLICY).
+// The sign-up policy document lives in this container (SIGNUP_POLICY).
 var policyContainerName = 'policy'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -276,6 +279,7 @@ var appSettings = {
   AzureWebJobsStorage__tableServiceUri: storage.outputs.serviceEndpoints.table
   SIGNUP_QUEUE: signupQueueName
   SIGNUP_TABLE: signupTableName
+  SIGNUP_POLICY: '${storage.outputs.serviceEndpoints.blob}${policyContainerName}/${signupPolicyBlobName}'
   // Invitation.
   INVITE_REDIRECT_URL: inviteRedirectUrl
   INVITE_USER_TYPE: inviteUserType

@@ -7,7 +7,8 @@ Every error the domain raises on purpose derives from ``PortalError``::
     ├── RequestError                the sign-up request itself is unacceptable (4xx)
     │   ├── ValidationFailed        field problems, all at once (400)
     │   ├── UnsupportedMediaType    content type not accepted (415)
-    │   └── PayloadTooLarge         body over the limit (413)
+    │   ├── PayloadTooLarge         body over the limit (413)
+    │   └── SignupForbidden         the policy refuses the address's domain (403)
     ├── StorageError                Table or Queue storage failed (503 at intake)
     │   └── ConcurrencyConflict     an ETag-conditional write lost a race
     └── GraphError                  Microsoft Graph refused or failed a call
@@ -81,6 +82,18 @@ class PayloadTooLarge(RequestError):
     status = 413
     type_uri = "/problems/payload-too-large"
     title = "Request body too large"
+
+
+class SignupForbidden(RequestError):
+    """The sign-up policy refuses the address; the detail says nothing of the policy itself."""
+
+    status = 403
+    type_uri = "/problems/forbidden"
+    title = "Sign-up not allowed"
+
+    def __init__(self, signup_id: str) -> None:
+        self.signup_id = signup_id  # the recorded refusal, for logs
+        super().__init__("Sign-ups for this address are not accepted.")
 
 
 class StorageError(PortalError):

@@ -27,7 +27,7 @@ def problem(status: int, type_uri: str, title: str, detail: str, **extra: Any) -
 
 
 def from_request_error(exc: RequestError) -> Problem:
-    """The problem for a refused request (400, 413, 415)."""
+    """The problem for a refused request (400, 403, 413, 415)."""
     if isinstance(exc, ValidationFailed):
         return problem(exc.status, exc.type_uri, exc.title, exc.detail, errors=exc.errors)
     return problem(exc.status, exc.type_uri, exc.title, exc.detail)

@@ -20,6 +20,7 @@ from .lifecycle.queue import StorageQueue
 from .lifecycle.store import TableAddressBook, TableDueIndex, TableSignupStore
 from .lifecycle.sweeper import Sweeper
 from .lifecycle.worker import InvitationWorker
+from .policy import CachedPolicy
 from .settings import GRAPH_CLOUDS, Settings, get_settings
 from .storage import build_queue_client, build_storage_credential, build_table_client
 
@@ -130,6 +131,8 @@ def build_services(settings: Settings) -> Services:
     signup_queue = StorageQueue(queue)
     lifecycle_timers = timers(settings)
     admission = Admission(store, TableAddressBook(table), index, signup_queue, lifecycle_timers)
+    # A Blob policy is read with the storage identity; with a connection string (Azurite) anonymously.
+    policy = CachedPolicy(settings.signup_policy, storage_credential)
     log.info(
         "services.built graph_base_url=%s credential=%s pacing=%s mode=%s budget=%s/%ss",
         settings.graph_base_url,
@@ -141,9 +144,14 @@ def build_services(settings: Settings) -> Services:
     )
     return Services(
         settings=settings,
-        intake=Intake(store, admission, index, lifecycle_timers),
+        intake=Intake(store, admission, index, lifecycle_timers, policy=policy),
         worker=InvitationWorker(
-            store, signup_queue, directory, InvitationOptions.from_settings(settings), lifecycle_timers
+            store,
+            signup_queue,
+            directory,
+            InvitationOptions.from_settings(settings),
+            lifecycle_timers,
+            policy=policy,
         ),
         sweeper=Sweeper(store, index, signup_queue, admission, lifecycle_timers),
         replayer=Replayer(store, admission),

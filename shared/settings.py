@@ -83,6 +83,10 @@ class Settings:
     repeat_window_seconds: float
     queued_grace_seconds: float
     sweep_schedule: str
+    # Where the policy document is (a path or an https Blob URL); None: every sign-up waits for review.
+    # Settings carries only where it is: reading a Blob needs the network and an event loop, and
+    # load_settings stays pure (tests and the template checks call it with no storage).
+    signup_policy: str | None
     # Invitation.
     invite_redirect_url: str
     invite_user_type: str
@@ -138,6 +142,7 @@ SETTING_KEYS: Final = (
     "SIGNUP_REPEAT_WINDOW_SECONDS",
     "SIGNUP_QUEUED_GRACE_SECONDS",
     "SWEEP_SCHEDULE",
+    "SIGNUP_POLICY",
     "INVITE_REDIRECT_URL",
     "INVITE_USER_TYPE",
     "INVITE_SEND_MESSAGE",
@@ -310,6 +315,16 @@ def _ncrontab(value: str) -> str:
     return value
 
 
+def _policy_source(value: str) -> str:
+    """A file path, or an https Blob URL (the document itself is read by ``shared.policy``)."""
+    if "://" in value:
+        parts = urlsplit(value)
+        local = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS  # Azurite
+        if not (parts.scheme == "https" or local) or not parts.hostname or not parts.path.strip("/"):
+            raise ValueError(f"expected a file path or an https:// Blob URL, got {value!r}")
+    return value
+
+
 def _auto_credential(secret: str | None, cert_path: str | None, token_file: str | None) -> str:
     """The credential the standard azure-identity variables describe, managed identity otherwise."""
     if secret:
@@ -377,6 +392,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         repeat_window_seconds=r.default("SIGNUP_REPEAT_WINDOW_SECONDS", 86400.0, _positive_float),
         queued_grace_seconds=r.default("SIGNUP_QUEUED_GRACE_SECONDS", 600.0, _positive_float),
         sweep_schedule=r.default("SWEEP_SCHEDULE", "0 */1 * * * *", _ncrontab),
+        signup_policy=r.optional("SIGNUP_POLICY", _policy_source),
         invite_redirect_url=r.required("INVITE_REDIRECT_URL", _url),
         invite_user_type=r.default("INVITE_USER_TYPE", "Guest", _one_of("Guest", "Member")),
         invite_send_message=r.default("INVITE_SEND_MESSAGE", True, _boolean),

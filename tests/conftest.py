@@ -17,6 +17,9 @@ from shared.services import Services, build_services
 from shared.settings import Settings, load_settings
 
 IDENTITY_HEADER = "test-identity-header"
+# Approves the domains the tests invite (fabrikam.com, its sub-domains, xn--fbrikam-5wa.com), blocks
+# blocked.example.com and leaves everything else for review.
+TEST_POLICY = str(Path(__file__).resolve().parent / "policies" / "test-domains.json")
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +94,7 @@ def app_env(azurite: str, graph_base: str) -> dict[str, str]:
         "GRAPH_CREDENTIAL": "managed_identity",
         "GRAPH_TIMEOUT_SECONDS": "5",
         "SWEEP_SCHEDULE": "0 */1 * * * *",  # the timer binds %SWEEP_SCHEDULE%: the host needs the setting
+        "SIGNUP_POLICY": TEST_POLICY,
         **unique_names(),
     }
 
@@ -138,6 +142,7 @@ def host_env(azurite: str, graph: str, **extra: str) -> dict[str, str]:
         "GRAPH_CREDENTIAL": "managed_identity",
         "IDENTITY_ENDPOINT": f"{graph}/msi/token",
         "IDENTITY_HEADER": IDENTITY_HEADER,
+        "SIGNUP_POLICY": TEST_POLICY,
         **FAST_TIMERS,
         **unique_names(),
         **extra,

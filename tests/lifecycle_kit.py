@@ -10,9 +10,12 @@ from shared.lifecycle.models import Signup
 from shared.lifecycle.sweeper import Sweeper
 from shared.lifecycle.validation import SignupForm
 from shared.lifecycle.worker import InvitationWorker, Outcome
+from shared.policy import Action, FixedPolicy, Policy
 from tests.fakes import Clock, FakeAddressBook, FakeDirectory, FakeDueIndex, FakeQueue, FakeStore
 
 OPTIONS = InvitationOptions(redirect_url="https://myapps.microsoft.com")
+# The kit's default policy invites everyone, so lifecycle tests need not name one.
+APPROVE_ALL = Policy(default_action=Action.APPROVE)
 TIMERS = Timers(
     retry_initial=10, retry_max=300, deadline=3600, repeat_window=600, queued_grace=120, lease=60, ambiguous_delay=30
 )
@@ -34,12 +37,21 @@ class Kit:
     addresses: FakeAddressBook = field(default_factory=FakeAddressBook)
     index: FakeDueIndex = field(default_factory=FakeDueIndex)
     queue: FakeQueue = field(default_factory=FakeQueue)
+    policy: Policy = APPROVE_ALL
 
     def __post_init__(self) -> None:
+        source = FixedPolicy(self.policy)
         self.admission = Admission(self.store, self.addresses, self.index, self.queue, self.timers, clock=self.clock)
-        self.intake = Intake(self.store, self.admission, self.index, self.timers, clock=self.clock)
+        self.intake = Intake(self.store, self.admission, self.index, self.timers, clock=self.clock, policy=source)
         self.worker = InvitationWorker(
-            self.store, self.queue, self.directory, OPTIONS, self.timers, clock=self.clock, jitter=lambda: 0.0
+            self.store,
+            self.queue,
+            self.directory,
+            OPTIONS,
+            self.timers,
+            clock=self.clock,
+            jitter=lambda: 0.0,
+            policy=source,
         )
         self.sweeper = Sweeper(self.store, self.index, self.queue, self.admission, self.timers, clock=self.clock)
 

@@ -213,9 +213,30 @@ async def test_duplicate_messages_never_invite_twice(
     assert len([p for p in await _invitations_for(emulator, "dup@fabrikam.com") if p.status == 201]) == 1
 
 
+async def test_the_policy_decides_at_intake(client: httpx.AsyncClient, emulator: GraphEmulator) -> None:
+    """The test policy: a blocked domain gets 403 forbidden; an unknown one waits pending_approval, uninvited."""
+    refused = await client.post("/api/signups", json={"email": "eve@blocked.example.com", "displayName": "Eve"})
+    assert refused.status_code == 403
+    assert refused.headers["Content-Type"] == "application/problem+json"
+    assert problem_of(refused.json())["type"] == "/problems/forbidden"
+
+    waiting = await client.post("/api/signups", json={"email": "pat@contoso.com", "displayName": "Pat"})
+    assert waiting.status_code == 202 and waiting.json()["status"] == "pending_approval"
+    await asyncio.sleep(1.5)  # long enough for a worker that wrongly picked it up
+    view = (await client.get(waiting.headers["Location"])).json()
+    assert view["status"] == "pending_approval" and view["error"] is None
+    assert await _invitations_for(emulator, "pat@contoso.com") == []
+
+
 def test_host_log_never_holds_an_email_address(host: dict[str, Any]) -> None:
     """Logs carry ids and domains, never the raw address."""
     log = Path(host["service"].log_path).read_text()
     assert "intake.accepted" in log
-    for address in ("Sam.Guest@fabrikam.com", "alex@xn--fbrikam-5wa.com", "blocked@fabrikam.com"):
+    for address in (
+        "Sam.Guest@fabrikam.com",
+        "alex@xn--fbrikam-5wa.com",
+        "blocked@fabrikam.com",
+        "eve@blocked.example.com",
+        "pat@contoso.com",
+    ):
         assert address.lower() not in log.lower()

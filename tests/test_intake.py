@@ -1,4 +1,4 @@
-"""Intake and admission over in-memory stores: rollback, one invitation per address per window, status views."""
+"""Intake over in-memory stores: policy decisions, rollback, one invitation per address per window, status views."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import asyncio
 
 import pytest
 
-from shared.errors import StorageError
+from shared.errors import SignupForbidden, StorageError
 from shared.lifecycle.models import Status
 from shared.lifecycle.store import address_key, bucket_of
+from shared.lifecycle.worker import Outcome
+from shared.policy import Action, FixedPolicy, Policy, parse_policy
+from shared.policy.document import NO_POLICY
 from tests.fakes import FakeDirectory, FakeQueue
-from tests.lifecycle_kit import Kit
+from tests.lifecycle_kit import OPTIONS, Kit
 
 
 async def test_accepted_signup_is_recorded_indexed_claimed_and_queued() -> None:
@@ -125,3 +128,90 @@ async def test_malformed_or_unknown_ids_are_none() -> None:
     kit = Kit()
     assert await kit.intake.public_status("../etc") is None
     assert await kit.intake.public_status("A" * 22) is None
+
+
+POLICY = parse_policy(
+    {
+        "defaultAction": "review",
+        "blockedDomains": ["gmail.com"],
+        "profiles": [
+            {
+                "name": "fabrikam",
+                "domains": ["fabrikam.com"],
+                "action": "approve",
+                "groups": [],
+                "redirectUrl": "https://fabrikam.contoso.com/welcome",
+                "messageLanguage": "fr-FR",
+                "sponsors": ["6d1b7d5e-3c5f-4c5b-9a7a-0f0e1d2c3b4a"],
+            },
+            {"name": "northwind", "domains": ["*.northwind.com"], "action": "review", "groups": []},
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("policy", "email"),
+    [
+        pytest.param(POLICY, "sam@gmail.com", id="blocked"),
+        pytest.param(Policy(default_action=Action.DENY), "sam@contoso.com", id="unknown-under-deny"),
+    ],
+)
+async def test_a_refused_domain_is_recorded_denied_and_raises_forbidden(policy: Policy, email: str) -> None:
+    """Denied: one record with status denied; no due-index entry, no address claim, no message; 403 error."""
+    kit = Kit(policy=policy)
+    with pytest.raises(SignupForbidden) as info:
+        await kit.submit(email)
+    record = kit.record(info.value.signup_id)
+    assert record.status is Status.DENIED and record.policy_action == "deny"
+    assert kit.index.minutes == {} and kit.addresses.claims == {} and kit.queue.messages == []
+    assert "gmail" not in info.value.detail and "polic" not in info.value.detail.lower()
+    view = await kit.intake.public_status(record.id)
+    assert view is not None and view["status"] == "denied" and view["error"] is None
+
+
+@pytest.mark.parametrize(
+    ("policy", "email", "profile"),
+    [
+        pytest.param(POLICY, "sam@eu.northwind.com", "northwind", id="review-profile"),
+        pytest.param(POLICY, "sam@contoso.com", None, id="default-review"),
+        pytest.param(NO_POLICY, "sam@fabrikam.com", None, id="no-policy"),
+    ],
+)
+async def test_a_signup_for_review_waits_unqueued(policy: Policy, email: str, profile: str | None) -> None:
+    """Review: recorded pending_approval with its profile; no claim, no message; the worker leaves it alone."""
+    kit = Kit(policy=policy)
+    sid = await kit.submit(email)
+    record = kit.record(sid)
+    assert (record.status, record.policy_action, record.policy_profile) == (Status.PENDING_APPROVAL, "review", profile)
+    assert kit.index.minutes == {} and kit.addresses.claims == {} and kit.queue.messages == []
+    assert await kit.worker.process(sid) is Outcome.NOT_ADMITTED
+    assert await kit.worker.finalise_poisoned(sid) is Outcome.NOT_ADMITTED
+    assert kit.record(sid).status is Status.PENDING_APPROVAL and kit.directory.invitations == []
+    view = await kit.intake.public_status(sid)
+    assert view is not None and view["status"] == "pending_approval" and view["error"] is None
+
+
+async def test_an_approved_signup_is_queued_and_invited_with_its_profiles_options() -> None:
+    """Approve: queued as before, with the profile named on the record; the worker uses its redirect and sponsors."""
+    kit = Kit(policy=POLICY)
+    sid = await kit.submit("sam@fabrikam.com")
+    record = kit.record(sid)
+    assert (record.status, record.policy_action, record.policy_profile) == (Status.QUEUED, "approve", "fabrikam")
+    assert kit.queue.messages == [sid]
+    await kit.run_until_quiet()
+    assert kit.record(sid).status is Status.INVITED
+    [invitation] = kit.directory.invitations
+    assert invitation.options.redirect_url == "https://fabrikam.contoso.com/welcome"
+    assert invitation.options.message_language == "fr-FR" and invitation.options.user_type == "Guest"
+    assert invitation.options.sponsor_ids == ("6d1b7d5e-3c5f-4c5b-9a7a-0f0e1d2c3b4a",)
+
+
+async def test_a_profile_gone_from_the_policy_falls_back_to_the_settings_options() -> None:
+    """The policy changed after intake: the decision stands and the settings' options are used."""
+    kit = Kit(policy=POLICY)
+    sid = await kit.submit("sam@fabrikam.com")
+    kit.worker._policy = FixedPolicy(Policy(default_action=Action.APPROVE))
+    await kit.run_until_quiet()
+    assert kit.record(sid).status is Status.INVITED
+    assert kit.directory.invitations[0].options == OPTIONS

@@ -19,8 +19,10 @@ from shared.lifecycle.models import Status
 from shared.lifecycle.queue import StorageQueue
 from shared.lifecycle.store import DueEntry, TableAddressBook, TableDueIndex, TableSignupStore, address_key, bucket_of
 from shared.lifecycle.validation import SignupForm
+from shared.policy import FixedPolicy
 from shared.settings import Settings, load_settings
 from shared.storage import build_queue_client, build_table_client, expand_connection_string
+from tests.lifecycle_kit import APPROVE_ALL
 
 FORM = SignupForm("sam@fabrikam.com", "Sam Guest", None, "Project Falcon")
 
@@ -49,6 +51,7 @@ async def table(settings: Settings):  # type: ignore[no-untyped-def]
 def _intake(table: TableClient, store: TableSignupStore, queue: StorageQueue, **kwargs: Any) -> Intake:
     index = TableDueIndex(table)
     admission = Admission(store, TableAddressBook(table), index, queue, Timers())
+    kwargs.setdefault("policy", FixedPolicy(APPROVE_ALL))
     return Intake(store, admission, index, Timers(), **kwargs)
 
 

@@ -118,3 +118,28 @@ def test_importing_the_app_needs_no_settings(repo_root: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "lazy"
+
+
+async def test_a_blocked_domain_is_a_403_problem_and_the_refusal_is_recorded(services: Services) -> None:
+    """The policy refuses the domain: 403 /problems/forbidden saying nothing of the policy; a denied record."""
+    created: list[str] = []
+    original = services.intake._new_id
+    services.intake._new_id = lambda: created.append(original()) or created[-1]
+    response = await submit_signup(_request("POST", b'{"email": "a@blocked.example.com", "displayName": "A"}'))
+    assert response.status_code == 403
+    assert response.headers["Content-Type"] == "application/problem+json"
+    body = json.loads(response.get_body())
+    assert (body["type"], body["status"]) == ("/problems/forbidden", 403)
+    assert "blocked" not in body["detail"].lower() and "polic" not in body["detail"].lower()
+    denied = await services.intake._store.get(created[0])
+    assert denied is not None and denied.status.value == "denied" and denied.policy_reason == "blocked"
+
+
+async def test_a_domain_for_review_is_answered_202_pending_approval(services: Services) -> None:
+    """A domain the policy leaves for review: 202 with its real status, pending_approval, not queued."""
+    response = await submit_signup(_request("POST", b'{"email": "a@contoso.com", "displayName": "A"}'))
+    assert response.status_code == 202
+    body = json.loads(response.get_body())
+    assert body["status"] == "pending_approval"
+    status = await get_signup(_request("GET", id=body["id"]))
+    assert json.loads(status.get_body())["status"] == "pending_approval"

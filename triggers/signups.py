@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import azure.functions as func
 
 from shared import problems
-from shared.errors import RequestError, StorageError
+from shared.errors import RequestError, SignupForbidden, StorageError
 from shared.lifecycle.models import Status
 from shared.lifecycle.queue import decode_message
 from shared.lifecycle.validation import parse_signup
@@ -27,7 +27,7 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 @bp.function_name("submit_signup")
 @bp.route(route="signups", methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
 async def submit_signup(req: func.HttpRequest) -> func.HttpResponse:
-    """POST /api/signups: validate, record, enqueue, answer 202."""
+    """POST /api/signups: validate, decide by the policy, record, enqueue; answer 202 (or 403 if refused)."""
     if req.method != "POST":
         return problem_response(problems.method_not_allowed(req.method, "POST"))
 
@@ -35,6 +35,9 @@ async def submit_signup(req: func.HttpRequest) -> func.HttpResponse:
         try:
             form = parse_signup(req.headers.get("Content-Type"), req.get_body())
             signup = await get_services().intake.submit(form)
+        except SignupForbidden as exc:
+            log.info("http.intake_forbidden signup_id=%s", exc.signup_id)
+            return problem_response(problems.from_request_error(exc))
         except RequestError as exc:
             return problem_response(problems.from_request_error(exc))
         except StorageError as exc:
@@ -43,10 +46,12 @@ async def submit_signup(req: func.HttpRequest) -> func.HttpResponse:
         parts = urlsplit(req.url)
         location = f"{parts.path.rstrip('/')}/{signup.id}"
         status_url = urlunsplit((parts.scheme, parts.netloc, location, "", ""))
-        # Every accepted sign-up is answered alike, linked to an earlier one or not.
+        # Every admitted sign-up is answered alike, linked to an earlier one or not. One waiting for
+        # review says so: "queued" would promise an invitation nobody has approved yet.
+        status = Status.PENDING_APPROVAL if signup.status is Status.PENDING_APPROVAL else Status.QUEUED
         return json_response(
             202,
-            {"id": signup.id, "status": Status.QUEUED.value, "statusUrl": status_url},
+            {"id": signup.id, "status": status.value, "statusUrl": status_url},
             {"Location": location},
         )
 

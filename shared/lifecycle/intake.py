@@ -15,6 +15,19 @@ If any step fails the record is deleted again and the caller answers 503. A
 claim left pointing at a deleted record is harmless: the next sign-up for the
 address finds its owner missing and takes over. Every caller gets the same 202,
 so the answer reveals nothing a fresh request would not.
+
+Before anything is written the policy decides (``shared.policy``):
+
+* ``deny`` (a blocked domain, or an unknown one under ``defaultAction: deny``):
+  the refusal is recorded as ``denied`` (no index entry, no claim, no message)
+  and ``SignupForbidden`` is raised (403, saying nothing of the policy);
+* ``review``: the record is written as ``pending_approval`` and nothing more (no
+  claim yet: approval admits it later), and the caller answers 202 with that status;
+* ``approve``: recorded, claimed and queued as above.
+
+The record keeps the matched profile (``policy_profile``) and the decision
+(``policy_action``, ``policy_reason``), so the worker invites with the
+profile's options and admins see why.
 """
 
 from __future__ import annotations
@@ -26,7 +39,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from ..errors import ConcurrencyConflict, StorageError
+from ..errors import ConcurrencyConflict, SignupForbidden, StorageError
+from ..policy import Action, FixedPolicy, PolicySource
+from ..policy.document import NO_POLICY
 from .models import Signup, Status, is_signup_id, new_signup_id, utcnow
 from .queue import SignupQueue
 from .store import AddressBook, DueEntry, DueIndex, SignupStore, address_key, bucket_of
@@ -143,8 +158,10 @@ class Intake:
         *,
         clock: Callable[[], datetime] = utcnow,
         new_id: Callable[[], str] = new_signup_id,
+        policy: PolicySource | None = None,
     ) -> None:
         self._store = store
+        self._policy = policy or FixedPolicy(NO_POLICY)
         self._admission = admission
         self._index = index
         self._timers = timers
@@ -152,7 +169,12 @@ class Intake:
         self._new_id = new_id
 
     async def submit(self, form: SignupForm) -> Signup:
-        """Record, claim and enqueue ``form``; raise ``StorageError`` (nothing kept) if any step fails."""
+        """Decide by the policy; record, claim and enqueue ``form`` if approved.
+
+        Raises ``SignupForbidden`` (refusal recorded) when the policy denies it, and
+        ``StorageError`` (nothing kept) if any step fails.
+        """
+        decision = (await self._policy.current()).decide(form.domain)
         now = self._clock()
         due = now + timedelta(seconds=self._timers.queued_grace)
         signup = Signup(
@@ -166,7 +188,12 @@ class Intake:
             updated_at=now,
             deadline=now + timedelta(seconds=self._timers.deadline),
             due_at=due,
+            policy_profile=decision.profile.name if decision.profile else None,
+            policy_action=decision.action.value,
+            policy_reason=decision.reason,
         )
+        if decision.action is not Action.APPROVE:
+            return await self._record_unadmitted(signup, decision.action)
         try:
             # The record and its index entry are independent writes: make them together, and wait for
             # both even when one fails, so that nothing lands after the clean-up below.
@@ -183,6 +210,22 @@ class Intake:
             raise
         log.info("intake.accepted signup_id=%s domain=%s status=%s", signup.id, form.domain, admitted.status.value)
         return admitted
+
+    async def _record_unadmitted(self, signup: Signup, action: Action) -> Signup:
+        """Write a denied or pending sign-up: one record, no index entry, no claim, no message."""
+        status = Status.DENIED if action is Action.DENY else Status.PENDING_APPROVAL
+        created = await self._store.create(signup.evolve(status=status, due_at=None, updated_at=signup.created_at))
+        log.info(
+            "intake.%s signup_id=%s domain=%s profile=%s reason=%s",
+            status.value,
+            created.id,
+            created.domain,
+            created.policy_profile,
+            created.policy_reason,
+        )
+        if status is Status.DENIED:
+            raise SignupForbidden(created.id)
+        return created
 
     async def _discard(self, signup_id: str) -> None:
         try:

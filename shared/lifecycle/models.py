@@ -1,7 +1,14 @@
 """The sign-up record, its statuses and the lifecycle's timers.
 
-A ``Signup`` is what Table storage holds for one request. Its status moves
-along these paths::
+A ``Signup`` is what Table storage holds for one request. Intake asks the
+policy first (``shared.policy``): a blocked domain, or an unknown one under
+``defaultAction: deny``, is recorded ``denied`` and answered 403; one that needs
+review is recorded ``pending_approval`` and waits (the worker does nothing with
+it; approval, a later step, admits it as ``queued``, and one left too long ends
+``expired``). An approved one moves along these paths::
+
+    denied             (refused by the policy at intake; final, never queued)
+    pending_approval ──(approved)──► queued       ──(not decided in time)──► expired
 
                ┌───────────── lease expired / rescheduled ─────────────┐
                ▼                                                       │
@@ -46,11 +53,14 @@ class Status(StrEnum):
     INVITED = "invited"
     FAILED = "failed"
     LINKED = "linked"
+    PENDING_APPROVAL = "pending_approval"
+    DENIED = "denied"
+    EXPIRED = "expired"
 
     @property
     def terminal(self) -> bool:
         """True for statuses the worker never acts on again (a linked one follows another)."""
-        return self in {Status.INVITED, Status.FAILED, Status.LINKED}
+        return self in {Status.INVITED, Status.FAILED, Status.LINKED, Status.DENIED, Status.EXPIRED}
 
 
 class DirectoryBefore(StrEnum):
@@ -122,6 +132,9 @@ class Signup:
     redeem_url: str | None = None
     invited_at: datetime | None = None
     faults: int = 0
+    policy_profile: str | None = None  # the matched profile's name: the worker invites with its options
+    policy_action: str | None = None  # what the policy decided at intake: approve, review or deny
+    policy_reason: str | None = None  # why: blocked, profile or default (for admins; never shown publicly)
     write_token: str | None = None
     etag: str | None = None
 
@@ -136,7 +149,7 @@ class Signup:
         return replace(self, **changes)
 
     def public_view(self) -> dict[str, Any]:
-        """What an anonymous caller with the id may see: never the email, user id or redeem URL."""
+        """What an anonymous caller with the id may see: never the email, user id, redeem URL or a policy reason."""
         error = None
         if self.status is Status.FAILED:
             error = {"code": self.error_code, "message": self.error_message}

@@ -175,6 +175,9 @@ _FIELDS: Final = {
     "redeemUrl": "redeem_url",
     "invitedAt": "invited_at",
     "faults": "faults",
+    "policyProfile": "policy_profile",
+    "policyAction": "policy_action",
+    "policyReason": "policy_reason",
     "writeToken": "write_token",
 }
 _MOMENTS: Final = frozenset({"createdAt", "updatedAt", "deadline", "dueAt", "leaseUntil", "invitedAt"})

@@ -128,7 +128,15 @@ class Sweeper:
         """Act on one entry; True when the entry can be deleted."""
         try:
             signup = await self._store.get(entry.signup_id)
-            if signup is None or signup.status in {Status.INVITED, Status.FAILED}:
+            # Denied and pending sign-ups are never indexed; an entry for one (an approval that
+            # has not admitted it yet, a later step) is dropped like a final one's.
+            if signup is None or signup.status in {
+                Status.INVITED,
+                Status.FAILED,
+                Status.DENIED,
+                Status.EXPIRED,
+                Status.PENDING_APPROVAL,
+            }:
                 report.dropped += 1
                 return True
             if signup.status is Status.LINKED:

@@ -3,7 +3,8 @@
 One queue delivery runs ``process``; every write is ETag-conditional and a lost
 race re-reads and decides again::
 
-    read ──► missing / invited / failed / linked ─────────────► done (nothing to do)
+    read ──► missing / invited / failed / linked / denied / expired ► done (nothing to do)
+      ├───► pending_approval ─────────────────────────────────► done (waits for an approver)
       ├───► inviting, lease live ─────────────────────────────► re-enqueue for the lease's end
       ├───► retrying, not due yet ────────────────────────────► re-enqueue for the due time
       ├───► past the deadline ────────────────────────────────► failed (last transient code)
@@ -22,7 +23,12 @@ race re-reads and decides again::
 
 A retry is scheduled here, not by the host: the record gets the next due time
 (exponential backoff with jitter, capped) and the message is re-enqueued with
-that visibility delay; the delivery then completes normally. The host's
+that visibility delay; the delivery then completes normally.
+
+A sign-up that names a policy profile is invited with that profile's redirect
+URL, user type, language and sponsors (``Profile.invitation_options`` over the
+settings' options); without one, or when the profile is gone from the policy,
+with the settings' options. The host's
 ``maxDequeueCount`` and the poison queue remain only for crashes and bugs:
 ``finalise_poisoned`` re-enqueues what can still finish and never raises. What a
 lost message or a dead worker leaves behind, the sweeper finds in the due index.
@@ -46,6 +52,7 @@ from ..errors import (
     TransientGraphError,
 )
 from ..graph.directory import Directory, DirectoryUser, Invitation, InvitationOptions
+from ..policy import PolicySource
 from .intake import Timers
 from .models import DirectoryBefore, Signup, Status, new_write_token, utcnow
 from .queue import SignupQueue
@@ -73,6 +80,7 @@ class Outcome(StrEnum):
     RESCHEDULED = "rescheduled"
     ALREADY_DONE = "already_done"
     MISSING = "missing"
+    NOT_ADMITTED = "not_admitted"  # waiting for approval: not the worker's to invite
 
 
 def directory_state(users: list[DirectoryUser], email: str) -> tuple[DirectoryBefore, str | None]:
@@ -102,8 +110,10 @@ class InvitationWorker:
         *,
         clock: Callable[[], datetime] = utcnow,
         jitter: Callable[[], float] = random.random,
+        policy: PolicySource | None = None,
     ) -> None:
         self._store = store
+        self._policy = policy
         self._queue = queue
         self._directory = directory
         self._options = options
@@ -121,6 +131,9 @@ class InvitationWorker:
             if signup.status.terminal:
                 log.info("worker.already_done signup_id=%s status=%s", signup_id, signup.status.value)
                 return Outcome.ALREADY_DONE
+            if signup.status is Status.PENDING_APPROVAL:
+                log.info("worker.not_admitted signup_id=%s", signup_id)
+                return Outcome.NOT_ADMITTED
             now = self._clock()
             wake = self._wake_time(signup, now)
             if wake is not None:
@@ -189,8 +202,9 @@ class InvitationWorker:
                 # Graph acted if the guest appeared since; for a guest who existed already we cannot
                 # tell, so we assume it did. Either way a silent re-invite recovers the redeem URL.
                 silent = before is not DirectoryBefore.ABSENT or now_state is not DirectoryBefore.ABSENT
+        options = await self._options_for(signup)
         claimed = await self._claim(signup, before, existing)
-        options = dataclasses.replace(self._options, send_message=False) if silent else self._options
+        options = dataclasses.replace(options, send_message=False) if silent else options
         invitation = Invitation(email=signup.email, display_name=signup.display_name, options=options)
         try:
             result = await self._directory.invite(invitation)
@@ -232,6 +246,17 @@ class InvitationWorker:
             claimed.domain,
         )
         return Outcome.INVITED
+
+    async def _options_for(self, signup: Signup) -> InvitationOptions:
+        """The invitation options of the sign-up's policy profile, or the settings' options."""
+        if signup.policy_profile is None or self._policy is None:
+            return self._options
+        profile = (await self._policy.current()).profile(signup.policy_profile)
+        if profile is None:
+            # The policy changed since intake decided; the decision stands, with the general options.
+            log.warning("worker.profile_gone signup_id=%s profile=%s", signup.id, signup.policy_profile)
+            return self._options
+        return profile.invitation_options(self._options)
 
     async def _claim(self, signup: Signup, before: DirectoryBefore | None, existing: str | None) -> Signup:
         """Take the lease: only the holder of a live lease calls Graph."""
@@ -310,6 +335,8 @@ class InvitationWorker:
                     return Outcome.MISSING
                 if signup.status.terminal:
                     return Outcome.ALREADY_DONE
+                if signup.status is Status.PENDING_APPROVAL:
+                    return Outcome.NOT_ADMITTED
                 now = self._clock()
                 faults = signup.faults + 1
                 try:
