@@ -195,7 +195,6 @@ async def test_storage_failure_after_the_invitation_leaves_no_stuck_lease() -> N
     kit = Kit()
     sid = await kit.submit()
     kit.queue.sent.clear()
-    kit.store.before_replace = lambda _s: None  # first replace (the claim) goes through
     original = kit.store.replace
 
     calls = 0
