@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"devhost: {exc}", file=sys.stderr)
         return 2
 
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(serve(app_dir, args.host, args.port, receive_visibility=args.receive_visibility))
     return 0
 

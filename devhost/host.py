@@ -39,6 +39,8 @@ import logging
 import math
 import os
 import re
+import signal
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -564,6 +566,10 @@ async def serve(
     await site.start()
     tasks = [asyncio.create_task(listener.run()) for listener in listeners]
     tasks += [asyncio.create_task(timer.run()) for timer in timers]
+    # SIGTERM (how the test fixtures, benchmarks and `make run` stop a host) shuts down like Ctrl-C.
+    serving = asyncio.current_task()
+    if serving is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, serving.cancel)
     log.info("devhost.ready url=http://%s:%s", host, port)
     try:
         await asyncio.gather(asyncio.Event().wait(), *tasks)  # serve until cancelled
@@ -574,3 +580,21 @@ async def serve(
         for listener in listeners:
             await listener.close()
         await runner.cleanup()
+        if serving is not None:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+        await close_app_services()
+
+
+async def close_app_services() -> None:
+    """Close the app's long-lived clients, when it built them, on the loop they were built on.
+
+    They log what they did on the way out (for example the shared budget's storage calls).
+    """
+    module = sys.modules.get("shared.services")
+    services = getattr(module, "_services", None)
+    if services is None:
+        return
+    try:
+        await services.aclose()
+    except Exception:
+        log.exception("devhost.close_failed")

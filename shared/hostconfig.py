@@ -1,7 +1,8 @@
-"""The queue options in host.json, read once, for the worker and the local host.
+"""The queue options in host.json, read once, for the local host and the tests.
 
-host.json is the single source of ``maxDequeueCount`` and friends: the worker
-needs it to know a delivery is the last, the local host to behave as Core Tools.
+host.json is the single source of ``maxDequeueCount`` and friends: the local host
+reads them to behave as Core Tools, and a test checks the enqueue encoding agrees.
+The worker does not depend on them: it schedules its own retries.
 """
 
 from __future__ import annotations

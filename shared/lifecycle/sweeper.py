@@ -35,6 +35,7 @@ from .intake import Admission, Timers
 from .models import Signup, Status, utcnow
 from .queue import SignupQueue
 from .store import DueEntry, DueIndex, SignupStore, bucket_of, next_bucket
+from .worker import PUBLIC_MESSAGES
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class Sweeper:
                     signup.evolve(
                         status=Status.FAILED,
                         error_code=signup.error_code or "DeadlineExceeded",
-                        error_message="The directory could not be reached in time; the sign-up was not completed.",
+                        error_message=PUBLIC_MESSAGES["transient"],
                         lease_until=None,
                         due_at=None,
                         updated_at=now,
