@@ -8,10 +8,11 @@ import logging
 
 import azure.functions as func
 
-from triggers import signups
+from triggers import manage, signups
 
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(signups.bp)
+app.register_functions(manage.bp)

@@ -59,6 +59,7 @@ from shared.hostconfig import QueueOptions, timespan_seconds
 from shared.storage import expand_connection_string
 
 from . import ncrontab
+from .auth import KEY_LEVELS, EasyAuthStandIn, auth_level_of, key_accepted
 
 log = logging.getLogger("devhost")
 
@@ -143,6 +144,7 @@ class HttpFunction:
     route: str
     methods: tuple[str, ...]
     handler: Any
+    auth_level: str = "anonymous"
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,7 @@ def discover(app: func.FunctionApp, environ: Mapping[str, str]) -> Functions:
                     'one or more built in routes")'
                 )
             methods = tuple(str(getattr(m, "value", m)).upper() for m in trigger.get("methods") or ["GET", "POST"])
-            found.http.append(HttpFunction(name, trigger["name"], route, methods, handler))
+            found.http.append(HttpFunction(name, trigger["name"], route, methods, handler, auth_level_of(trigger)))
         elif trigger["type"] == "queueTrigger":
             found.queues.append(
                 QueueFunction(
@@ -228,8 +230,12 @@ def discover(app: func.FunctionApp, environ: Mapping[str, str]) -> Functions:
     return found
 
 
-def _http_handler(fn: HttpFunction, timeout: float | None) -> Any:
+def _http_handler(fn: HttpFunction, timeout: float | None, key: str | None) -> Any:
     async def handle(request: web.Request) -> web.StreamResponse:
+        if fn.auth_level in KEY_LEVELS and not key_accepted(request, key):
+            # As the Functions host: 401 with no body, before the function runs.
+            log.info("devhost.unauthorised function=%s", fn.name)
+            return web.Response(status=401)
         body = await request.read()
         req = func.HttpRequest(
             method=request.method,
@@ -533,13 +539,28 @@ async def serve(
     app = load_app(module_name)
     functions = discover(app, os.environ)
 
-    web_app = web.Application(client_max_size=100 * 1024 * 1024)
+    key = os.environ.get("DEVHOST_FUNCTION_KEY") or None
+    if key is None and any(fn.auth_level in KEY_LEVELS for fn in functions.http):
+        log.warning("devhost.no_function_key functions with authLevel function refuse every call")
+    easy_auth = EasyAuthStandIn() if os.environ.get("DEVHOST_EASY_AUTH", "").lower() in {"1", "true"} else None
+    web_app = web.Application(
+        client_max_size=100 * 1024 * 1024, middlewares=[easy_auth.middleware] if easy_auth else []
+    )
+    if easy_auth is not None:
+        web_app.router.add_routes(easy_auth.routes())
+        log.warning("devhost.easy_auth_stand_in sign-in at /.auth/login/dev (development only)")
     for fn in functions.http:
         path = route_pattern(prefix, fn.route)
         for method in fn.methods:
-            web_app.router.add_route(method, path, _http_handler(fn, limit), name=None)
+            web_app.router.add_route(method, path, _http_handler(fn, limit, key), name=None)
         log.info(
-            "devhost.http function=%s methods=%s url=http://%s:%s%s", fn.name, ",".join(fn.methods), host, port, path
+            "devhost.http function=%s methods=%s auth=%s url=http://%s:%s%s",
+            fn.name,
+            ",".join(fn.methods),
+            fn.auth_level,
+            host,
+            port,
+            path,
         )
 
     async def status(_: web.Request) -> web.Response:

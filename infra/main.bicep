@@ -141,6 +141,28 @@ param grantUserReadWrite bool = false
 param grantMailSend bool = false
 
 // ---------------------------------------------------------------------------------------------------
+// Approval, mail and audit (README "Approval")
+// ---------------------------------------------------------------------------------------------------
+
+@description('MAIL_SENDER: the mailbox (UPN or object id) the portal sends approver and invitation mail from. Empty: no mail (needs grantMailSend).')
+param mailSender string = ''
+
+@description('ORGANISATION_NAME: the organisation\'s name in the mail it sends.')
+param organisationName string = 'the organisation'
+
+@description('ORGANISATION_CONTACT: who guests can contact, as written in the mail.')
+param organisationContact string = ''
+
+@description('APPROVAL_DENIAL_MEMORY_SECONDS: how long a denied address is refused without a new review.')
+param approvalDenialMemorySeconds string = '2592000'
+
+@description('APPROVAL_PENDING_EXPIRY_SECONDS: how long a request waits for review before it expires.')
+param approvalPendingExpirySeconds string = '1209600'
+
+@description('MANAGE_EASY_AUTH_ROLE: only with enableEntraAuth: the app role a signed-in approver needs for /api/manage (the routes then take Easy Auth principals, not function keys). The app refuses to start with it set while Easy Auth is off.')
+param manageAppRole string = ''
+
+// ---------------------------------------------------------------------------------------------------
 // HTTP front door: Easy Auth and CORS
 // ---------------------------------------------------------------------------------------------------
 
@@ -169,6 +191,7 @@ var deploymentContainerName = 'app-package'
 // '<queue>-poison' after maxDequeueCount failed deliveries (host.json).
 var signupQueueName = 'signups'
 var signupTableName = 'signups'
+var auditTableName = 'signupaudit'
 // The sign-up policy document lives in this container (SIGNUP_POLICY).
 var policyContainerName = 'policy'
 
@@ -233,6 +256,7 @@ module storage 'br/public:avm/res/storage/storage-account:0.33.0' = {
     tableServices: {
       tables: [
         { name: signupTableName }
+        { name: auditTableName }
       ]
     }
   }
@@ -309,6 +333,15 @@ var appSettings = {
   SIGNUP_REPEAT_WINDOW_SECONDS: signupRepeatWindowSeconds
   SIGNUP_QUEUED_GRACE_SECONDS: signupQueuedGraceSeconds
   SWEEP_SCHEDULE: sweepSchedule
+  // Approval, mail and the audit trail.
+  SIGNUP_AUDIT_TABLE: auditTableName
+  MAIL_SENDER: mailSender
+  ORGANISATION_NAME: organisationName
+  ORGANISATION_CONTACT: organisationContact
+  APPROVAL_DENIAL_MEMORY_SECONDS: approvalDenialMemorySeconds
+  APPROVAL_PENDING_EXPIRY_SECONDS: approvalPendingExpirySeconds
+  // Trusted only with Easy Auth in front (the platform then sets WEBSITE_AUTH_ENABLED=true).
+  MANAGE_EASY_AUTH_ROLE: manageAppRole
   // Application Insights, Entra-authenticated ingestion as the identity.
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identity.outputs.clientId}'

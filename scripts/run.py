@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -79,6 +80,12 @@ def main() -> int:
         else:
             print(f"Graph: {env['GRAPH_BASE_URL']} (from the environment)")
 
+        # The local host enforces function keys on the admin routes (/api/manage/...), as Azure does.
+        if not env.get("DEVHOST_FUNCTION_KEY"):
+            env["DEVHOST_FUNCTION_KEY"] = secrets.token_urlsafe(24)
+            print(
+                f"DEVHOST_FUNCTION_KEY (generated for this run; send it as x-functions-key): {env['DEVHOST_FUNCTION_KEY']}"
+            )
         if shutil.which("func"):
             argv = ["func", "start", "--port", str(APP_PORT)]
         else:
@@ -92,7 +99,9 @@ def main() -> int:
             120,
             "function host",
         )
-        print(f"\nSign-up API: POST http://127.0.0.1:{APP_PORT}/api/signups   (Ctrl-C stops everything)\n")
+        print(f"\nSign-up API: POST http://127.0.0.1:{APP_PORT}/api/signups")
+        print(f"Admin API:   http://127.0.0.1:{APP_PORT}/api/manage/signups?status=pending_approval (x-functions-key)")
+        print("(Ctrl-C stops everything)\n")
         while host.process.poll() is None:
             time.sleep(0.5)
         return host.process.returncode or 0

@@ -8,7 +8,11 @@ Every error the domain raises on purpose derives from ``PortalError``::
     │   ├── ValidationFailed        field problems, all at once (400)
     │   ├── UnsupportedMediaType    content type not accepted (415)
     │   ├── PayloadTooLarge         body over the limit (413)
-    │   └── SignupForbidden         the policy refuses the address's domain (403)
+    │   ├── SignupForbidden         the policy refuses the address's domain (403)
+    │   ├── NotAuthenticated        an admin route without a principal (401; Easy Auth mode)
+    │   ├── AccessDenied            a principal without the approver role (403)
+    │   ├── UnknownSignup           no sign-up with that id (404)
+    │   └── DecisionConflict        someone decided first, or it is no longer pending (409)
     ├── StorageError                Table or Queue storage failed (503 at intake)
     │   └── ConcurrencyConflict     an ETag-conditional write lost a race
     └── GraphError                  Microsoft Graph refused or failed a call
@@ -94,6 +98,45 @@ class SignupForbidden(RequestError):
     def __init__(self, signup_id: str) -> None:
         self.signup_id = signup_id  # the recorded refusal, for logs
         super().__init__("Sign-ups for this address are not accepted.")
+
+
+class NotAuthenticated(RequestError):
+    """An admin route was called without the principal that Easy Auth would have set."""
+
+    status = 401
+    type_uri = "/problems/unauthenticated"
+    title = "Sign-in required"
+
+
+class AccessDenied(RequestError):
+    """The caller is signed in but lacks the app role the admin routes require."""
+
+    status = 403
+    type_uri = "/problems/access-denied"
+    title = "Not allowed"
+
+
+class UnknownSignup(RequestError):
+    """No sign-up has that id."""
+
+    status = 404
+    type_uri = "/problems/not-found"
+    title = "Not found"
+
+    def __init__(self) -> None:
+        super().__init__("There is no sign-up with that id.")
+
+
+class DecisionConflict(RequestError):
+    """An approve or deny lost: another decision came first, or the request is no longer pending."""
+
+    status = 409
+    type_uri = "/problems/conflict"
+    title = "Already decided"
+
+    def __init__(self, detail: str, current: object = None) -> None:
+        self.current = current  # the record as it stands, for the answer
+        super().__init__(detail)
 
 
 class StorageError(PortalError):

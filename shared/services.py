@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .admin.replay import Replayer
+from .approval import Approvals, TableDenialMemory
+from .audit import TableAuditLog
 from .graph.budget import INVITATIONS, WRITES, SharedBucket, SharedGate, TableBudgetStore
 from .graph.client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
 from .graph.directory import InvitationOptions
@@ -20,6 +22,7 @@ from .lifecycle.queue import StorageQueue
 from .lifecycle.store import TableAddressBook, TableDueIndex, TableSignupStore
 from .lifecycle.sweeper import Sweeper
 from .lifecycle.worker import InvitationWorker
+from .onboarding import FollowUps
 from .policy import CachedPolicy
 from .settings import GRAPH_CLOUDS, Settings, get_settings
 from .storage import build_queue_client, build_storage_credential, build_table_client
@@ -41,6 +44,7 @@ class Services:
     worker: InvitationWorker
     sweeper: Sweeper
     replayer: Replayer
+    approvals: Approvals
     closers: tuple[Any, ...] = ()
 
     async def aclose(self) -> None:
@@ -126,6 +130,8 @@ def build_services(settings: Settings) -> Services:
         # @odata.id names the object by its canonical Graph URL, even when requests go elsewhere.
         directory_object_base=f"{GRAPH_CLOUDS[settings.graph_cloud][0]}/v1.0",
     )
+    audit_table = build_table_client(settings, storage_credential, settings.audit_table)
+    audit = TableAuditLog(audit_table)
     store = TableSignupStore(table)
     index = TableDueIndex(table)
     signup_queue = StorageQueue(queue)
@@ -142,9 +148,33 @@ def build_services(settings: Settings) -> Services:
         settings.graph_write_budget,
         settings.graph_write_window_seconds,
     )
+    follow_ups = FollowUps(
+        store,
+        signup_queue,
+        directory,
+        audit,
+        lifecycle_timers,
+        policy=policy,
+        sender=settings.mail_sender,
+        manage_url=f"{settings.portal_public_url}/api/manage",
+        organisation=settings.organisation_name,
+        contact=settings.organisation_contact,
+    )
+    denials = TableDenialMemory(table)
     return Services(
         settings=settings,
-        intake=Intake(store, admission, index, lifecycle_timers, policy=policy),
+        intake=Intake(
+            store,
+            admission,
+            index,
+            lifecycle_timers,
+            policy=policy,
+            denials=denials,
+            audit=audit,
+            queue=signup_queue,
+            approver_step=follow_ups.approver_step,
+            pending_expiry=settings.pending_expiry_seconds,
+        ),
         worker=InvitationWorker(
             store,
             signup_queue,
@@ -152,10 +182,23 @@ def build_services(settings: Settings) -> Services:
             InvitationOptions.from_settings(settings),
             lifecycle_timers,
             policy=policy,
+            follow_ups=follow_ups,
+            audit=audit,
         ),
-        sweeper=Sweeper(store, index, signup_queue, admission, lifecycle_timers),
+        sweeper=Sweeper(store, index, signup_queue, admission, lifecycle_timers, audit=audit),
         replayer=Replayer(store, admission),
-        closers=tuple(c for c in (gate, table, queue, storage_credential, http, credential) if c is not None),
+        approvals=Approvals(
+            store,
+            admission,
+            index,
+            audit,
+            denials,
+            lifecycle_timers,
+            denial_memory=settings.denial_memory_seconds,
+        ),
+        closers=tuple(
+            c for c in (gate, table, audit_table, queue, storage_credential, http, credential) if c is not None
+        ),
     )
 
 

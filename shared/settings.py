@@ -62,6 +62,7 @@ _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
 # NCRONTAB as the Functions timer trigger reads it: six fields, seconds first.
 _NCRONTAB_FIELD = re.compile(r"^[0-9*/,-]+$")
+_SIMPLE_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _HTML = re.compile(r"<\s*/?\s*[A-Za-z][^>]*>")
 
 
@@ -118,6 +119,15 @@ class Settings:
     graph_invitation_budget: int
     graph_invitation_window_seconds: float
     graph_pacing_fallback_fraction: float
+    audit_table: str
+    manage_easy_auth_role: str | None
+    easy_auth_enabled: bool
+    mail_sender: str | None
+    portal_public_url: str
+    organisation_name: str
+    organisation_contact: str
+    denial_memory_seconds: float
+    pending_expiry_seconds: float
 
     @property
     def graph_host(self) -> str:
@@ -170,6 +180,16 @@ SETTING_KEYS: Final = (
     "GRAPH_INVITATION_BUDGET",
     "GRAPH_INVITATION_WINDOW_SECONDS",
     "GRAPH_PACING_FALLBACK_FRACTION",
+    "SIGNUP_AUDIT_TABLE",
+    "MANAGE_EASY_AUTH_ROLE",
+    "WEBSITE_AUTH_ENABLED",
+    "MAIL_SENDER",
+    "PORTAL_PUBLIC_URL",
+    "WEBSITE_HOSTNAME",
+    "ORGANISATION_NAME",
+    "ORGANISATION_CONTACT",
+    "APPROVAL_DENIAL_MEMORY_SECONDS",
+    "APPROVAL_PENDING_EXPIRY_SECONDS",
 )
 # Keys the sample lists that are read by the Functions host or azure-identity, not by Settings.
 EXTERNAL_KEYS: Final = ("FUNCTIONS_WORKER_RUNTIME", "IDENTITY_ENDPOINT", "IDENTITY_HEADER")
@@ -214,6 +234,17 @@ class _Reader:
         except ValueError as exc:
             self.problems[key] = str(exc)
             return default
+
+
+def _mailbox(value: str) -> str:
+    """A mailbox for sendMail: a user principal name / address, or a user object id."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        pass
+    if not _SIMPLE_ADDRESS.match(value):
+        raise ValueError("expected the sending mailbox's address (UPN) or user object id")
+    return value
 
 
 def _boolean(value: str) -> bool:
@@ -376,6 +407,19 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         if r.raw(key) is None:
             r.problems[key] = f"required when GRAPH_CREDENTIAL is {credential}"
 
+    role = r.optional("MANAGE_EASY_AUTH_ROLE")
+    easy_auth = r.default("WEBSITE_AUTH_ENABLED", False, _boolean)
+    if role and not easy_auth:
+        r.problems["MANAGE_EASY_AUTH_ROLE"] = (
+            "set only when App Service Authentication (Easy Auth) fronts the app (WEBSITE_AUTH_ENABLED=true): "
+            "otherwise anyone could send the principal header it trusts"
+        )
+    hostname = r.optional("WEBSITE_HOSTNAME")
+    public_url = r.optional("PORTAL_PUBLIC_URL", _url) or (
+        f"https://{hostname}" if hostname else "http://127.0.0.1:7071"
+    )
+    sender = r.optional("MAIL_SENDER", _mailbox)
+
     budget = r.default("GRAPH_WRITE_BUDGET", 3000, _positive_int)
     window = r.default("GRAPH_WRITE_WINDOW_SECONDS", 150.0, _positive_float)
 
@@ -421,6 +465,15 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         graph_invitation_budget=r.default("GRAPH_INVITATION_BUDGET", 150, _positive_int),
         graph_invitation_window_seconds=r.default("GRAPH_INVITATION_WINDOW_SECONDS", 5.0, _positive_float),
         graph_pacing_fallback_fraction=r.default("GRAPH_PACING_FALLBACK_FRACTION", 0.25, _fraction),
+        audit_table=r.default("SIGNUP_AUDIT_TABLE", "signupaudit", _pattern(_TABLE_NAME, "table name")),
+        manage_easy_auth_role=role,
+        easy_auth_enabled=easy_auth,
+        mail_sender=sender,
+        portal_public_url=str(public_url).rstrip("/"),
+        organisation_name=r.default("ORGANISATION_NAME", "the organisation", _plain_text),
+        organisation_contact=r.default("ORGANISATION_CONTACT", "", _plain_text),
+        denial_memory_seconds=r.default("APPROVAL_DENIAL_MEMORY_SECONDS", 30 * 86400.0, _positive_float),
+        pending_expiry_seconds=r.default("APPROVAL_PENDING_EXPIRY_SECONDS", 14 * 86400.0, _positive_float),
     )
     if r.problems:
         raise ConfigurationError(r.problems)

@@ -104,19 +104,20 @@ def _needs(credential: Any) -> Any:
     return credential
 
 
-def build_table_client(settings: Settings, credential: Any = None) -> TableClient:
-    """A Table client for the sign-up table, from a connection string or an identity-based URI."""
+def build_table_client(settings: Settings, credential: Any = None, table_name: str | None = None) -> TableClient:
+    """A Table client (the sign-up table unless named), from a connection string or an identity-based URI."""
+    name = table_name or settings.signup_table
     if settings.storage_connection_string:
         return TableClient.from_connection_string(
             expand_connection_string(settings.storage_connection_string),
-            settings.signup_table,
+            name,
             **CLIENT_OPTIONS,
             **TABLE_RETRY,
         )
     assert settings.storage_table_service_uri is not None  # settings guarantee one of the two
     return TableClient(
         settings.storage_table_service_uri,
-        settings.signup_table,
+        name,
         credential=_needs(credential),
         **CLIENT_OPTIONS,
         **TABLE_RETRY,

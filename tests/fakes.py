@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 from shared.errors import ConcurrencyConflict, StorageError
-from shared.graph.directory import DirectoryUser, Invitation, InvitationResult
+from shared.graph.directory import DirectoryUser, Invitation, InvitationResult, MailMessage
 from shared.lifecycle.models import Signup, Status
 from shared.lifecycle.store import AddressClaim, DueEntry
 
@@ -185,6 +185,12 @@ class FakeDirectory:
         self.lookups = 0
         self.lookup_error: BaseException | None = None
         self._acted: list[bool] = []
+        self.group_calls: list[tuple[str, str]] = []
+        self.group_outcomes: list[BaseException | None] = []
+        self.members: set[tuple[str, str]] = set()
+        self.sent_mails: list[tuple[str, MailMessage]] = []
+        self.mail_outcomes: list[Outcome] = []
+        self.domains = frozenset({"contoso.com", "contoso.onmicrosoft.com"})
 
     def mails(self, address: str) -> int:
         """How many invitation mails Microsoft would have sent to ``address`` (acted, with a message)."""
@@ -236,4 +242,21 @@ class FakeDirectory:
         return next((u for u in self.users.values() if u.id == user_id), None)
 
     async def add_group_member(self, group_id: str, user_id: str) -> None:
-        return None
+        self.group_calls.append((group_id, user_id))
+        outcome = self.group_outcomes.pop(0) if self.group_outcomes else None
+        if outcome is not None:
+            raise outcome
+        self.members.add((group_id, user_id))
+
+    async def send_mail(self, sender: str, message: MailMessage) -> None:
+        """Records the mail; a scripted ``(True, error)`` sends it and then loses the answer."""
+        outcome = self.mail_outcomes.pop(0) if self.mail_outcomes else None
+        if outcome is None or isinstance(outcome, tuple):
+            self.sent_mails.append((sender, message))
+        if isinstance(outcome, tuple):
+            raise outcome[1]
+        if outcome is not None:
+            raise outcome
+
+    async def verified_domains(self) -> frozenset[str]:
+        return self.domains

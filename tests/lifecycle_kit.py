@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.access import Caller
+from shared.approval import Approvals
+from shared.approval.denials import MemoryDenials
+from shared.audit import MemoryAuditLog
 from shared.graph.directory import InvitationOptions
 from shared.lifecycle.intake import Admission, Intake, Timers
 from shared.lifecycle.models import Signup
 from shared.lifecycle.sweeper import Sweeper
 from shared.lifecycle.validation import SignupForm
 from shared.lifecycle.worker import InvitationWorker, Outcome
+from shared.onboarding import FollowUps
 from shared.policy import Action, FixedPolicy, Policy
 from tests.fakes import Clock, FakeAddressBook, FakeDirectory, FakeDueIndex, FakeQueue, FakeStore
 
@@ -19,6 +24,9 @@ APPROVE_ALL = Policy(default_action=Action.APPROVE)
 TIMERS = Timers(
     retry_initial=10, retry_max=300, deadline=3600, repeat_window=600, queued_grace=120, lease=60, ambiguous_delay=30
 )
+
+
+APPROVER = Caller("principal", "approver@contoso.com")
 
 
 def form(email: str = "sam@fabrikam.com") -> SignupForm:
@@ -38,11 +46,52 @@ class Kit:
     index: FakeDueIndex = field(default_factory=FakeDueIndex)
     queue: FakeQueue = field(default_factory=FakeQueue)
     policy: Policy = APPROVE_ALL
+    audit: MemoryAuditLog = field(default_factory=MemoryAuditLog)
+    denials: MemoryDenials = field(default_factory=MemoryDenials)
+    sender: str | None = "portal@contoso.com"
+    pending_expiry: float = 7200.0
+    denial_memory: float = 3600.0
 
     def __post_init__(self) -> None:
         source = FixedPolicy(self.policy)
         self.admission = Admission(self.store, self.addresses, self.index, self.queue, self.timers, clock=self.clock)
-        self.intake = Intake(self.store, self.admission, self.index, self.timers, clock=self.clock, policy=source)
+        self.follow_ups = FollowUps(
+            self.store,
+            self.queue,
+            self.directory,
+            self.audit,
+            self.timers,
+            policy=source,
+            sender=self.sender,
+            manage_url="https://portal.example/api/manage",
+            organisation="Contoso",
+            contact="partners@contoso.com",
+            clock=self.clock,
+            jitter=lambda: 0.0,
+        )
+        self.intake = Intake(
+            self.store,
+            self.admission,
+            self.index,
+            self.timers,
+            clock=self.clock,
+            policy=source,
+            denials=self.denials,
+            audit=self.audit,
+            queue=self.queue,
+            approver_step=self.follow_ups.approver_step,
+            pending_expiry=self.pending_expiry,
+        )
+        self.approvals = Approvals(
+            self.store,
+            self.admission,
+            self.index,
+            self.audit,
+            self.denials,
+            self.timers,
+            denial_memory=self.denial_memory,
+            clock=self.clock,
+        )
         self.worker = InvitationWorker(
             self.store,
             self.queue,
@@ -52,12 +101,20 @@ class Kit:
             clock=self.clock,
             jitter=lambda: 0.0,
             policy=source,
+            follow_ups=self.follow_ups,
+            audit=self.audit,
         )
-        self.sweeper = Sweeper(self.store, self.index, self.queue, self.admission, self.timers, clock=self.clock)
+        self.sweeper = Sweeper(
+            self.store, self.index, self.queue, self.admission, self.timers, clock=self.clock, audit=self.audit
+        )
 
     async def submit(self, email: str = "sam@fabrikam.com") -> str:
         """Submit a sign-up; its id."""
         return (await self.intake.submit(form(email))).id
+
+    async def history(self, signup_id: str) -> list[str]:
+        """The audit events of one sign-up, in order."""
+        return [entry.event for entry in await self.audit.history(signup_id)]
 
     def record(self, signup_id: str) -> Signup:
         """The stored record."""

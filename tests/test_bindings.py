@@ -30,6 +30,10 @@ def test_exactly_these_functions_are_registered() -> None:
         "invite_signup",
         "finalise_poisoned_signup",
         "sweep_signups",
+        "list_signups",
+        "get_signup_detail",
+        "approve_signup",
+        "deny_signup",
     }
 
 
@@ -53,6 +57,24 @@ def test_http_routes() -> None:
         # Every method reaches the function so that a wrong one gets a 405 problem.
         assert {"GET", "POST", "PUT", "PATCH", "DELETE"} <= set(_norm(trigger["methods"]))  # type: ignore[arg-type]
         assert bindings[name][1]["type"] == "http"
+
+
+MANAGE_ROUTES = {
+    "list_signups": "manage/signups",
+    "get_signup_detail": "manage/signups/{id}",
+    "approve_signup": "manage/signups/{id}/approve",
+    "deny_signup": "manage/signups/{id}/deny",
+}
+
+
+def test_manage_routes_need_a_function_key() -> None:
+    """The admin routes live under manage/ (the host reserves admin/) and need a function key by default."""
+    bindings = _bindings()
+    for name, route in MANAGE_ROUTES.items():
+        trigger = bindings[name][0]
+        assert trigger["route"] == route
+        assert not route.lower().startswith(("admin", "runtime"))
+        assert _norm(trigger["authLevel"]) == "function"
 
 
 def test_queue_triggers_name_the_queue_through_app_settings() -> None:

@@ -31,6 +31,9 @@ NOT_SET_IN_AZURE = {
     "IDENTITY_ENDPOINT": "set by the platform for the managed identity",
     "IDENTITY_HEADER": "set by the platform for the managed identity",
     "GRAPH_BASE_URL": "the Graph emulator's URL; in Azure the URL follows GRAPH_CLOUD",
+    "WEBSITE_AUTH_ENABLED": "set by the platform when App Service Authentication is on",
+    "WEBSITE_HOSTNAME": "set by the platform: the app's own host name",
+    "PORTAL_PUBLIC_URL": "follows WEBSITE_HOSTNAME in Azure (set it for a custom domain)",
     "AZURE_AUTHORITY_HOST": "follows GRAPH_CLOUD; only client-secret/certificate credentials use it",
     "AZURE_TENANT_ID": "only client-secret/certificate/workload credentials need it; Azure uses the managed identity",
     "AZURE_CLIENT_SECRET": "no secrets: Azure uses the managed identity",
@@ -222,7 +225,7 @@ def test_identity_based_storage_and_telemetry(app_settings: dict[str, str], main
 
 
 def test_storage_holds_what_the_app_and_host_use(app_settings: dict[str, str], main: dict[str, Any]) -> None:
-    """The queue, its poison queue, the table, the policy container and Flex's deployment container."""
+    """The queue, its poison queue, the sign-up and audit tables, the policy container and Flex's deployment container."""
     resolver = Resolver(main)
     storage = _config(main["modules"]["storage"])["params"]
     queues = {resolver.value(q["name"]) for q in storage["queueServices"]["queues"]}
@@ -230,7 +233,7 @@ def test_storage_holds_what_the_app_and_host_use(app_settings: dict[str, str], m
     containers = {resolver.value(c["name"]) for c in storage["blobServices"]["containers"]}
     queue = app_settings.get("SIGNUP_QUEUE", "signups")
     assert queues == {queue, f"{queue}-poison"}
-    assert tables == {app_settings.get("SIGNUP_TABLE", "signups")}
+    assert tables == {app_settings.get("SIGNUP_TABLE", "signups"), app_settings.get("SIGNUP_AUDIT_TABLE")}
     assert "policy" in containers
     deployment = resolver.value(_function_app_module(main)["deploymentContainerUrl"])
     assert any(deployment.endswith(f"/{c}") for c in containers)

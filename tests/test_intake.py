@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
 from shared.errors import SignupForbidden, StorageError
 from shared.lifecycle.models import Status
-from shared.lifecycle.store import address_key, bucket_of
+from shared.lifecycle.store import DueEntry, address_key, bucket_of
 from shared.lifecycle.worker import Outcome
 from shared.policy import Action, FixedPolicy, Policy, parse_policy
 from shared.policy.document import NO_POLICY
@@ -179,12 +180,15 @@ async def test_a_refused_domain_is_recorded_denied_and_raises_forbidden(policy: 
     ],
 )
 async def test_a_signup_for_review_waits_unqueued(policy: Policy, email: str, profile: str | None) -> None:
-    """Review: recorded pending_approval with its profile; no claim, no message; the worker leaves it alone."""
+    """Review: recorded pending_approval with its profile; no claim, no message (nobody to mail), indexed only
+    for its expiry; the worker leaves it alone."""
     kit = Kit(policy=policy)
     sid = await kit.submit(email)
     record = kit.record(sid)
     assert (record.status, record.policy_action, record.policy_profile) == (Status.PENDING_APPROVAL, "review", profile)
-    assert kit.index.minutes == {} and kit.addresses.claims == {} and kit.queue.messages == []
+    assert record.deadline == record.created_at + timedelta(seconds=kit.pending_expiry)
+    assert kit.index.entries() == [DueEntry(bucket_of(record.deadline), sid)]
+    assert kit.addresses.claims == {} and kit.queue.messages == []
     assert await kit.worker.process(sid) is Outcome.NOT_ADMITTED
     assert await kit.worker.finalise_poisoned(sid) is Outcome.NOT_ADMITTED
     assert kit.record(sid).status is Status.PENDING_APPROVAL and kit.directory.invitations == []

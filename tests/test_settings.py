@@ -211,11 +211,29 @@ def test_every_settings_key_is_read() -> None:
             "SWEEP_SCHEDULE": "*/5 * * * * *",
             "AZURE_AUTHORITY_HOST": "login.example",
             "AZURE_CLIENT_CERTIFICATE_PASSWORD": "pw",
+            "SIGNUP_AUDIT_TABLE": "otheraudit",
+            "WEBSITE_AUTH_ENABLED": "true",
+            "MAIL_SENDER": "portal@contoso.com",
+            "PORTAL_PUBLIC_URL": "https://portal.example",
+            "WEBSITE_HOSTNAME": "app.azurewebsites.net",
+            "APPROVAL_DENIAL_MEMORY_SECONDS": "60",
+            "APPROVAL_PENDING_EXPIRY_SECONDS": "60",
         }.get(key, "value")
         env = {**MINIMAL, key: probe}
         if key in {"AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE"}:
             env.update(AZURE_TENANT_ID="t", AZURE_CLIENT_ID="c")
+        if key == "MANAGE_EASY_AUTH_ROLE":
+            env["WEBSITE_AUTH_ENABLED"] = "true"
         if key == "GRAPH_CREDENTIAL":
             env["GRAPH_CREDENTIAL"] = "client_secret"
             env.update(AZURE_TENANT_ID="t", AZURE_CLIENT_ID="c", AZURE_CLIENT_SECRET="s")
         assert load_settings(env) != base, key
+
+
+def test_easy_auth_role_is_refused_without_easy_auth() -> None:
+    """A principal header is trusted only behind Easy Auth: the role setting alone is a configuration error."""
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({**MINIMAL, "MANAGE_EASY_AUTH_ROLE": "Signup.Approve"})
+    assert set(caught.value.problems) == {"MANAGE_EASY_AUTH_ROLE"}
+    settings = load_settings({**MINIMAL, "MANAGE_EASY_AUTH_ROLE": "Signup.Approve", "WEBSITE_AUTH_ENABLED": "true"})
+    assert settings.manage_easy_auth_role == "Signup.Approve" and settings.easy_auth_enabled

@@ -74,6 +74,16 @@ class DirectoryUser:
     external_user_state: str | None = None
 
 
+@dataclass(frozen=True)
+class MailMessage:
+    """One mail sent through Graph ``sendMail`` (HTML body)."""
+
+    to: tuple[str, ...]
+    subject: str
+    html_body: str
+    reply_to: tuple[str, ...] = ()
+
+
 class Directory(Protocol):
     """The Graph calls the portal makes."""
 
@@ -91,4 +101,12 @@ class Directory(Protocol):
 
     async def add_group_member(self, group_id: str, user_id: str) -> None:
         """Add a user to a group (already a member counts as success)."""
+        ...
+
+    async def send_mail(self, sender: str, message: MailMessage) -> None:
+        """``POST /users/{sender}/sendMail`` (not saved to Sent Items); a lost answer is ambiguous."""
+        ...
+
+    async def verified_domains(self) -> frozenset[str]:
+        """The tenant's verified domains, lower-case (cached for a few minutes)."""
         ...

@@ -34,18 +34,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from ..audit import AuditEntry, AuditLog
 from ..errors import ConcurrencyConflict, SignupForbidden, StorageError
-from ..policy import Action, FixedPolicy, PolicySource
+from ..policy import Action, Decision, FixedPolicy, PolicySource
 from ..policy.document import NO_POLICY
-from .models import Signup, Status, is_signup_id, new_signup_id, utcnow
+from .models import Signup, Status, Step, is_signup_id, new_signup_id, utcnow
 from .queue import SignupQueue
 from .store import AddressBook, DueEntry, DueIndex, SignupStore, address_key, bucket_of
 from .validation import SignupForm
+
+if TYPE_CHECKING:
+    from ..approval.denials import DenialMemory
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +163,18 @@ class Intake:
         clock: Callable[[], datetime] = utcnow,
         new_id: Callable[[], str] = new_signup_id,
         policy: PolicySource | None = None,
+        denials: DenialMemory | None = None,
+        audit: AuditLog | None = None,
+        queue: SignupQueue | None = None,
+        approver_step: Callable[[str | None], Awaitable[Step | None]] | None = None,
+        pending_expiry: float = 14 * 86400.0,
     ) -> None:
         self._store = store
+        self._denials = denials
+        self._audit = audit
+        self._queue = queue
+        self._approver_step = approver_step
+        self._pending_expiry = pending_expiry
         self._policy = policy or FixedPolicy(NO_POLICY)
         self._admission = admission
         self._index = index
@@ -176,6 +190,11 @@ class Intake:
         """
         decision = (await self._policy.current()).decide(form.domain)
         now = self._clock()
+        remembered = False
+        if decision.action is not Action.DENY and self._denials is not None:
+            denial = await self._denials.denied_until(form.email)
+            if denial is not None and denial[0] > now:
+                decision, remembered = Decision(Action.DENY, decision.profile, "denied-before"), True
         due = now + timedelta(seconds=self._timers.queued_grace)
         signup = Signup(
             id=self._new_id(),
@@ -191,7 +210,9 @@ class Intake:
             policy_profile=decision.profile.name if decision.profile else None,
             policy_action=decision.action.value,
             policy_reason=decision.reason,
+            language=form.language,
         )
+        await self._record_received(signup, remembered)
         if decision.action is not Action.APPROVE:
             return await self._record_unadmitted(signup, decision.action)
         try:
@@ -211,10 +232,45 @@ class Intake:
         log.info("intake.accepted signup_id=%s domain=%s status=%s", signup.id, form.domain, admitted.status.value)
         return admitted
 
+    async def _record_received(self, signup: Signup, remembered: bool) -> None:
+        """The audit trail's first two events: what was asked, and what the policy decided."""
+        if self._audit is None:
+            return
+        received = {
+            "email": signup.email,
+            "domain": signup.domain,
+            "displayName": signup.display_name,
+            "company": signup.company,
+            "justification": signup.justification,
+        }
+        policy = {"action": signup.policy_action, "profile": signup.policy_profile, "reason": signup.policy_reason}
+        if remembered:
+            policy["note"] = "the address was denied by an approver within the denial memory"
+        await self._audit.append(AuditEntry(signup.id, signup.created_at, "received", "requester", received))
+        await self._audit.append(AuditEntry(signup.id, signup.created_at, "policy", "policy", policy))
+
     async def _record_unadmitted(self, signup: Signup, action: Action) -> Signup:
-        """Write a denied or pending sign-up: one record, no index entry, no claim, no message."""
-        status = Status.DENIED if action is Action.DENY else Status.PENDING_APPROVAL
-        created = await self._store.create(signup.evolve(status=status, due_at=None, updated_at=signup.created_at))
+        """Write a denied or pending sign-up: no claim. A pending one expires at its deadline, and its
+        approvers' mail, when there are approvers, goes through the queue like an invitation."""
+        if action is Action.DENY:
+            status, due, step = Status.DENIED, None, None
+        else:
+            status = Status.PENDING_APPROVAL
+            step = await self._approver_step(signup.policy_profile) if self._approver_step else None
+            expires = signup.created_at + timedelta(seconds=self._pending_expiry)
+            mail_due = signup.created_at + timedelta(seconds=self._timers.queued_grace)
+            due = min(expires, mail_due) if step is Step.DUE else expires
+            signup = signup.evolve(deadline=expires)
+            await self._index.add(DueEntry(bucket_of(due), signup.id))
+        created = await self._store.create(
+            signup.evolve(status=status, due_at=due, approver_mail=step, updated_at=signup.created_at)
+        )
+        if step is Step.DUE and self._queue is not None:
+            try:
+                await self._queue.enqueue(created.id)
+            except StorageError:
+                # Recorded and indexed: the sweeper sends the approvers' mail after the queued grace.
+                log.warning("intake.approver_mail_not_queued signup_id=%s", created.id)
         log.info(
             "intake.%s signup_id=%s domain=%s profile=%s reason=%s",
             status.value,

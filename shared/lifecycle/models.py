@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -61,6 +61,25 @@ class Status(StrEnum):
     def terminal(self) -> bool:
         """True for statuses the worker never acts on again (a linked one follows another)."""
         return self in {Status.INVITED, Status.FAILED, Status.LINKED, Status.DENIED, Status.EXPIRED}
+
+
+class Step(StrEnum):
+    """Where one side effect after a decision stands: a mail, or one group membership.
+
+    A mail is marked ``sending`` before the Graph call and never sent again from
+    ``sending`` or ``unknown``: at most one mail, as for Microsoft's invitation mail.
+    """
+
+    DUE = "due"
+    SENDING = "sending"  # the call may be under way (or died with its worker)
+    DONE = "done"
+    UNKNOWN = "unknown"  # the answer was lost: it may have gone; never retried
+    FAILED = "failed"
+
+    @property
+    def open(self) -> bool:
+        """True while the worker still has this step to do."""
+        return self is Step.DUE
 
 
 class DirectoryBefore(StrEnum):
@@ -135,6 +154,14 @@ class Signup:
     policy_profile: str | None = None  # the matched profile's name: the worker invites with its options
     policy_action: str | None = None  # what the policy decided at intake: approve, review or deny
     policy_reason: str | None = None  # why: blocked, profile or default (for admins; never shown publicly)
+    language: str | None = None  # the requester's language (BCP 47): the invitation's and the mail's
+    decided_by: str | None = None  # the approver (or "function-key") who approved or denied it
+    decided_at: datetime | None = None
+    decision_reason: str | None = None  # the approver's words, for colleagues: never shown publicly
+    approver_mail: Step | None = None  # the mail to the profile's approvers, for a pending request
+    org_mail: Step | None = None  # the organisation's own invitation mail, when the profile has a template
+    groups: dict[str, str] = field(default_factory=dict)  # group id -> Step value, or "failed:<code>"
+    followup_attempts: int = 0  # retries of the steps after the invitation (groups, the mail)
     write_token: str | None = None
     etag: str | None = None
 
@@ -142,6 +169,16 @@ class Signup:
     def domain(self) -> str:
         """The address's domain (safe to log; the address is not)."""
         return self.email.rsplit("@", 1)[-1]
+
+    @property
+    def groups_open(self) -> list[str]:
+        """Groups the guest still has to be added to."""
+        return [group for group, state in self.groups.items() if state == Step.DUE.value]
+
+    @property
+    def follow_up_open(self) -> bool:
+        """True while an invited sign-up still has groups to join or the organisation's mail to send."""
+        return self.status is Status.INVITED and (bool(self.groups_open) or (self.org_mail or Step.DONE).open)
 
     def evolve(self, **changes: Any) -> Signup:
         """A copy with ``changes`` applied (``updated_at`` set to now unless given)."""

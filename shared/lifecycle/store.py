@@ -17,8 +17,10 @@ and never scans the table.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
+import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,7 +38,7 @@ from azure.data.tables.aio import TableClient
 
 from ..errors import ConcurrencyConflict, StorageError
 from ..storage import EnsureOnce
-from .models import DirectoryBefore, Signup, Status
+from .models import DirectoryBefore, Signup, Status, Step
 
 ROW_KEY: Final = "signup"
 CLAIM_ROW: Final = "claim"
@@ -45,6 +47,7 @@ DUE_PREFIX: Final = "due-"
 BUCKET_FORMAT: Final = "%Y%m%d%H%M"
 CURSOR_KEY: Final = ("sweeper", "cursor")
 BATCH_LIMIT: Final = 100  # an entity group transaction holds at most 100 operations
+MAX_SCAN_PAGES: Final = 10
 
 
 def address_key(email: str) -> str:
@@ -106,6 +109,13 @@ class SignupStore(Protocol):
 
     def failed(self, since: datetime | None, until: datetime | None) -> AsyncIterator[Signup]:
         """Failed sign-ups created in ``[since, until)`` (an admin scan, paged; never on the request path)."""
+        ...
+
+    async def page(self, status: Status | None, size: int, token: str | None) -> tuple[list[Signup], str | None]:
+        """Up to ``size`` sign-ups (of one status, or all) and the token for the next page (None at the end).
+
+        An admin scan of the table, never on the request path; ``token`` is opaque to callers.
+        """
         ...
 
 
@@ -178,9 +188,14 @@ _FIELDS: Final = {
     "policyProfile": "policy_profile",
     "policyAction": "policy_action",
     "policyReason": "policy_reason",
+    "language": "language",
+    "decidedBy": "decided_by",
+    "decidedAt": "decided_at",
+    "decisionReason": "decision_reason",
+    "followupAttempts": "followup_attempts",
     "writeToken": "write_token",
 }
-_MOMENTS: Final = frozenset({"createdAt", "updatedAt", "deadline", "dueAt", "leaseUntil", "invitedAt"})
+_MOMENTS: Final = frozenset({"createdAt", "updatedAt", "deadline", "dueAt", "leaseUntil", "invitedAt", "decidedAt"})
 
 
 def to_entity(signup: Signup) -> dict[str, Any]:
@@ -190,6 +205,9 @@ def to_entity(signup: Signup) -> dict[str, Any]:
         "RowKey": ROW_KEY,
         "status": signup.status.value,
         "directoryBefore": signup.directory_before.value if signup.directory_before else None,
+        "approverMail": signup.approver_mail.value if signup.approver_mail else None,
+        "orgMail": signup.org_mail.value if signup.org_mail else None,
+        "groups": json.dumps(signup.groups, sort_keys=True) if signup.groups else None,
         **{prop: getattr(signup, attr) for prop, attr in _FIELDS.items()},
     }
     return {key: value for key, value in entity.items() if value is not None}
@@ -207,11 +225,16 @@ def from_entity(entity: Mapping[str, Any], etag: str | None) -> Signup:
     for required in ("created_at", "updated_at", "deadline"):
         if required not in values:
             raise StorageError(f"entity {entity.get('PartitionKey')} lacks {required}")
-    for counter in ("attempts", "faults"):
+    for counter in ("attempts", "faults", "followup_attempts"):
         values[counter] = int(values.get(counter, 0))
     for optional in ("company", "justification"):
         values.setdefault(optional, None)
     before = entity.get("directoryBefore")
+    for prop, attr in (("approverMail", "approver_mail"), ("orgMail", "org_mail")):
+        if entity.get(prop):
+            values[attr] = Step(entity[prop])
+    if entity.get("groups"):
+        values["groups"] = dict(json.loads(entity["groups"]))
     values.update(
         id=str(entity["PartitionKey"]),
         status=Status(entity["status"]),
@@ -317,6 +340,52 @@ class TableSignupStore:
                 yield from_entity(entity, entity.metadata.get("etag"))
         except AzureError as exc:
             raise StorageError(f"could not list failed sign-ups: {type(exc).__name__}") from exc
+
+    async def page(self, status: Status | None, size: int, token: str | None) -> tuple[list[Signup], str | None]:
+        await self._table.ready()
+        query, parameters = "RowKey eq @row", {"row": ROW_KEY}
+        if status is not None:
+            query, parameters = query + " and status eq @status", {**parameters, "status": status.value}
+        found: list[Signup] = []
+        continuation = decode_token(token)
+        try:
+            # A filtered scan may return short or empty pages with a token: read on, a bounded number of pages.
+            for _ in range(MAX_SCAN_PAGES):
+                # Tables' continuation token is a dict of next keys (the SDK's annotation says str).
+                pages: Any = self._table.client.query_entities(
+                    query, parameters=parameters, results_per_page=size - len(found)
+                ).by_page(continuation_token=continuation)  # type: ignore[arg-type]
+                page = await pages.__anext__()
+                async for entity in page:
+                    found.append(from_entity(entity, entity.metadata.get("etag")))
+                continuation = pages.continuation_token
+                if continuation is None or len(found) >= size:
+                    break
+        except StopAsyncIteration:
+            continuation = None
+        except AzureError as exc:
+            raise StorageError(f"could not list sign-ups: {type(exc).__name__}") from exc
+        return found, encode_token(continuation)
+
+
+def encode_token(token: Mapping[str, Any] | None) -> str | None:
+    """The storage continuation token as opaque URL-safe text."""
+    if not token:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(dict(token), sort_keys=True).encode("utf-8")).decode("ascii")
+
+
+def decode_token(text: str | None) -> dict[str, Any] | None:
+    """The storage continuation token back from ``encode_token``; ``ValueError`` when it is not one."""
+    if not text:
+        return None
+    try:
+        token = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))
+    except (ValueError, UnicodeError) as exc:
+        raise ValueError("not a continuation token") from exc
+    if not isinstance(token, dict) or not all(isinstance(v, str) for v in token.values()):
+        raise ValueError("not a continuation token")
+    return token
 
 
 class TableAddressBook:

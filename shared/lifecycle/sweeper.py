@@ -4,7 +4,12 @@ Intake writes one due-index entry per sign-up (the minute its queued grace ends)
 The sweeper, a timer function, reads the minutes that have fully passed, from
 its cursor on, in bounded pages, and looks at each entry's sign-up::
 
-    missing, invited, failed ─────────────────────► drop the entry
+    missing, failed, denied, expired, invited ───► drop the entry
+      with nothing left to do
+    pending_approval past its deadline ──────────► expired
+    pending_approval, approvers' mail overdue ───► re-enqueue it (the worker sends the mail)
+    pending_approval otherwise ──────────────────► move the entry to its expiry
+    invited with groups or a mail left ──────────► as any other overdue sign-up below
     linked, owner present ────────────────────────► drop the entry (the owner has its own)
     linked, owner gone (its intake rolled back) ──► admit it again: own the address, queue it
     not due yet (queued within its grace, lease ──► move the entry to the minute it is due
@@ -30,9 +35,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
+from ..audit import AuditEntry, AuditLog
 from ..errors import ConcurrencyConflict, StorageError
 from .intake import Admission, Timers
-from .models import Signup, Status, utcnow
+from .models import Signup, Status, Step, utcnow
 from .queue import SignupQueue
 from .store import DueEntry, DueIndex, SignupStore, bucket_of, next_bucket
 from .worker import PUBLIC_MESSAGES
@@ -53,6 +59,7 @@ class SweepReport:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     revived: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
     moved: int = 0
     dropped: int = 0
     complete: bool = True
@@ -73,7 +80,9 @@ class Sweeper:
         page_size: int = 200,
         max_entries: int = 2000,
         max_minutes: int = 24 * 60,
+        audit: AuditLog | None = None,
     ) -> None:
+        self._audit = audit
         self._store = store
         self._index = index
         self._queue = queue
@@ -113,12 +122,14 @@ class Sweeper:
             report.minutes += 1
             minute = next_bucket(minute)
         log.info(
-            "sweeper.swept minutes=%s entries=%s requeued=%s failed=%s revived=%s moved=%s dropped=%s complete=%s",
+            "sweeper.swept minutes=%s entries=%s requeued=%s failed=%s revived=%s expired=%s moved=%s dropped=%s "
+            "complete=%s",
             report.minutes,
             report.entries,
             len(report.requeued),
             len(report.failed),
             len(report.revived),
+            len(report.expired),
             report.moved,
             report.dropped,
             report.complete,
@@ -129,25 +140,19 @@ class Sweeper:
         """Act on one entry; True when the entry can be deleted."""
         try:
             signup = await self._store.get(entry.signup_id)
-            # Denied and pending sign-ups are never indexed; an entry for one (an approval that
-            # has not admitted it yet, a later step) is dropped like a final one's.
-            if signup is None or signup.status in {
-                Status.INVITED,
-                Status.FAILED,
-                Status.DENIED,
-                Status.EXPIRED,
-                Status.PENDING_APPROVAL,
-            }:
+            if signup is None or signup.status in {Status.FAILED, Status.DENIED, Status.EXPIRED} or self._done(signup):
                 report.dropped += 1
                 return True
             if signup.status is Status.LINKED:
                 return await self._linked(signup, report)
+            if signup.status is Status.PENDING_APPROVAL:
+                return await self._pending(signup, entry, now, report)
             due = self._due(signup)
             if due > now:
                 await self._index.add(DueEntry(bucket_of(due), signup.id, entry.nudges))
                 report.moved += 1
                 return True
-            if now >= signup.deadline:
+            if now >= signup.deadline and signup.status is not Status.INVITED:
                 await self._store.replace(
                     signup.evolve(
                         status=Status.FAILED,
@@ -172,6 +177,33 @@ class Sweeper:
         except (StorageError, ConcurrencyConflict) as exc:
             log.warning("sweeper.entry_failed signup_id=%s error=%s", entry.signup_id, type(exc).__name__)
             return False
+
+    @staticmethod
+    def _done(signup: Signup) -> bool:
+        """An invited sign-up with no step left (groups, the organisation's mail) needs nothing more."""
+        return signup.status is Status.INVITED and not (signup.follow_up_open or signup.org_mail is Step.SENDING)
+
+    async def _pending(self, signup: Signup, entry: DueEntry, now: datetime, report: SweepReport) -> bool:
+        """A request waiting for review: expire it at its deadline; until then see its approvers' mail goes."""
+        if now >= signup.deadline:
+            expired = await self._store.replace(signup.evolve(status=Status.EXPIRED, due_at=None, updated_at=now))
+            if self._audit is not None:
+                await self._audit.append(AuditEntry(signup.id, now, "expired", "sweeper", {}))
+            report.expired.append(expired.id)
+            log.info("sweeper.expired signup_id=%s domain=%s", signup.id, signup.domain)
+            return True
+        mail_waiting = signup.approver_mail in {Step.DUE, Step.SENDING}
+        if mail_waiting and (signup.due_at is None or signup.due_at <= now):
+            await self._queue.enqueue(signup.id)
+            delay = min(MAX_NUDGE_DELAY, self._timers.queued_grace * 2 ** (entry.nudges + 1))
+            again = min(now + timedelta(seconds=delay), signup.deadline)
+            await self._index.add(DueEntry(bucket_of(again), signup.id, entry.nudges + 1))
+            report.requeued.append(signup.id)
+            return True
+        due = min(signup.due_at, signup.deadline) if mail_waiting and signup.due_at else signup.deadline
+        await self._index.add(DueEntry(bucket_of(due), signup.id, entry.nudges))
+        report.moved += 1
+        return True
 
     async def _linked(self, signup: Signup, report: SweepReport) -> bool:
         owner = await self._store.get(signup.linked_to or "")

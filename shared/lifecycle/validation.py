@@ -46,6 +46,7 @@ class SignupForm:
     display_name: str
     company: str | None
     justification: str | None
+    language: str | None = None  # the page's language (BCP 47), when the sign-up came through it
 
     @property
     def domain(self) -> str:

@@ -42,8 +42,9 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
+from ..audit import AuditEntry, AuditLog
 from ..errors import (
     AmbiguousGraphError,
     ConcurrencyConflict,
@@ -54,7 +55,7 @@ from ..errors import (
 from ..graph.directory import Directory, DirectoryUser, Invitation, InvitationOptions
 from ..policy import PolicySource
 from .intake import Timers
-from .models import DirectoryBefore, Signup, Status, new_write_token, utcnow
+from .models import DirectoryBefore, Signup, Status, Step, new_write_token, utcnow
 from .queue import SignupQueue
 from .store import SignupStore
 
@@ -72,6 +73,18 @@ PUBLIC_MESSAGES: Final = {
 }
 
 
+class FollowUpRunner(Protocol):
+    """The steps around an invitation (``shared.onboarding.FollowUps``)."""
+
+    async def invited_steps(self, signup: Signup) -> dict[str, Any]:
+        """The steps an invitation opens, as record changes."""
+        ...
+
+    async def run(self, signup: Signup) -> Signup:
+        """Do the open steps; raises ``ConcurrencyConflict`` when the record changed underneath."""
+        ...
+
+
 class Outcome(StrEnum):
     """What one delivery did."""
 
@@ -81,6 +94,7 @@ class Outcome(StrEnum):
     ALREADY_DONE = "already_done"
     MISSING = "missing"
     NOT_ADMITTED = "not_admitted"  # waiting for approval: not the worker's to invite
+    FOLLOWED_UP = "followed_up"  # an approver mail, group additions or the organisation's mail
 
 
 def directory_state(users: list[DirectoryUser], email: str) -> tuple[DirectoryBefore, str | None]:
@@ -111,9 +125,13 @@ class InvitationWorker:
         clock: Callable[[], datetime] = utcnow,
         jitter: Callable[[], float] = random.random,
         policy: PolicySource | None = None,
+        follow_ups: FollowUpRunner | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._store = store
         self._policy = policy
+        self._follow_ups = follow_ups
+        self._audit = audit
         self._queue = queue
         self._directory = directory
         self._options = options
@@ -128,13 +146,24 @@ class InvitationWorker:
             if signup is None:
                 log.warning("worker.missing signup_id=%s", signup_id)
                 return Outcome.MISSING
+            now = self._clock()
+            if self._follow_ups is not None and self._has_steps(signup):
+                retry_due = signup.due_at if signup.followup_attempts else None  # a scheduled retry of a step
+                if retry_due is not None and retry_due > now + EARLY_TOLERANCE:
+                    await self._queue.enqueue(signup_id, (retry_due - now).total_seconds())
+                    return Outcome.RESCHEDULED
+                try:
+                    await self._follow_ups.run(signup)
+                except ConcurrencyConflict:
+                    log.info("worker.conflict signup_id=%s", signup_id)
+                    continue
+                return Outcome.FOLLOWED_UP
             if signup.status.terminal:
                 log.info("worker.already_done signup_id=%s status=%s", signup_id, signup.status.value)
                 return Outcome.ALREADY_DONE
             if signup.status is Status.PENDING_APPROVAL:
                 log.info("worker.not_admitted signup_id=%s", signup_id)
                 return Outcome.NOT_ADMITTED
-            now = self._clock()
             wake = self._wake_time(signup, now)
             if wake is not None:
                 await self._queue.enqueue(signup_id, (wake - now).total_seconds())
@@ -155,6 +184,13 @@ class InvitationWorker:
                 log.info("worker.conflict signup_id=%s", signup_id)
         await self._queue.enqueue(signup_id, 1.0)
         return Outcome.RESCHEDULED
+
+    @staticmethod
+    def _has_steps(signup: Signup) -> bool:
+        """True when a pending or invited sign-up has a mail or group step still to do (or in doubt)."""
+        if signup.status is Status.PENDING_APPROVAL:
+            return signup.approver_mail in {Step.DUE, Step.SENDING}
+        return signup.follow_up_open or (signup.status is Status.INVITED and signup.org_mail is Step.SENDING)
 
     def _wake_time(self, signup: Signup, now: datetime) -> datetime | None:
         """When a delivery that came too early should come back, or None to act now."""
@@ -398,12 +434,26 @@ class InvitationWorker:
         return (f"{type(exc).__name__}: {exc}" + (f" (HTTP {status})" if status else ""))[:1000]
 
     async def _finish(self, signup: Signup, changes: dict[str, Any], **more: Any) -> None:
-        """Write a final state (no lease, not due); ``invited_at`` for invitations."""
+        """Write a final state (no lease, not due); ``invited_at`` for invitations.
+
+        An invitation opens its profile's steps (groups, the organisation's mail): they are
+        written with it, due at once, and run in this same delivery.
+        """
         now = self._clock()
         final = {**changes, **more, "lease_until": None, "due_at": None}
-        if final["status"] is Status.INVITED:
+        invited = final["status"] is Status.INVITED
+        if invited:
             final["invited_at"] = now
-        await self._write(signup, **final)
+            if self._follow_ups is not None:
+                final.update(await self._follow_ups.invited_steps(signup.evolve(**final)))
+                if signup.evolve(**final).follow_up_open:
+                    final["due_at"] = now  # the sweeper's view: work left, due now
+        written = await self._write(signup, **final)
+        if self._audit is not None:
+            detail = {"code": written.error_code} if written.error_code else {"mailed": bool(written.invitation_mailed)}
+            await self._audit.append(AuditEntry(signup.id, now, written.status.value, "worker", detail))
+        if self._follow_ups is not None and written.follow_up_open:
+            await self._follow_ups.run(written)
 
     async def _write(self, signup: Signup, **changes: Any) -> Signup:
         """An ETag write of ``changes`` over ``signup`` as read.

@@ -45,7 +45,7 @@ class Action(StrEnum):
     DENY = "deny"  # refuse (403) and record the refusal
 
 
-TOP_KEYS: Final = frozenset({"defaultAction", "blockedDomains", "profiles"})
+TOP_KEYS: Final = frozenset({"defaultAction", "blockedDomains", "profiles", "defaultApprovers"})
 PROFILE_KEYS: Final = frozenset(
     {
         "name",
@@ -58,10 +58,15 @@ PROFILE_KEYS: Final = frozenset(
         "sponsors",
         "approvers",
         "questions",
+        "mailTemplate",
     }
 )
 PROFILE_REQUIRED: Final = ("name", "domains", "action", "groups")
 QUESTION_KEYS: Final = frozenset({"id", "label", "required", "maxLength"})
+TEMPLATE_KEYS: Final = frozenset({"subject", "html"})
+PLACEHOLDERS: Final = frozenset({"displayName", "organisation", "redeemUrl", "contact"})
+_PLACEHOLDER = re.compile(r"\{([A-Za-z]+)\}")
+MAX_TEMPLATE: Final = 20000
 MAX_SPONSORS: Final = 5
 MAX_QUESTION_LENGTH: Final = 2000
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -79,6 +84,26 @@ class Question:
 
 
 @dataclass(frozen=True)
+class MailTemplate:
+    """The organisation's own invitation mail: subject and HTML body per language tag.
+
+    Placeholders ``{displayName}``, ``{organisation}``, ``{redeemUrl}`` and
+    ``{contact}`` are replaced with HTML-escaped values (``shared.onboarding``).
+    """
+
+    subject: Mapping[str, str]
+    html: Mapping[str, str]
+
+    def language_for(self, wanted: str | None) -> str:
+        """The template language for ``wanted``: exact, then its primary tag, then ``en``, then the first."""
+        available = {tag.lower(): tag for tag in self.html}
+        for candidate in (wanted or "", (wanted or "").split("-")[0], "en"):
+            if candidate and candidate.lower() in available:
+                return available[candidate.lower()]
+        return next(iter(self.html))
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named group of domains: their action, groups and invitation options."""
 
@@ -92,6 +117,7 @@ class Profile:
     sponsors: tuple[str, ...] | None = None
     approvers: tuple[str, ...] = ()
     questions: tuple[Question, ...] = ()
+    mail_template: MailTemplate | None = None
 
     def invitation_options(self, base: InvitationOptions) -> InvitationOptions:
         """``base`` (the settings' options) with this profile's redirect, user type, language and sponsors."""
@@ -102,6 +128,8 @@ class Profile:
             user_type=self.invited_user_type,
             message_language=self.message_language or base.message_language,
             sponsor_ids=self.sponsors if self.sponsors is not None else base.sponsor_ids,
+            # The organisation sends its own mail (shared.onboarding): Microsoft's must not go too.
+            send_message=False if self.mail_template is not None else base.send_message,
         )
 
 
@@ -134,6 +162,12 @@ class Policy:
     default_action: Action = Action.REVIEW
     blocked_domains: tuple[str, ...] = ()
     profiles: tuple[Profile, ...] = ()
+    default_approvers: tuple[str, ...] = ()  # who reviews requests no profile matched
+
+    def approvers_for(self, profile_name: str | None) -> tuple[str, ...]:
+        """Who is told that a request waits: its profile's approvers, else the default approvers."""
+        profile = self.profile(profile_name) if profile_name else None
+        return profile.approvers if profile is not None and profile.approvers else self.default_approvers
 
     def decide(self, domain: str) -> Decision:
         """The decision for ``domain`` (the stored, IDNA-encoded form of an address's domain)."""
@@ -253,6 +287,39 @@ class _Checker:
             return None
         return Question(qid, label, required, max_length)
 
+    def localised(self, value: Any, path: str, required: str | None) -> dict[str, str]:
+        if not isinstance(value, dict) or not value:
+            self.fail(path, "must be an object of language tag to text, with at least one language")
+            return {}
+        texts: dict[str, str] = {}
+        for tag, text in value.items():
+            if not _LANGUAGE.match(str(tag)):
+                self.fail(f"{path}.{tag}", "is not a language tag such as en or zh-Hans")
+            elif not isinstance(text, str) or not text.strip() or len(text) > MAX_TEMPLATE:
+                self.fail(f"{path}.{tag}", f"must be non-empty text of at most {MAX_TEMPLATE} characters")
+            else:
+                unknown = sorted(set(_PLACEHOLDER.findall(text)) - PLACEHOLDERS)
+                if unknown:
+                    self.fail(f"{path}.{tag}", f"unknown placeholder(s) {unknown}; known: {sorted(PLACEHOLDERS)}")
+                elif required and "{" + required + "}" not in text:
+                    self.fail(f"{path}.{tag}", f"must contain {{{required}}}")
+                else:
+                    texts[str(tag)] = text
+        return texts
+
+    def template(self, value: Any, path: str) -> MailTemplate | None:
+        if not isinstance(value, dict):
+            self.fail(path, "must be an object with subject and html")
+            return None
+        self.keys(value, TEMPLATE_KEYS, f"{path}.")
+        subject = self.localised(value.get("subject"), f"{path}.subject", None)
+        html = self.localised(value.get("html"), f"{path}.html", "redeemUrl")
+        if subject and html and set(subject) != set(html):
+            self.fail(path, "subject and html must name the same languages")
+        if not subject or not html or set(subject) != set(html):
+            return None
+        return MailTemplate(subject, html)
+
     def profile(self, value: Any, path: str) -> Profile | None:
         if not isinstance(value, dict):
             self.fail(path, "must be an object")
@@ -285,6 +352,7 @@ class _Checker:
                 self.fail(f"{path}.sponsors", f"at most {MAX_SPONSORS} sponsors")
         approvers = self.listed(value.get("approvers", []), f"{path}.approvers", self.email)
         questions = self.listed(value.get("questions", []), f"{path}.questions", self.question)
+        template = self.template(value["mailTemplate"], f"{path}.mailTemplate") if "mailTemplate" in value else None
         seen: set[str] = set()
         for i, question in enumerate(questions):
             if question.id in seen:
@@ -303,6 +371,7 @@ class _Checker:
             sponsors=sponsors,
             approvers=tuple(approvers),
             questions=tuple(questions),
+            mail_template=template,
         )
 
 
@@ -316,6 +385,7 @@ def parse_policy(data: Any) -> Policy:
         data.get("defaultAction", Action.REVIEW.value), "defaultAction", Action, tuple(a.value for a in Action)
     )
     blocked = check.listed(data.get("blockedDomains", []), "blockedDomains", check.domain)
+    default_approvers = check.listed(data.get("defaultApprovers", []), "defaultApprovers", check.email)
     profiles: list[Profile] = []
     raw_profiles = data.get("profiles", [])
     if not isinstance(raw_profiles, list):
@@ -337,4 +407,9 @@ def parse_policy(data: Any) -> Policy:
         profiles.append(profile)
     if check.problems:
         raise ConfigurationError(check.problems)
-    return Policy(default_action=default, blocked_domains=tuple(blocked), profiles=tuple(profiles))
+    return Policy(
+        default_action=default,
+        blocked_domains=tuple(blocked),
+        profiles=tuple(profiles),
+        default_approvers=tuple(default_approvers),
+    )
