@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     app_dir = args.app_dir.resolve()
     applied = load_local_settings(args.settings or app_dir / "local.settings.json")
     logging.getLogger("devhost").info("devhost.settings applied_from_file=%s", len(applied))
+    if os.environ.get("DEVHOST_EASY_AUTH", "").lower() in {"1", "true"}:
+        # As the platform does when App Service Authentication is on (the app checks it before trusting it).
+        os.environ["WEBSITE_AUTH_ENABLED"] = "true"
     sys.path.insert(0, str(app_dir))
 
     # Fail at start-up, naming every bad setting, rather than at the first request.

@@ -18,6 +18,10 @@ own:
   time, with ``runOnStartup`` and ``useMonitor`` (see ``TimerRunner``).
 * host.json's ``functionTimeout`` bounds every invocation; one that runs longer
   is cancelled and counts as a failure (HTTP answers 500).
+* HTTP functions with ``authLevel`` ``function`` or ``admin`` need the key in
+  ``DEVHOST_FUNCTION_KEY`` (``x-functions-key`` or ``?code=``), as Azure needs a
+  function key; ``DEVHOST_EASY_AUTH=1`` stands in for App Service Authentication
+  (``devhost.auth``).
 * ``local.settings.json`` values become environment variables; anything already
   in the environment wins. ``AzureWebJobs.<function>.Disabled=true`` disables a
   function, as in Azure.
@@ -542,7 +546,7 @@ async def serve(
     key = os.environ.get("DEVHOST_FUNCTION_KEY") or None
     if key is None and any(fn.auth_level in KEY_LEVELS for fn in functions.http):
         log.warning("devhost.no_function_key functions with authLevel function refuse every call")
-    easy_auth = EasyAuthStandIn() if os.environ.get("DEVHOST_EASY_AUTH", "").lower() in {"1", "true"} else None
+    easy_auth = EasyAuthStandIn() if os.environ.get("WEBSITE_AUTH_ENABLED") == "true" else None
     web_app = web.Application(
         client_max_size=100 * 1024 * 1024, middlewares=[easy_auth.middleware] if easy_auth else []
     )

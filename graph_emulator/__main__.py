@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             userPrincipalName="adele@contoso.onmicrosoft.com",
         )
         emulator.groups["00000000-0000-4000-8000-00000000a11e"] = set()
+        emulator.groups["3f7c2d1e-9a4b-4c8d-b1e2-5a6f7c8d9e01"] = set()  # policy.sample.json's fabrikam group
     print(f"graph-emulator listening on http://{args.host}:{args.port}/v1.0", flush=True)
     web.run_app(emulator.make_app(), host=args.host, port=args.port, print=None, access_log=None)
     return 0

@@ -83,9 +83,8 @@ def main() -> int:
         # The local host enforces function keys on the admin routes (/api/manage/...), as Azure does.
         if not env.get("DEVHOST_FUNCTION_KEY"):
             env["DEVHOST_FUNCTION_KEY"] = secrets.token_urlsafe(24)
-            print(
-                f"DEVHOST_FUNCTION_KEY (generated for this run; send it as x-functions-key): {env['DEVHOST_FUNCTION_KEY']}"
-            )
+            key = env["DEVHOST_FUNCTION_KEY"]
+            print(f"DEVHOST_FUNCTION_KEY (generated for this run; send it as x-functions-key): {key}")
         if shutil.which("func"):
             argv = ["func", "start", "--port", str(APP_PORT)]
         else:

@@ -17,6 +17,7 @@ from shared.services import Services, build_services
 from shared.settings import Settings, load_settings
 
 IDENTITY_HEADER = "test-identity-header"
+FUNCTION_KEY = "test-function-key"
 # Approves the domains the tests invite (fabrikam.com, its sub-domains, xn--fbrikam-5wa.com), blocks
 # blocked.example.com and leaves everything else for review.
 TEST_POLICY = str(Path(__file__).resolve().parent / "policies" / "test-domains.json")
@@ -81,7 +82,11 @@ def graph_base(emulator_server: tuple[GraphEmulator, str]) -> str:
 def unique_names() -> dict[str, str]:
     """A queue and table of their own, so tests cannot see each other's messages."""
     suffix = uuid.uuid4().hex[:12]
-    return {"SIGNUP_QUEUE": f"signups-{suffix}", "SIGNUP_TABLE": f"signups{suffix}"}
+    return {
+        "SIGNUP_QUEUE": f"signups-{suffix}",
+        "SIGNUP_TABLE": f"signups{suffix}",
+        "SIGNUP_AUDIT_TABLE": f"audit{suffix}",
+    }
 
 
 @pytest.fixture
@@ -133,7 +138,8 @@ FAST_TIMERS = {
 
 def host_env(azurite: str, graph: str, **extra: str) -> dict[str, str]:
     """The environment of a local host process on the test Azurite and emulator (nothing from the caller's)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "INVITE_", "SIGNUP_", "AZURE_"))}
+    prefixes = ("GRAPH_", "INVITE_", "SIGNUP_", "AZURE_", "MANAGE_", "MAIL_", "WEBSITE_", "DEVHOST_", "APPROVAL_")
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     return {
         **inherited,
         "AzureWebJobsStorage": azurite,
@@ -143,6 +149,8 @@ def host_env(azurite: str, graph: str, **extra: str) -> dict[str, str]:
         "IDENTITY_ENDPOINT": f"{graph}/msi/token",
         "IDENTITY_HEADER": IDENTITY_HEADER,
         "SIGNUP_POLICY": TEST_POLICY,
+        "DEVHOST_FUNCTION_KEY": FUNCTION_KEY,
+        "MAIL_SENDER": "portal@contoso.com",
         **FAST_TIMERS,
         **unique_names(),
         **extra,

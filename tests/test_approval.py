@@ -268,3 +268,13 @@ async def test_a_worker_that_dies_while_mailing_never_mails_twice() -> None:
     kit.pass_time(kit.timers.lease + 1)
     await kit.run_until_quiet()
     assert kit.record(sid).org_mail is Step.UNKNOWN and kit.directory.sent_mails == []
+
+
+async def test_an_address_in_the_tenants_own_domain_is_never_invited() -> None:
+    kit = Kit()
+    kit.directory.domains = frozenset({"fabrikam.com"})
+    sid = await kit.submit("sam@fabrikam.com")
+    await kit.run_until_quiet()
+    record = kit.record(sid)
+    assert record.status is Status.FAILED and record.error_code == "TenantDomain"
+    assert kit.directory.invitations == []

@@ -225,7 +225,7 @@ def test_identity_based_storage_and_telemetry(app_settings: dict[str, str], main
 
 
 def test_storage_holds_what_the_app_and_host_use(app_settings: dict[str, str], main: dict[str, Any]) -> None:
-    """The queue, its poison queue, the sign-up and audit tables, the policy container and Flex's deployment container."""
+    """The queue, its poison queue, the sign-up and audit tables, the policy container, Flex's deployment container."""
     resolver = Resolver(main)
     storage = _config(main["modules"]["storage"])["params"]
     queues = {resolver.value(q["name"]) for q in storage["queueServices"]["queues"]}

@@ -9,6 +9,7 @@ race re-reads and decides again::
       ├───► retrying, not due yet ────────────────────────────► re-enqueue for the due time
       ├───► past the deadline ────────────────────────────────► failed (last transient code)
       └───► queued, retrying and due, or inviting with the lease expired:
+              an address in one of the tenant's verified domains ─► failed (TenantDomain)
               read the directory first when nothing is known yet, or when an
               earlier attempt may have acted (maybe_invited):
                  a member of this tenant ─────────────────────► failed (ExistingMember)
@@ -203,6 +204,19 @@ class InvitationWorker:
     async def _attempt(self, signup: Signup) -> Outcome:
         before, existing = signup.directory_before, signup.existing_user_id
         silent = False
+        if before is None:
+            # The tenant's own verified domains hold members, never guests: refuse before any write.
+            try:
+                tenant_domain = signup.domain in await self._directory.verified_domains()
+            except PermanentGraphError as exc:
+                await self._finish(signup, self._failure(exc.code, "permanent", exc))
+                return Outcome.FAILED
+            except (TransientGraphError, AmbiguousGraphError) as exc:
+                return await self._retry(signup, exc, maybe_invited=signup.maybe_invited)
+            if tenant_domain:
+                log.warning("worker.tenant_domain signup_id=%s domain=%s", signup.id, signup.domain)
+                await self._finish(signup, self._failure("TenantDomain", "member"))
+                return Outcome.FAILED
         if before is None or signup.maybe_invited:
             try:
                 now_state, user_id = directory_state(

@@ -1,0 +1,190 @@
+"""The admin routes end to end: the local host as a process (function keys, the Easy Auth stand-in),
+Azurite, the real msgraph-sdk and the Graph emulator (approver mail, groups, the organisation's mail)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devhost.processes import Service, free_port, start_devhost
+from graph_emulator.server import GraphEmulator
+from tests.conftest import FUNCTION_KEY, host_env, problem_of
+
+pytestmark = pytest.mark.e2e
+
+REVIEW_POLICY = str(Path(__file__).resolve().parent / "policies" / "review.json")
+GROUPS = ("3f7c2d1e-9a4b-4c8d-b1e2-5a6f7c8d9e01", "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
+KEY = {"x-functions-key": FUNCTION_KEY}
+
+
+def _start(azurite: str, graph: str, logs: Path, **extra: str) -> Iterator[str]:
+    env = host_env(azurite, graph, SIGNUP_POLICY=REVIEW_POLICY, ORGANISATION_NAME="Contoso", **extra)
+    port = free_port()
+    service: Service = start_devhost(port, env, logs, settings_file=logs / "none.json")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed_host(
+    azurite: str, emulator_server: tuple[GraphEmulator, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A host whose admin routes take function keys (the default)."""
+    yield from _start(azurite, emulator_server[1], tmp_path_factory.mktemp("keyed"))
+
+
+@pytest.fixture(scope="module")
+def easy_auth_host(
+    azurite: str, emulator_server: tuple[GraphEmulator, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A host standing in for App Service Authentication, the admin routes needing the approver role."""
+    yield from _start(
+        azurite,
+        emulator_server[1],
+        tmp_path_factory.mktemp("easyauth"),
+        DEVHOST_EASY_AUTH="1",
+        MANAGE_EASY_AUTH_ROLE="Signup.Approve",
+    )
+
+
+@pytest.fixture
+async def client(keyed_host: str, emulator: GraphEmulator) -> Any:
+    for group in GROUPS:
+        emulator.groups[group] = set()
+    async with httpx.AsyncClient(base_url=keyed_host, timeout=10) as http:
+        yield http
+
+
+async def _until(client: httpx.AsyncClient, url: str, statuses: set[str], within: float = 30) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        body = (await client.get(url, headers=KEY)).json()
+        if body["status"] in statuses:
+            return dict(body)
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"still {body['status']} after {within}s: {body}")
+        await asyncio.sleep(0.2)
+
+
+async def _submit(client: httpx.AsyncClient, email: str, name: str = "Sam Guest") -> dict[str, Any]:
+    response = await client.post(
+        "/api/signups", json={"email": email, "displayName": name, "company": "Northwind", "justification": "Falcon"}
+    )
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+async def test_admin_routes_refuse_anonymous_and_wrong_key_callers(client: httpx.AsyncClient) -> None:
+    for path in ("/api/manage/signups", "/api/manage/signups/AAAAAAAAAAAAAAAAAAAAAA"):
+        assert (await client.get(path)).status_code == 401
+        assert (await client.get(path, headers={"x-functions-key": "wrong"})).status_code == 401
+        assert (await client.get(path, params={"code": "wrong"})).status_code == 401
+    denied = await client.post("/api/manage/signups/AAAAAAAAAAAAAAAAAAAAAA/approve")
+    assert denied.status_code == 401
+    ok = await client.get("/api/manage/signups", params={"code": FUNCTION_KEY, "status": "pending_approval"})
+    assert ok.status_code == 200 and set(ok.json()) == {"items", "continuationToken"}
+    missing = await client.get("/api/manage/signups/AAAAAAAAAAAAAAAAAAAAAA", headers=KEY)
+    assert missing.status_code == 404 and problem_of(missing.json())["type"].endswith("/problems/not-found")
+    bad = await client.get("/api/manage/signups", params={"status": "nonsense"}, headers=KEY)
+    assert bad.status_code == 400 and "status" in problem_of(bad.json())["errors"]
+
+
+async def test_review_approve_invite_with_groups_and_approver_mail(
+    client: httpx.AsyncClient, emulator: GraphEmulator
+) -> None:
+    """pending_approval → the approvers' mail → listed → approved by key → invited, added to the group."""
+    accepted = await _submit(client, "sam@northwind.com")
+    assert accepted["status"] == "pending_approval"
+    sid = accepted["id"]
+    for _ in range(100):
+        if emulator.mails:
+            break
+        await asyncio.sleep(0.1)
+    [mail] = emulator.mails
+    assert mail["to"] == ["partner-admins@contoso.com"] and sid in mail["body"]
+    listed = (await client.get("/api/manage/signups", params={"status": "pending_approval"}, headers=KEY)).json()
+    assert sid in [item["id"] for item in listed["items"]]
+    first = await client.post(f"/api/manage/signups/{sid}/approve", json={"reason": "Known partner"}, headers=KEY)
+    assert first.status_code == 200 and first.json()["result"] == "decided"
+    again = await client.post(f"/api/manage/signups/{sid}/approve", headers=KEY)
+    assert again.status_code == 200 and again.json()["result"] == "already_decided"
+    conflict = await client.post(f"/api/manage/signups/{sid}/deny", json={"reason": "Changed my mind"}, headers=KEY)
+    assert conflict.status_code == 409 and problem_of(conflict.json())["current"]["status"] != "pending_approval"
+    detail = await _until(client, f"/api/manage/signups/{sid}", {"invited"})
+    assert detail["groups"] == [{"id": GROUPS[0], "state": "done"}]
+    assert detail["decision"]["by"] == "function-key" and detail["decision"]["reason"] == "Known partner"
+    events = [h["event"] for h in detail["history"]]
+    assert events[:4] == ["received", "policy", "approver_mail_sent", "approved"]
+    assert "invited" in events and "group_added" in events
+    assert detail["invitation"]["invitedUserId"] in emulator.groups[GROUPS[0]]
+    public = (await client.get(f"/api/signups/{sid}")).json()
+    assert public["status"] == "invited" and "Known partner" not in json.dumps(public)
+
+
+async def test_the_organisations_mail_replaces_microsofts(client: httpx.AsyncClient, emulator: GraphEmulator) -> None:
+    sid = (await _submit(client, "ana@fabrikam.com", "Ana <b>Bold</b>"))["id"]
+    detail = await _until(client, f"/api/manage/signups/{sid}", {"invited"})
+    for _ in range(100):
+        if emulator.mails:
+            break
+        await asyncio.sleep(0.1)
+    [invitation] = [r for r in emulator.requests if r.operation == "invitation"]
+    assert invitation.body["sendInvitationMessage"] is False
+    [mail] = emulator.mails
+    assert mail["to"] == ["ana@fabrikam.com"] and mail["subject"] == "Welcome to Contoso"
+    assert "Ana &lt;b&gt;Bold&lt;/b&gt;" in mail["body"]
+    redeem = detail["invitation"]["redeemUrl"]
+    assert redeem and redeem.replace("&", "&amp;") in mail["body"] or redeem in mail["body"]
+    final = await _until(client, f"/api/manage/signups/{sid}", {"invited"})
+    assert {g["state"] for g in final["groups"]} == {"done"}
+
+
+async def test_a_denied_address_is_refused_at_once(client: httpx.AsyncClient) -> None:
+    sid = (await _submit(client, "eve@northwind.com"))["id"]
+    missing_reason = await client.post(f"/api/manage/signups/{sid}/deny", json={}, headers=KEY)
+    assert missing_reason.status_code == 400 and "reason" in problem_of(missing_reason.json())["errors"]
+    denied = await client.post(f"/api/manage/signups/{sid}/deny", json={"reason": "Not a partner"}, headers=KEY)
+    assert denied.status_code == 200 and denied.json()["status"] == "denied"
+    public = (await client.get(f"/api/signups/{sid}")).json()
+    assert public["status"] == "denied" and "Not a partner" not in json.dumps(public)
+    again = await client.post(
+        "/api/signups", json={"email": "EVE@northwind.com", "displayName": "Eve", "company": "N", "justification": "x"}
+    )
+    assert again.status_code == 403 and problem_of(again.json())["type"].endswith("/problems/forbidden")
+
+
+def _forged(roles: list[str]) -> str:
+    claims = [{"typ": "name", "val": "mallory"}, *({"typ": "roles", "val": r} for r in roles)]
+    return base64.b64encode(json.dumps({"claims": claims, "role_typ": "roles"}).encode()).decode()
+
+
+async def test_easy_auth_principals_with_the_role_and_nobody_else(easy_auth_host: str, emulator: GraphEmulator) -> None:
+    async with httpx.AsyncClient(base_url=easy_auth_host, timeout=10) as anonymous:
+        # A forged principal header is removed by the front end, as App Service Authentication removes it.
+        forged = await anonymous.get(
+            "/api/manage/signups", headers={"X-MS-CLIENT-PRINCIPAL": _forged(["Signup.Approve"])}
+        )
+        assert forged.status_code == 401 and problem_of(forged.json())["type"].endswith("/problems/unauthenticated")
+        # A function key is no way in here: the routes take principals.
+        assert (await anonymous.get("/api/manage/signups", headers=KEY)).status_code == 401
+    async with httpx.AsyncClient(base_url=easy_auth_host, timeout=10) as reader:
+        signed_in = await reader.post("/.auth/login/dev", data={"name": "reader@contoso.com", "roles": "Reader"})
+        assert signed_in.status_code == 303
+        refused = await reader.get("/api/manage/signups")
+        assert refused.status_code == 403 and problem_of(refused.json())["type"].endswith("/problems/access-denied")
+    async with httpx.AsyncClient(base_url=easy_auth_host, timeout=10) as approver:
+        await approver.post("/.auth/login/dev", data={"name": "ann@contoso.com", "roles": "Signup.Approve"})
+        me = (await approver.get("/.auth/me")).json()
+        assert me[0]["user_id"] == "ann@contoso.com"
+        sid = (await _submit(approver, "kim@northwind.com"))["id"]
+        decided = await approver.post(f"/api/manage/signups/{sid}/deny", json={"reason": "Unknown"})
+        assert decided.status_code == 200 and decided.json()["decision"]["by"] == "ann@contoso.com"
