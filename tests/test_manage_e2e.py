@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,7 +144,7 @@ async def test_the_organisations_mail_replaces_microsofts(client: httpx.AsyncCli
     assert mail["to"] == ["ana@fabrikam.com"] and mail["subject"] == "Welcome to Contoso"
     assert "Ana &lt;b&gt;Bold&lt;/b&gt;" in mail["body"]
     redeem = detail["invitation"]["redeemUrl"]
-    assert redeem and redeem.replace("&", "&amp;") in mail["body"] or redeem in mail["body"]
+    assert redeem and html.escape(redeem, quote=True) in mail["body"]
     final = await _until(client, f"/api/manage/signups/{sid}", {"invited"})
     assert {g["state"] for g in final["groups"]} == {"done"}
 
