@@ -15,7 +15,15 @@ from types import ModuleType
 from typing import Any
 
 SPEC_DIR = Path(__file__).resolve().parent / "spec"
-OPERATIONS = ("invitation", "invitation-response", "user-update", "group-member-ref")
+OPERATIONS = (
+    "invitation",
+    "invitation-response",
+    "user-update",
+    "group-member-ref",
+    "send-mail",
+    "domain-collection-response",
+    "organization-collection-response",
+)
 
 
 @dataclass(frozen=True)

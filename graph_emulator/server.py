@@ -9,6 +9,10 @@ endpoint is required):
   the documented pre-checks); ``resetRedemption`` resets a guest.
 * ``GET /users`` with the ``$filter`` forms the app uses; ``GET``/``PATCH /users/{id}``;
   ``POST /groups/{id}/members/$ref``.
+* ``POST /users/{id|upn}/sendMail`` (202; the sender must be a user or one of
+  ``Config.mailboxes``): every mail is recorded in ``sent_mails`` and served at
+  ``/_emulator/mails``; ``GET /domains`` and ``GET /organization`` from
+  ``Config.verified_domains``.
 
 Every request body is validated against Microsoft's published schema
 (``schema.py``); a body that does not conform gets 400 with Graph's error
@@ -33,7 +37,7 @@ protocol (``IDENTITY_ENDPOINT``/``IDENTITY_HEADER``), so azure-identity's own
 takes client-credential grants (secret or certificate assertion).
 
 Control endpoints under ``/_emulator`` (no auth): ``requests`` (everything
-received, with validation findings), ``stats`` (counts; per-address counts are
+received, with validation findings), ``mails`` (what sendMail sent), ``stats`` (counts; per-address counts are
 keyed by ``address_key``, never by the address), ``faults``, ``users``, ``groups``,
 ``config`` and ``reset``.
 """
@@ -170,6 +174,10 @@ class Config:
     identity_header: str = "local-graph-emulator"
     timeout_fault_seconds: float = 120.0
     seed: int = 0
+    # The tenant's verified domains (GET /domains, /organization): addresses in them are members.
+    verified_domains: tuple[str, ...] = (TENANT_DOMAIN, "contoso.com")
+    # Mailboxes that may send (besides any user in the directory): POST /users/{id|upn}/sendMail.
+    mailboxes: tuple[str, ...] = ("portal@contoso.com",)
 
 
 def address_key(email: str) -> str:
@@ -241,6 +249,8 @@ class GraphEmulator:
         self.invitations: list[dict[str, Any]] = []
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
+        # Mail sent through sendMail, in order: {sender, to, cc, subject, contentType, body, at}.
+        self.sent_mails: list[dict[str, Any]] = []
         self._buckets()
         # Microsoft invitation mails sent, by lower-cased address (in process only; stats hash the keys).
         self.mails: dict[str, int] = {}
@@ -748,7 +758,109 @@ class GraphEmulator:
         self.groups[group_id].add(member_id)
         return web.Response(status=204, headers=self._write_headers(rid, used))
 
+    # ------------------------------------------------------------------ Graph: mail and the tenant
+    def _mailbox(self, sender: str) -> bool:
+        lowered = sender.lower()
+        if lowered in (m.lower() for m in self.config.mailboxes):
+            return True
+        return any(
+            lowered in {str(u.get("id", "")).lower(), str(u.get("userPrincipalName") or "").lower()}
+            for u in self.users.values()
+        )
+
+    async def send_mail(self, request: web.Request) -> web.StreamResponse:
+        body, invalid = await self._body(request, "send-mail")
+        if invalid is not None:
+            return invalid
+        return await self._faulted("send-mail", None, request, lambda: self._send_mail(request, body))
+
+    def _send_mail(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        rid = request[RID]
+        sender = request.match_info["user_id"]
+        if not self._mailbox(sender):
+            return self._not_found(rid, sender)
+        # Property names are case-insensitive in Graph (the docs write message, the OpenAPI Message).
+        lowered = {k.lower(): v for k, v in body.items()}
+        message = {k.lower(): v for k, v in (lowered.get("message") or {}).items()}
+        content = {k.lower(): v for k, v in (message.get("body") or {}).items()}
+
+        def addresses(key: str) -> list[str]:
+            found = []
+            for recipient in message.get(key) or []:
+                email = {k.lower(): v for k, v in recipient.items()}.get("emailaddress") or {}
+                found.append(str({k.lower(): v for k, v in email.items()}.get("address", "")))
+            return found
+
+        self.sent_mails.append(
+            {
+                "sender": sender,
+                "to": addresses("torecipients"),
+                "cc": addresses("ccrecipients"),
+                "subject": message.get("subject"),
+                "contentType": content.get("contenttype"),
+                "body": content.get("content"),
+                "at": time.time(),
+            }
+        )
+        return web.Response(status=202, headers=self._write_headers(rid))
+
+    def _domains(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": name,
+                "authenticationType": "Managed",
+                "isAdminManaged": True,
+                "isDefault": name == self.config.verified_domains[-1],
+                "isInitial": name == TENANT_DOMAIN,
+                "isRoot": True,
+                "isVerified": True,
+                "supportedServices": ["Email"],
+                "state": None,
+            }
+            for name in self.config.verified_domains
+        ]
+
+    async def list_domains(self, request: web.Request) -> web.StreamResponse:
+        request[REC].operation = "domains"
+
+        def perform() -> web.Response:
+            return web.json_response(
+                {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#domains", "value": self._domains()},
+                headers=self._write_headers(request[RID]),
+            )
+
+        return await self._faulted("domains", None, request, perform)
+
+    async def get_organization(self, request: web.Request) -> web.StreamResponse:
+        request[REC].operation = "organization"
+
+        def perform() -> web.Response:
+            organization = {
+                "id": TENANT_ID,
+                "displayName": "Contoso",
+                "tenantType": "AAD",
+                "verifiedDomains": [
+                    {
+                        "name": d["id"],
+                        "isDefault": d["isDefault"],
+                        "isInitial": d["isInitial"],
+                        "capabilities": "Email",
+                        "type": "Managed",
+                    }
+                    for d in self._domains()
+                ],
+            }
+            return web.json_response(
+                {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#organization", "value": [organization]},
+                headers=self._write_headers(request[RID]),
+            )
+
+        return await self._faulted("organization", None, request, perform)
+
     # ------------------------------------------------------------------ control
+    async def ctl_mails(self, _: web.Request) -> web.Response:
+        return web.json_response(self.sent_mails)
+
     async def ctl_requests(self, request: web.Request) -> web.Response:
         since = int(request.query.get("since", "0"))
         return web.json_response([asdict(r) for r in self.requests if r.seq > since])
@@ -824,11 +936,16 @@ class GraphEmulator:
         r.add_get("/v1.0/users/{user_id}", self.get_user)
         r.add_patch("/v1.0/users/{user_id}", self.patch_user)
         r.add_post("/v1.0/groups/{group_id}/members/$ref", self.add_member)
+        r.add_post("/v1.0/users/{user_id}/sendMail", self.send_mail)
+        r.add_post("/v1.0/users/{user_id}/microsoft.graph.sendMail", self.send_mail)
+        r.add_get("/v1.0/domains", self.list_domains)
+        r.add_get("/v1.0/organization", self.get_organization)
         r.add_get("/msi/token", self.msi_token)
         r.add_get("/{tenant}/v2.0/.well-known/openid-configuration", self.openid_configuration)
         r.add_post("/{tenant}/oauth2/v2.0/token", self.oauth_token)
         r.add_get("/_emulator/requests", self.ctl_requests)
         r.add_get("/_emulator/stats", self.ctl_stats)
+        r.add_get("/_emulator/mails", self.ctl_mails)
         r.add_route("*", "/_emulator/faults", self.ctl_faults)
         r.add_route("*", "/_emulator/users", self.ctl_users)
         r.add_route("*", "/_emulator/groups", self.ctl_groups)

@@ -27,7 +27,7 @@ from shared.graph.client import (
     email_filter,
     parse_retry_after,
 )
-from shared.graph.directory import Invitation, InvitationOptions
+from shared.graph.directory import Invitation, InvitationOptions, MailMessage
 from shared.graph.pacing import WritePacer
 from shared.services import build_gate
 from shared.settings import Settings, load_settings
@@ -627,3 +627,50 @@ async def test_a_429_reaches_the_shared_state(settings: Settings, emulator: Grap
         state = await store.read(WRITES)
     assert state is not None and state.blocked_until > 0
     assert [r.status for r in emulator.requests if r.operation == "invitation"] == [429, 201]
+
+
+async def test_send_mail_through_the_sdk_conforms_and_is_recorded(
+    directory: MsGraphDirectory, emulator: GraphEmulator
+) -> None:
+    """sendMail: the SDK's body passes Microsoft's schema; the emulator records what was sent."""
+    message = MailMessage(to=("ana@fabrikam.com",), subject="Welcome", html_body="<p>Hi &amp; welcome</p>")
+    await directory.send_mail("portal@contoso.com", message)
+    [sent] = emulator.sent_mails
+    assert (sent["sender"], sent["to"], sent["subject"]) == ("portal@contoso.com", ["ana@fabrikam.com"], "Welcome")
+    assert sent["body"] == "<p>Hi &amp; welcome</p>" and sent["contentType"].lower() == "html"
+    [request] = [r for r in emulator.requests if r.operation == "send-mail"]
+    assert request.findings == [] and request.status == 202
+    with pytest.raises(PermanentGraphError) as unknown:
+        await directory.send_mail("nobody@contoso.com", message)
+    assert unknown.value.status == 404
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "sent"),
+    [("429", TransientGraphError, 0), ("503", AmbiguousGraphError, 0), ("acted504", AmbiguousGraphError, 1)],
+)
+async def test_send_mail_failures_are_classified(
+    directory: MsGraphDirectory, emulator: GraphEmulator, kind: str, error: type[GraphError], sent: int
+) -> None:
+    """A 429 proves nothing was sent (retry later); any 5xx may have sent it (ambiguous: never resent)."""
+    emulator.faults.append(Fault(kind, operation="send-mail", times=1, retry_after=None))
+    with pytest.raises(error):
+        await directory.send_mail("portal@contoso.com", MailMessage(("a@fabrikam.com",), "S", "<p>b</p>"))
+    assert len(emulator.sent_mails) == sent
+
+
+async def test_verified_domains_are_read_once_and_responses_conform(
+    directory: MsGraphDirectory, emulator: GraphEmulator, graph_base: str
+) -> None:
+    emulator.config.verified_domains = ("contoso.onmicrosoft.com", "Contoso.com")
+    assert await directory.verified_domains() == {"contoso.onmicrosoft.com", "contoso.com"}
+    assert await directory.verified_domains() == {"contoso.onmicrosoft.com", "contoso.com"}  # cached
+    assert len([r for r in emulator.requests if r.operation == "domains"]) == 1
+    token = next(iter(emulator.tokens))
+    async with httpx.AsyncClient(base_url=graph_base, headers={"Authorization": f"Bearer {token}"}) as http:
+        for path, operation in (
+            ("/v1.0/domains", "domain-collection-response"),
+            ("/v1.0/organization", "organization-collection-response"),
+        ):
+            body = (await http.get(path)).json()
+            assert schema.errors(operation, body) == [], path

@@ -107,10 +107,10 @@ async def test_review_approve_invite_with_groups_and_approver_mail(
     assert accepted["status"] == "pending_approval"
     sid = accepted["id"]
     for _ in range(100):
-        if emulator.mails:
+        if emulator.sent_mails:
             break
         await asyncio.sleep(0.1)
-    [mail] = emulator.mails
+    [mail] = emulator.sent_mails
     assert mail["to"] == ["partner-admins@contoso.com"] and sid in mail["body"]
     listed = (await client.get("/api/manage/signups", params={"status": "pending_approval"}, headers=KEY)).json()
     assert sid in [item["id"] for item in listed["items"]]
@@ -135,12 +135,12 @@ async def test_the_organisations_mail_replaces_microsofts(client: httpx.AsyncCli
     sid = (await _submit(client, "ana@fabrikam.com", "Ana <b>Bold</b>"))["id"]
     detail = await _until(client, f"/api/manage/signups/{sid}", {"invited"})
     for _ in range(100):
-        if emulator.mails:
+        if emulator.sent_mails:
             break
         await asyncio.sleep(0.1)
     [invitation] = [r for r in emulator.requests if r.operation == "invitation"]
     assert invitation.body["sendInvitationMessage"] is False
-    [mail] = emulator.mails
+    [mail] = emulator.sent_mails
     assert mail["to"] == ["ana@fabrikam.com"] and mail["subject"] == "Welcome to Contoso"
     assert "Ana &lt;b&gt;Bold&lt;/b&gt;" in mail["body"]
     redeem = detail["invitation"]["redeemUrl"]

@@ -192,12 +192,13 @@ class Approvals:
             state = f"was {outcome} by {signup.decided_by}" if decided else f"is {signup.status.value}"
             raise DecisionConflict(f"This request {state}; it is no longer pending.", admin_view(signup))
         # The same outcome again (a retry, or the loser of a race): finish what the first call may have left.
-        assert signup.decided_at is not None
+        decided_at = signup.decided_at
+        assert decided_at is not None
         detail = {"reason": signup.decision_reason} if signup.decision_reason else {}
-        await self._audit.append(AuditEntry(signup.id, signup.decided_at, outcome, signup.decided_by or "", detail))
+        await self._audit.append(AuditEntry(signup.id, decided_at, outcome, signup.decided_by or "", detail))
         if outcome == "approved" and signup.status is Status.QUEUED:
             signup = await self._admission.admit(signup, fresh=True)
         elif outcome == "denied":
-            until: datetime = signup.decided_at + self._denial_memory
+            until = decided_at + self._denial_memory
             await self._denials.remember(signup.email, signup.id, until)
         return {**admin_view(signup), "result": "already_decided"}

@@ -30,6 +30,7 @@ Retries, decided once:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -47,21 +48,25 @@ from kiota_authentication_azure.azure_identity_authentication_provider import (
 )
 from kiota_http.middleware.options import HeadersInspectionHandlerOption, RetryHandlerOption
 from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph.generated.models.body_type import BodyType
 from msgraph.generated.models.directory_object import DirectoryObject
 from msgraph.generated.models.email_address import EmailAddress
 from msgraph.generated.models.invitation import Invitation as GraphInvitation
 from msgraph.generated.models.invited_user_message_info import InvitedUserMessageInfo
+from msgraph.generated.models.item_body import ItemBody
+from msgraph.generated.models.message import Message
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.recipient import Recipient
 from msgraph.generated.models.reference_create import ReferenceCreate
 from msgraph.generated.models.user import User
+from msgraph.generated.users.item.send_mail.send_mail_post_request_body import SendMailPostRequestBody
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 from msgraph_core import GraphClientFactory
 
 from ..errors import AmbiguousGraphError, GraphError, PermanentGraphError, TransientGraphError
 from ..settings import Settings
 from .budget import INVITATIONS, WRITES, SharedGate
-from .directory import DirectoryUser, Invitation, InvitationResult
+from .directory import DirectoryUser, Invitation, InvitationResult, MailMessage
 from .pacing import WritePacer
 
 log = logging.getLogger(__name__)
@@ -93,6 +98,8 @@ USER_FIELDS: Final = [
 PRIORITY_HEADER: Final = "x-ms-throttle-priority"
 # Graph's answer when the reference being added exists already.
 ALREADY_MEMBER: Final = "already exist"
+MAILBOX_CONCURRENCY: Final = 4  # Outlook: at most 4 concurrent requests per mailbox (throttling-limits page)
+DOMAINS_TTL: Final = 300.0  # the tenant's verified domains change rarely: read them every 5 minutes at most
 
 
 def build_credential(settings: Settings) -> Any:
@@ -290,6 +297,8 @@ class MsGraphDirectory:
         self._max_throttle_wait = max_throttle_wait
         self._max_pacing_wait = max_pacing_wait
         self._object_base = directory_object_base.rstrip("/")
+        self._mailboxes: dict[str, asyncio.Semaphore] = {}
+        self._domains: tuple[float, frozenset[str]] | None = None
 
     async def _slot(self, limits: Sequence[str]) -> float:
         """Wait for the local pacer, then for the shared budget's slot of each limit; the seconds waited.
@@ -380,6 +389,44 @@ class MsGraphDirectory:
                 return None
             raise error from exc
         return _to_user(user) if user else None
+
+    async def send_mail(self, sender: str, message: MailMessage) -> None:
+        body = SendMailPostRequestBody(
+            message=Message(
+                subject=message.subject,
+                body=ItemBody(content_type=BodyType.Html, content=message.html_body),
+                to_recipients=[Recipient(email_address=EmailAddress(address=a)) for a in message.to],
+                reply_to=[Recipient(email_address=EmailAddress(address=a)) for a in message.reply_to] or None,
+            ),
+            save_to_sent_items=False,
+        )
+        # Not the directory's write budget: Outlook limits mail per mailbox (4 concurrent requests).
+        async with self._mailbox_gate(sender):
+            try:
+                await self._client.users.by_user_id(sender).send_mail.post(body)
+            except Exception as exc:
+                # A lost answer may mean the mail went: ambiguous, never retried by the caller.
+                raise classify(exc, write=True) from exc
+
+    def _mailbox_gate(self, sender: str) -> asyncio.Semaphore:
+        gate = self._mailboxes.get(sender.lower())
+        if gate is None:
+            gate = self._mailboxes[sender.lower()] = asyncio.Semaphore(MAILBOX_CONCURRENCY)
+        return gate
+
+    async def verified_domains(self) -> frozenset[str]:
+        now = time.monotonic()
+        if self._domains is not None and now - self._domains[0] < DOMAINS_TTL:
+            return self._domains[1]
+        try:
+            page = await self._client.domains.get()
+        except Exception as exc:
+            raise classify(exc, write=False) from exc
+        names = frozenset(
+            (d.id or "").lower() for d in (page.value if page and page.value else []) if d.id and d.is_verified
+        )
+        self._domains = (now, names)
+        return names
 
     async def add_group_member(self, group_id: str, user_id: str) -> None:
         body = ReferenceCreate(odata_id=f"{self._object_base}/directoryObjects/{user_id}")
