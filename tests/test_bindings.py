@@ -34,6 +34,7 @@ def test_exactly_these_functions_are_registered() -> None:
         "get_signup_detail",
         "approve_signup",
         "deny_signup",
+        "get_openapi",
     }
 
 

@@ -251,3 +251,50 @@ async def test_a_blob_url_is_read_and_a_missing_blob_is_a_configuration_error(az
     with pytest.raises(ConfigurationError) as info:
         await load_policy(url.replace("policy.json", "missing.json"))
     assert "upload the policy document" in info.value.problems["SIGNUP_POLICY"]
+
+
+def test_mail_templates_and_default_approvers() -> None:
+    """A template needs the same languages in subject and html, {redeemUrl} in html, and known placeholders."""
+    good = {
+        "subject": {"en": "Welcome to {organisation}", "ja": "ようこそ"},
+        "html": {"en": "<a href='{redeemUrl}'>{displayName}</a> {contact}", "ja": "<a href='{redeemUrl}'>承諾</a>"},
+    }
+    policy = parse_policy(
+        {
+            "defaultApprovers": ["owners@contoso.com"],
+            "profiles": [
+                {"name": "p", "domains": ["fabrikam.com"], "action": "approve", "groups": [], "mailTemplate": good}
+            ],
+        }
+    )
+    profile = policy.profile("p")
+    assert profile is not None and profile.mail_template is not None
+    assert profile.mail_template.language_for("ja-JP") == "ja" and profile.mail_template.language_for("nl") == "en"
+    assert profile.invitation_options(InvitationOptions("https://x.example")).send_message is False  # it mails itself
+    assert policy.approvers_for("p") == ("owners@contoso.com",) and policy.approvers_for(None) == (
+        "owners@contoso.com",
+    )
+    bad = {
+        "subject": {"en": "Hi {name}", "xx-!": "?"},
+        "html": {"en": "<p>no link</p>"},
+        "extra": 1,
+    }
+    with pytest.raises(ConfigurationError) as info:
+        parse_policy(
+            {
+                "defaultApprovers": ["not an address"],
+                "profiles": [
+                    {"name": "p", "domains": ["f.com"], "action": "approve", "groups": [], "mailTemplate": bad}
+                ],
+            }
+        )
+    problems = info.value.problems
+    assert set(problems) >= {
+        "defaultApprovers[0]",
+        "profiles[0].mailTemplate.extra",
+        "profiles[0].mailTemplate.subject.en",
+        "profiles[0].mailTemplate.subject.xx-!",
+        "profiles[0].mailTemplate.html.en",
+    }
+    assert "unknown placeholder" in problems["profiles[0].mailTemplate.subject.en"]
+    assert "{redeemUrl}" in problems["profiles[0].mailTemplate.html.en"]

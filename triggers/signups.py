@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 
 # Every method is routed here so that the wrong one gets a 405 problem, not the host's bare 404.
-ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 @bp.function_name("submit_signup")
