@@ -189,3 +189,26 @@ async def test_easy_auth_principals_with_the_role_and_nobody_else(easy_auth_host
         sid = (await _submit(approver, "kim@northwind.com"))["id"]
         decided = await approver.post(f"/api/manage/signups/{sid}/deny", json={"reason": "Unknown"})
         assert decided.status_code == 200 and decided.json()["decision"]["by"] == "ann@contoso.com"
+
+
+async def test_group_assignment_survives_graph_faults(client: httpx.AsyncClient, emulator: GraphEmulator) -> None:
+    """Group additions that fail (a 503, a lost answer after Graph acted) are retried until the guest is in."""
+    from graph_emulator.server import Fault
+
+    emulator.faults += [
+        Fault("503", operation="group-member-ref", times=1, retry_after=None),
+        Fault("acted504", operation="group-member-ref", times=1),
+    ]
+    sid = (await _submit(client, "max@fabrikam.com", "Max"))["id"]
+    deadline = asyncio.get_running_loop().time() + 40
+    while True:
+        detail = (await client.get(f"/api/manage/signups/{sid}", headers=KEY)).json()
+        if detail["status"] == "invited" and all(g["state"] == "done" for g in detail["groups"]):
+            break
+        assert asyncio.get_running_loop().time() < deadline, detail
+        await asyncio.sleep(0.3)
+    user = detail["invitation"]["invitedUserId"]
+    assert all(user in emulator.groups[g] for g in GROUPS)
+    adds = [r for r in emulator.requests if r.operation == "group-member-ref"]
+    assert len(adds) >= 4  # two faults, then the retries (an "already a member" answer counts as done)
+    assert len(emulator.sent_mails) == 1  # the organisation's mail went once, after the groups
