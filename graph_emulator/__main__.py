@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed for rate faults")
     parser.add_argument("--demo-directory", action="store_true", help="seed an internal user and a group")
+    parser.add_argument(
+        "--users", type=Path, default=None, help="a JSON file: a list of users to put into the directory at start"
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -81,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         emulator.groups["00000000-0000-4000-8000-00000000a11e"] = set()
         emulator.groups["3f7c2d1e-9a4b-4c8d-b1e2-5a6f7c8d9e01"] = set()  # policy.sample.json's fabrikam group
+    if args.users is not None:
+        added = emulator.seed(json.loads(args.users.read_text(encoding="utf-8")))
+        print(f"graph-emulator seeded {added} users from {args.users}", flush=True)
     print(f"graph-emulator listening on http://{args.host}:{args.port}/v1.0", flush=True)
     web.run_app(emulator.make_app(), host=args.host, port=args.port, print=None, access_log=None)
     return 0

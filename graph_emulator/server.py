@@ -72,7 +72,17 @@ TENANT_ID = "72f988bf-0000-4000-8000-00000000e2e0"
 TENANT_DOMAIN = "contoso.onmicrosoft.com"
 APP_ID = "0e6ba6b0-0000-4000-8000-00000000e2e0"
 # What a Fault can apply to (its ``operation``; ``*`` is any).
-OPERATIONS = ("invitation", "list-users", "get-user", "user-update", "group-member-ref", "*")
+OPERATIONS = (
+    "invitation",
+    "list-users",
+    "get-user",
+    "user-update",
+    "group-member-ref",
+    "send-mail",
+    "domains",
+    "organization",
+    "*",
+)
 # Faults that perform the write and then lose its answer (Graph acted; the client cannot know).
 ACTED_KINDS = ("acted504", "acteddrop", "actedtimeout")
 FAULT_KINDS = (
@@ -276,6 +286,7 @@ class GraphEmulator:
             "otherMails": [],
             "proxyAddresses": [],
             "onPremisesUserPrincipalName": None,
+            "onPremisesSyncEnabled": None,
             **props,
         }
         if user.get("mail") and not user["proxyAddresses"]:
@@ -707,9 +718,24 @@ class GraphEmulator:
         request[REC].operation = "get-user"
         return await self._faulted("get-user", None, request, lambda: self._get_user(request))
 
+    def _user_by_key(self, key: str) -> dict[str, Any] | None:
+        """A user by object id or user principal name (Graph takes either in /users/{id | userPrincipalName})."""
+        user = self.users.get(key)
+        if user is None and "@" in key:
+            lowered = key.lower()
+            matches = (u for u in self.users.values() if str(u.get("userPrincipalName", "")).lower() == lowered)
+            user = next(matches, None)
+        return user
+
+    def seed(self, users: list[dict[str, Any]]) -> int:
+        """Add many users at once (``--users FILE``, ``POST /_emulator/seed``); how many were added."""
+        for props in users:
+            self.add_user(**props)
+        return len(users)
+
     def _get_user(self, request: web.Request) -> web.Response:
         rid = request[RID]
-        user = self.users.get(request.match_info["user_id"])
+        user = self._user_by_key(request.match_info["user_id"])
         if user is None:
             return self._not_found(rid, request.match_info["user_id"])
         return web.json_response(self._select(user, request.query.get("$select")), headers={"request-id": rid})
@@ -722,7 +748,7 @@ class GraphEmulator:
 
     def _patch_user(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         rid = request[RID]
-        user = self.users.get(request.match_info["user_id"])
+        user = self._user_by_key(request.match_info["user_id"])
         if user is None:
             return self._not_found(rid, request.match_info["user_id"])
         throttled, used = self._throttle(rid)
@@ -858,6 +884,9 @@ class GraphEmulator:
         return await self._faulted("organization", None, request, perform)
 
     # ------------------------------------------------------------------ control
+    async def ctl_seed(self, request: web.Request) -> web.Response:
+        return web.json_response({"added": self.seed(await request.json())}, status=201)
+
     async def ctl_mails(self, _: web.Request) -> web.Response:
         return web.json_response(self.sent_mails)
 
@@ -946,6 +975,7 @@ class GraphEmulator:
         r.add_get("/_emulator/requests", self.ctl_requests)
         r.add_get("/_emulator/stats", self.ctl_stats)
         r.add_get("/_emulator/mails", self.ctl_mails)
+        r.add_post("/_emulator/seed", self.ctl_seed)
         r.add_route("*", "/_emulator/faults", self.ctl_faults)
         r.add_route("*", "/_emulator/users", self.ctl_users)
         r.add_route("*", "/_emulator/groups", self.ctl_groups)

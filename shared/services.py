@@ -13,6 +13,7 @@ from typing import Any, Final
 from .admin.replay import Replayer
 from .approval import Approvals, TableDenialMemory
 from .audit import TableAuditLog
+from .conversion.requests import ConversionRequests
 from .graph.budget import INVITATIONS, WRITES, SharedBucket, SharedGate, TableBudgetStore
 from .graph.client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
 from .graph.directory import InvitationOptions
@@ -45,6 +46,8 @@ class Services:
     sweeper: Sweeper
     replayer: Replayer
     approvals: Approvals
+    directory: MsGraphDirectory
+    conversions: ConversionRequests
     closers: tuple[Any, ...] = ()
 
     async def aclose(self) -> None:
@@ -196,6 +199,8 @@ def build_services(settings: Settings) -> Services:
             lifecycle_timers,
             denial_memory=settings.denial_memory_seconds,
         ),
+        directory=directory,
+        conversions=ConversionRequests(store, index, signup_queue, audit, lifecycle_timers),
         closers=tuple(
             c for c in (gate, table, audit_table, queue, storage_credential, http, credential) if c is not None
         ),

@@ -239,7 +239,11 @@ class FakeDirectory:
         return [user] if user else []
 
     async def get_user(self, user_id: str) -> DirectoryUser | None:
-        return next((u for u in self.users.values() if u.id == user_id), None)
+        return next((u for u in self.users.values() if user_id in (u.id, u.user_principal_name)), None)
+
+    async def set_user_type(self, user_id: str, user_type: str, *, priority: str = "normal") -> None:
+        user = next(u for u in self.users.values() if u.id == user_id)
+        self.users[(user.mail or "").lower()] = dataclasses.replace(user, user_type=user_type)
 
     async def add_group_member(self, group_id: str, user_id: str) -> None:
         self.group_calls.append((group_id, user_id))

@@ -35,6 +35,7 @@ def test_exactly_these_functions_are_registered() -> None:
         "approve_signup",
         "deny_signup",
         "get_openapi",
+        "submit_conversion",
     }
 
 
@@ -65,6 +66,7 @@ MANAGE_ROUTES = {
     "get_signup_detail": "manage/signups/{id}",
     "approve_signup": "manage/signups/{id}/approve",
     "deny_signup": "manage/signups/{id}/deny",
+    "submit_conversion": "manage/conversions",
 }
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import azure.functions as func
 
 from shared import problems
 from shared.access import Caller, authorise, easy_auth_mode
 from shared.approval.service import parse_page, parse_reason
+from shared.conversion import parse_conversion_request
 from shared.errors import DecisionConflict, RequestError, StorageError
 from shared.services import get_services
 
@@ -101,3 +103,31 @@ async def deny_signup(req: func.HttpRequest) -> func.HttpResponse:
         return await get_services().approvals.deny(req.route_params.get("id", ""), caller, reason)
 
     return await _manage(req, "POST", action)
+
+
+@bp.function_name("submit_conversion")
+@bp.route(route="manage/conversions", methods=ALL_METHODS, auth_level=AUTH_LEVEL)
+async def submit_conversion(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/manage/conversions: convert one internal user to B2B (202 with a status URL)."""
+    if req.method != "POST":
+        return problem_response(problems.method_not_allowed(req.method, "POST"))
+
+    async def handle() -> func.HttpResponse:
+        try:
+            services = get_services()
+            caller = authorise(req.headers, services.settings.manage_easy_auth_role)
+            reference, email, options = parse_conversion_request(req.headers.get("Content-Type"), req.get_body())
+            signup = await services.conversions.submit(reference, email, options, caller)
+        except RequestError as exc:
+            return problem_response(problems.from_request_error(exc))
+        except StorageError as exc:
+            log.warning("http.conversion_unavailable error=%s", type(exc.__cause__ or exc).__name__)
+            return problem_response(problems.unavailable())
+        parts = urlsplit(req.url)
+        location = f"{parts.path.rsplit('/', 1)[0]}/signups/{signup.id}"
+        status_url = urlunsplit((parts.scheme, parts.netloc, location, "", ""))
+        return json_response(
+            202, {"id": signup.id, "status": signup.status.value, "statusUrl": status_url}, {"Location": location}
+        )
+
+    return await guarded(handle)

@@ -93,6 +93,8 @@ USER_FIELDS: Final = [
     "userPrincipalName",
     "onPremisesUserPrincipalName",
     "externalUserState",
+    "onPremisesSyncEnabled",
+    "creationType",
 ]
 # Under throttling Graph lets "low" go first and "high" last; it does not change the limits.
 PRIORITY_HEADER: Final = "x-ms-throttle-priority"
@@ -246,6 +248,8 @@ def _to_user(user: User) -> DirectoryUser:
         user_principal_name=user.user_principal_name,
         on_premises_user_principal_name=user.on_premises_user_principal_name,
         external_user_state=user.external_user_state,
+        on_premises_sync_enabled=user.on_premises_sync_enabled,
+        creation_type=user.creation_type,
     )
 
 
@@ -389,6 +393,13 @@ class MsGraphDirectory:
                 return None
             raise error from exc
         return _to_user(user) if user else None
+
+    async def set_user_type(self, user_id: str, user_type: str, *, priority: str = "normal") -> None:
+        body = User(user_type=user_type)
+        await self._write(
+            lambda config: self._client.users.by_user_id(user_id).patch(body, request_configuration=config),
+            priority=priority,
+        )
 
     async def send_mail(self, sender: str, message: MailMessage) -> None:
         body = SendMailPostRequestBody(

@@ -72,6 +72,8 @@ class DirectoryUser:
     user_principal_name: str | None
     on_premises_user_principal_name: str | None = None
     external_user_state: str | None = None
+    on_premises_sync_enabled: bool | None = None
+    creation_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,11 @@ class Directory(Protocol):
         ...
 
     async def get_user(self, user_id: str) -> DirectoryUser | None:
-        """One user by object id, or None."""
+        """One user by object id or user principal name, or None."""
+        ...
+
+    async def set_user_type(self, user_id: str, user_type: str, *, priority: str = "normal") -> None:
+        """``PATCH /users/{id}`` with ``userType`` (a write, paced like the others)."""
         ...
 
     async def add_group_member(self, group_id: str, user_id: str) -> None:

@@ -162,6 +162,8 @@ class Signup:
     org_mail: Step | None = None  # the organisation's own invitation mail, when the profile has a template
     groups: dict[str, str] = field(default_factory=dict)  # group id -> Step value, or "failed:<code>"
     followup_attempts: int = 0  # retries of the steps after the invitation (groups, the mail)
+    # A conversion of an internal user (shared.conversion): {"user": id or UPN, "email", and the options}.
+    conversion: dict[str, Any] | None = None
     write_token: str | None = None
     etag: str | None = None
 

@@ -208,6 +208,7 @@ def to_entity(signup: Signup) -> dict[str, Any]:
         "approverMail": signup.approver_mail.value if signup.approver_mail else None,
         "orgMail": signup.org_mail.value if signup.org_mail else None,
         "groups": json.dumps(signup.groups, sort_keys=True) if signup.groups else None,
+        "conversion": json.dumps(signup.conversion, sort_keys=True) if signup.conversion is not None else None,
         **{prop: getattr(signup, attr) for prop, attr in _FIELDS.items()},
     }
     return {key: value for key, value in entity.items() if value is not None}
@@ -235,6 +236,8 @@ def from_entity(entity: Mapping[str, Any], etag: str | None) -> Signup:
             values[attr] = Step(entity[prop])
     if entity.get("groups"):
         values["groups"] = dict(json.loads(entity["groups"]))
+    if entity.get("conversion"):
+        values["conversion"] = dict(json.loads(entity["conversion"]))
     values.update(
         id=str(entity["PartitionKey"]),
         status=Status(entity["status"]),

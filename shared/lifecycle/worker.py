@@ -71,6 +71,7 @@ PUBLIC_MESSAGES: Final = {
     "transient": "The directory could not be reached in time; the sign-up was not completed.",
     "internal": "The sign-up could not be processed.",
     "poisoned": "The sign-up could not be processed after repeated attempts.",
+    "conversion": "The account does not meet the conditions for conversion to a B2B user.",
 }
 
 
@@ -202,6 +203,8 @@ class InvitationWorker:
         return None
 
     async def _attempt(self, signup: Signup) -> Outcome:
+        if signup.conversion is not None:
+            return await self._convert(signup, signup.conversion)
         before, existing = signup.directory_before, signup.existing_user_id
         silent = False
         if before is None:
@@ -295,6 +298,68 @@ class InvitationWorker:
             options.send_message,
             claimed.domain,
         )
+        return Outcome.INVITED
+
+    async def _convert(self, signup: Signup, request: dict[str, Any]) -> Outcome:
+        """A conversion (``POST /api/manage/conversions``): the pre-checks, then ``invitedUser.id``.
+
+        The same lease, retries and one-mail rule as a sign-up: after an attempt that may have
+        acted, the user found external means that attempt converted it, and nothing is sent again.
+        """
+        from ..conversion import Code, ConversionOptions, Converter
+
+        options = ConversionOptions.from_json(request)
+        converter = Converter(self._directory, self._options, priority="normal")
+        try:
+            verdict = await converter.check(str(request["user"]), request.get("email"))
+        except PermanentGraphError as exc:
+            await self._finish(signup, self._failure(exc.code, "permanent", exc))
+            return Outcome.FAILED
+        except (TransientGraphError, AmbiguousGraphError) as exc:
+            return await self._retry(signup, exc, maybe_invited=signup.maybe_invited)
+        user = verdict.user
+        if verdict.code is Code.ALREADY_EXTERNAL and signup.maybe_invited and user is not None:
+            mailed = options.send_message
+            await self._finish(signup, self._invited(None, user.id, "PendingAcceptance", mailed=mailed))
+            log.info("worker.converted_before signup_id=%s", signup.id)
+            return Outcome.INVITED
+        if not verdict.eligible or user is None:
+            await self._finish(signup, self._failure(verdict.code.value, "conversion"), error_detail=verdict.reason)
+            log.info("worker.conversion_refused signup_id=%s code=%s", signup.id, verdict.code.value)
+            return Outcome.FAILED
+        claimed = await self._claim(
+            signup.evolve(email=user.mail or "", display_name=user.user_principal_name or user.id),
+            DirectoryBefore.MEMBER,
+            user.id,
+        )
+        try:
+            result = await converter.convert(verdict, options)
+        except PermanentGraphError as exc:
+            await self._finish(claimed, self._failure(exc.code, "permanent", exc))
+            return Outcome.FAILED
+        except AmbiguousGraphError as exc:
+            return await self._retry(claimed, exc, maybe_invited=True)
+        except TransientGraphError as exc:
+            return await self._retry(claimed, exc, maybe_invited=signup.maybe_invited)
+        detail = verdict.reason if verdict.synced else None
+        if options.set_guest_user_type:
+            try:
+                await converter.make_guest(user.id)
+            except GraphError as exc:
+                detail = f"converted; userType not changed ({exc.code})"
+        await self._finish(
+            claimed,
+            self._invited(
+                result.invitation_id,
+                user.id,
+                result.status,
+                mailed=options.send_message,
+                redeem_url=result.redeem_url,
+                request_id=result.request_id,
+            ),
+            error_detail=detail,
+        )
+        log.info("worker.converted signup_id=%s attempt=%s", claimed.id, claimed.attempts)
         return Outcome.INVITED
 
     async def _options_for(self, signup: Signup) -> InvitationOptions:

@@ -1,0 +1,132 @@
+"""One conversion: read the user, check it, invite it with ``invitedUser.id``, optionally make it a Guest."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from ..errors import ValidationFailed
+from ..graph.directory import Directory, Invitation, InvitationOptions, InvitationResult
+from .checks import Verdict, precheck
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_UPN = re.compile(r"^[^@\s/\\?#%]{1,113}@[A-Za-z0-9.-]{1,255}$")
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+REQUEST_KEYS: Final = frozenset(
+    {"user", "email", "sendInvitationMessage", "messageLanguage", "redirectUrl", "setGuestUserType"}
+)
+
+
+def is_user_reference(value: str) -> bool:
+    """An object id (GUID) or a user principal name."""
+    return bool(_GUID.match(value) or _UPN.match(value))
+
+
+@dataclass(frozen=True)
+class ConversionOptions:
+    """How to convert: Microsoft's mail or not, its language, the redirect, and userType afterwards."""
+
+    send_message: bool = False
+    message_language: str | None = None
+    redirect_url: str | None = None
+    set_guest_user_type: bool = False
+
+    def invitation_options(self, base: InvitationOptions) -> InvitationOptions:
+        """``base`` (the settings') with these choices; never Member, never sponsors or a cc."""
+        return replace(
+            base,
+            redirect_url=self.redirect_url or base.redirect_url,
+            user_type="Guest",
+            send_message=self.send_message,
+            message_language=self.message_language or base.message_language,
+            cc_address=None,
+            sponsor_ids=(),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sendInvitationMessage": self.send_message,
+            "messageLanguage": self.message_language,
+            "redirectUrl": self.redirect_url,
+            "setGuestUserType": self.set_guest_user_type,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ConversionOptions:
+        return cls(
+            bool(data.get("sendInvitationMessage", False)),
+            data.get("messageLanguage"),
+            data.get("redirectUrl"),
+            bool(data.get("setGuestUserType", False)),
+        )
+
+
+def parse_conversion_request(content_type: str | None, body: bytes) -> tuple[str, str | None, ConversionOptions]:
+    """``POST /api/manage/conversions``'s body: the user, the expected address, the options."""
+    if (content_type or "").split(";")[0].strip().lower() != "application/json":
+        raise ValidationFailed({"body": ["Send JSON (application/json)."]})
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed({"body": ["The body is not valid JSON."]}) from None
+    if not isinstance(data, dict):
+        raise ValidationFailed({"body": ["Send a JSON object."]})
+    errors: dict[str, list[str]] = {key: ["is not a known field"] for key in sorted(set(data) - REQUEST_KEYS)}
+    user = data.get("user")
+    if not isinstance(user, str) or not is_user_reference(user.strip()):
+        errors["user"] = ["An object id (GUID) or user principal name is required."]
+    email = data.get("email")
+    if email is not None and (not isinstance(email, str) or "@" not in email or len(email) > 254):
+        errors["email"] = ["Must be the address the user's mail holds."]
+    for flag in ("sendInvitationMessage", "setGuestUserType"):
+        if flag in data and not isinstance(data[flag], bool):
+            errors[flag] = ["Must be true or false."]
+    language = data.get("messageLanguage")
+    if language is not None and not (isinstance(language, str) and _LANGUAGE.match(language)):
+        errors["messageLanguage"] = ["A language tag such as en-US."]
+    redirect = data.get("redirectUrl")
+    if redirect is not None and not (
+        isinstance(redirect, str) and redirect.startswith("https://") and len(redirect) < 2048
+    ):
+        errors["redirectUrl"] = ["An absolute https URL."]
+    if errors:
+        raise ValidationFailed(errors)
+    options = ConversionOptions(
+        bool(data.get("sendInvitationMessage", False)), language, redirect, bool(data.get("setGuestUserType", False))
+    )
+    return str(user).strip(), email.strip() if isinstance(email, str) else None, options
+
+
+class Converter:
+    """Checks and converts users through a ``Directory``."""
+
+    def __init__(self, directory: Directory, base: InvitationOptions, *, priority: str) -> None:
+        self._directory = directory
+        self._base = base
+        self._priority = priority
+
+    async def check(self, reference: str, expected_mail: str | None = None) -> Verdict:
+        """Read the user (one GET) and the tenant's verified domains (cached), then the pre-checks. No writes."""
+        user = await self._directory.get_user(reference)
+        return precheck(user, await self._directory.verified_domains(), expected_mail)
+
+    def invitation(self, verdict: Verdict, options: ConversionOptions) -> Invitation:
+        """The ``POST /invitations`` that converts an eligible user."""
+        assert verdict.user is not None and verdict.user.mail
+        return Invitation(
+            email=verdict.user.mail,
+            display_name=None,
+            options=options.invitation_options(self._base),
+            invited_user_id=verdict.user.id,
+            priority=self._priority,
+        )
+
+    async def convert(self, verdict: Verdict, options: ConversionOptions) -> InvitationResult:
+        """Convert an eligible user (one ``POST /invitations``)."""
+        return await self._directory.invite(self.invitation(verdict, options))
+
+    async def make_guest(self, user_id: str) -> None:
+        """``userType`` → ``Guest`` after a conversion (billing by MAU; README "Converting internal users")."""
+        await self._directory.set_user_type(user_id, "Guest", priority=self._priority)
