@@ -61,6 +61,7 @@ AZURE_ROLES = {
 GRAPH_APP_ROLES = {
     "User.Invite.All": "09850681-111b-4a89-9bed-3f2cae46d706",
     "User.Read.All": "df021288-bdef-4463-88db-98f22de89214",
+    "Domain.Read.All": "dbb9058a-0e50-45d7-ae91-66909b5d4664",
     "User.ReadWrite.All": "741f803b-c850-494e-b5df-cde7c675a1ca",
     "GroupMember.ReadWrite.All": "dbaae8cf-10b5-4b86-a4a1-f871c94c6695",
     "Mail.Send": "b633e1c5-b582-4048-a93e-9f11b44c7e96",
@@ -308,7 +309,11 @@ def test_graph_app_roles_are_the_documented_ones() -> None:
             role = doc["variables"][_config(resource)["appRoleId"]]["value"]
             if "condition" not in resource["config"]:
                 unconditional.append(role)
-    assert unconditional == [GRAPH_APP_ROLES["User.Invite.All"], GRAPH_APP_ROLES["User.Read.All"]]
+    assert unconditional == [
+        GRAPH_APP_ROLES["User.Invite.All"],
+        GRAPH_APP_ROLES["User.Read.All"],
+        GRAPH_APP_ROLES["Domain.Read.All"],
+    ]
 
 
 def test_azd_parameters_match_the_template(main: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ var graphAppId = '00000003-0000-0000-c000-000000000000'
 // Microsoft Graph application permission (app role) ids (the same in every tenant).
 var userInviteAllRoleId = '09850681-111b-4a89-9bed-3f2cae46d706' // User.Invite.All: invite guests (always)
 var userReadAllRoleId = 'df021288-bdef-4463-88db-98f22de89214' // User.Read.All: read the directory for an address before inviting (always)
+var domainReadAllRoleId = 'dbb9058a-0e50-45d7-ae91-66909b5d4664' // Domain.Read.All: the tenant's verified domains, never invited (always)
 var userReadWriteAllRoleId = '741f803b-c850-494e-b5df-cde7c675a1ca' // User.ReadWrite.All: convert internal users, reset redemption
 var groupMemberReadWriteAllRoleId = 'dbaae8cf-10b5-4b86-a4a1-f871c94c6695' // GroupMember.ReadWrite.All: add guests to groups
 var mailSendRoleId = 'b633e1c5-b582-4048-a93e-9f11b44c7e96' // Mail.Send: the portal's own mail (limit it to one mailbox)
@@ -35,6 +36,12 @@ resource userReadAll 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
   principalId: identityPrincipalId
   resourceId: graph.id
   appRoleId: userReadAllRoleId
+}
+
+resource domainReadAll 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
+  principalId: identityPrincipalId
+  resourceId: graph.id
+  appRoleId: domainReadAllRoleId
 }
 
 resource userReadWriteAll 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (grantUserReadWrite) {
@@ -56,7 +63,7 @@ resource mailSend 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (grantMailSend) 
 }
 
 output grantedAppRoleIds array = concat(
-  [userInviteAllRoleId, userReadAllRoleId],
+  [userInviteAllRoleId, userReadAllRoleId, domainReadAllRoleId],
   grantUserReadWrite ? [userReadWriteAllRoleId] : [],
   grantGroupMemberReadWrite ? [groupMemberReadWriteAllRoleId] : [],
   grantMailSend ? [mailSendRoleId] : []
