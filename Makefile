@@ -6,10 +6,12 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 VENV313   := .venv-py313
 VENVINFRA := .venv-infra
+# The browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
+CHROMIUM  := /usr/bin/chromium
 
-.PHONY: run test test-313 check check-infra lint bench bench-intake bench-drain bench-outage bench-scale setup clean
+.PHONY: run test test-313 check check-infra lint bench bench-intake bench-drain bench-outage bench-scale bench-convert setup clean
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11, 3.12 or 3.13 is required (none found)" >&2; exit 1; }
@@ -19,6 +21,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	# The project itself, editable and without dependencies: puts the signup-admin command in .venv/bin.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium fonts-noto-cjk; \
+	else echo "error: install Debian's chromium package (apt-get install chromium) for the browser tests" >&2; exit 1; fi
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -73,7 +80,7 @@ check: setup check-infra
 	$(PY) -m mypy
 	$(PY) -m pytest
 
-bench: bench-intake bench-drain bench-outage bench-scale
+bench: bench-intake bench-drain bench-outage bench-scale bench-convert
 
 bench-intake: setup
 	$(PY) -m bench.intake
@@ -86,6 +93,9 @@ bench-outage: setup
 
 bench-scale: setup
 	$(PY) -m bench.scale
+
+bench-convert: setup
+	$(PY) -m bench.convert
 
 clean:
 	rm -rf $(VENV) $(VENV313) $(VENVINFRA) node_modules .azurite .run .pytest_cache .mypy_cache .ruff_cache

@@ -8,7 +8,7 @@ import logging
 
 import azure.functions as func
 
-from triggers import manage, meta, signups
+from triggers import manage, meta, pages, signups
 
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -17,3 +17,4 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(signups.bp)
 app.register_functions(manage.bp)
 app.register_functions(meta.bp)
+app.register_functions(pages.bp)

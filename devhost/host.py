@@ -241,10 +241,17 @@ def _http_handler(fn: HttpFunction, timeout: float | None, key: str | None) -> A
             log.info("devhost.unauthorised function=%s", fn.name)
             return web.Response(status=401)
         body = await request.read()
+        headers = dict(request.headers)
+        # As Azure's front end: the address it saw is appended to X-Forwarded-For, as ip:port.
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            seen = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+            forwarded = headers.get("X-Forwarded-For")
+            headers["X-Forwarded-For"] = f"{forwarded}, {seen}" if forwarded else seen
         req = func.HttpRequest(
             method=request.method,
             url=str(request.url),
-            headers=dict(request.headers),
+            headers=headers,
             params=dict(request.query),
             route_params=dict(request.match_info),
             body=body,

@@ -163,6 +163,40 @@ param approvalPendingExpirySeconds string = '1209600'
 param manageAppRole string = ''
 
 // ---------------------------------------------------------------------------------------------------
+// The pages: branding, terms and abuse controls (README "The pages")
+// ---------------------------------------------------------------------------------------------------
+
+@description('BRAND_LOGO_URL: https URL of the logo on the pages (empty: none).')
+param brandLogoUrl string = ''
+
+@description('BRAND_PRIMARY_COLOUR: #rrggbb; white text on it must reach 4.5:1 contrast.')
+param brandPrimaryColour string = '#0f6cbd'
+
+@description('TERMS_URL and TERMS_VERSION: the terms of use a requester accepts (empty: no terms box).')
+param termsUrl string = ''
+param termsVersion string = ''
+
+@description('CORS_ALLOWED_ORIGINS: comma-separated origins of partner sites that post their own forms.')
+param corsAllowedOrigins string = ''
+
+@description('RATE_LIMIT_PER_IP, RATE_LIMIT_PER_DOMAIN: sign-ups per window per client IP and per email domain.')
+param rateLimitPerIp string = '20'
+param rateLimitPerDomain string = '200'
+
+@description('RATE_LIMIT_WINDOW_SECONDS: length of a rate-limit window.')
+param rateLimitWindowSeconds string = '600'
+
+@description('SIGNUP_MIN_FILL_SECONDS: a page must be this old before its form is accepted.')
+param signupMinFillSeconds string = '3'
+
+@description('CAPTCHA_PROVIDER: none, turnstile, hcaptcha or recaptcha (then CAPTCHA_SITE_KEY and CAPTCHA_SECRET).')
+@allowed(['none', 'turnstile', 'hcaptcha', 'recaptcha'])
+param captchaProvider string = 'none'
+param captchaSiteKey string = ''
+@secure()
+param captchaSecret string = ''
+
+// ---------------------------------------------------------------------------------------------------
 // HTTP front door: Easy Auth and CORS
 // ---------------------------------------------------------------------------------------------------
 
@@ -342,6 +376,23 @@ var appSettings = {
   APPROVAL_PENDING_EXPIRY_SECONDS: approvalPendingExpirySeconds
   // Trusted only with Easy Auth in front (the platform then sets WEBSITE_AUTH_ENABLED=true).
   MANAGE_EASY_AUTH_ROLE: manageAppRole
+  // The pages.
+  BRAND_LOGO_URL: brandLogoUrl
+  BRAND_PRIMARY_COLOUR: brandPrimaryColour
+  TERMS_URL: termsUrl
+  TERMS_VERSION: termsVersion
+  CORS_ALLOWED_ORIGINS: corsAllowedOrigins
+  RATE_LIMIT_PER_IP: rateLimitPerIp
+  RATE_LIMIT_PER_DOMAIN: rateLimitPerDomain
+  RATE_LIMIT_WINDOW_SECONDS: rateLimitWindowSeconds
+  TRUSTED_FORWARDED_HOPS: '1'
+  // Signs the pages' form tokens, which only prove a page was fetched a few seconds before its post (an
+  // anti-bot signal, not an access control): a value no one outside the subscription can derive is enough.
+  FORM_TOKEN_SECRET: guid(subscription().id, rg.id, resourceToken, 'form-token')
+  SIGNUP_MIN_FILL_SECONDS: signupMinFillSeconds
+  CAPTCHA_PROVIDER: captchaProvider
+  CAPTCHA_SITE_KEY: captchaSiteKey
+  CAPTCHA_SECRET: captchaSecret
   // Application Insights, Entra-authenticated ingestion as the identity.
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identity.outputs.clientId}'

@@ -12,6 +12,9 @@ Every error the domain raises on purpose derives from ``PortalError``::
     │   ├── NotAuthenticated        an admin route without a principal (401; Easy Auth mode)
     │   ├── AccessDenied            a principal without the approver role (403)
     │   ├── UnknownSignup           no sign-up with that id (404)
+    │   ├── FormRejected            the page's honeypot or form token says it was not a person (400)
+    │   ├── CaptchaFailed           the CAPTCHA provider did not vouch for the request (400)
+    │   ├── TooManyRequests         a rate limit per client IP or email domain (429, Retry-After)
     │   └── DecisionConflict        someone decided first, or it is no longer pending (409)
     ├── StorageError                Table or Queue storage failed (503 at intake)
     │   └── ConcurrencyConflict     an ETag-conditional write lost a race
@@ -114,6 +117,39 @@ class AccessDenied(RequestError):
     status = 403
     type_uri = "/problems/access-denied"
     title = "Not allowed"
+
+
+class FormRejected(RequestError):
+    """The sign-up page's own signals (honeypot, form token) refuse the post."""
+
+    type_uri = "/problems/form-rejected"
+    title = "The form could not be accepted"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason  # invalid, too_fast, expired or honeypot: for logs and the page's wording
+        super().__init__("The form could not be accepted. Reload the page and try again.")
+
+
+class CaptchaFailed(RequestError):
+    """The CAPTCHA token is missing or the provider refused it."""
+
+    type_uri = "/problems/captcha"
+    title = "Verification failed"
+
+    def __init__(self) -> None:
+        super().__init__("The verification did not succeed. Try again.")
+
+
+class TooManyRequests(RequestError):
+    """A rate limit is passed; ``retry_after`` seconds until the window ends."""
+
+    status = 429
+    type_uri = "/problems/too-many-requests"
+    title = "Too many requests"
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"Too many sign-ups from here right now. Try again in {retry_after} seconds.")
 
 
 class UnknownSignup(RequestError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .errors import RequestError, ValidationFailed
+from .errors import FormRejected, RequestError, TooManyRequests, ValidationFailed
 
 CONTENT_TYPE: Final = "application/problem+json"
 
@@ -30,6 +30,10 @@ def from_request_error(exc: RequestError) -> Problem:
     """The problem for a refused request (400, 403, 413, 415)."""
     if isinstance(exc, ValidationFailed):
         return problem(exc.status, exc.type_uri, exc.title, exc.detail, errors=exc.errors)
+    if isinstance(exc, FormRejected) and exc.reason == "too_fast":
+        return problem(exc.status, exc.type_uri, exc.title, exc.detail, reason="too_fast")
+    if isinstance(exc, TooManyRequests):
+        return problem(exc.status, exc.type_uri, exc.title, exc.detail, headers={"Retry-After": str(exc.retry_after)})
     return problem(exc.status, exc.type_uri, exc.title, exc.detail)
 
 
@@ -49,13 +53,13 @@ def not_found(what: str) -> Problem:
     return problem(404, "/problems/not-found", "Not found", f"There is no {what}.")
 
 
-def unavailable(retry_after: int = 5) -> Problem:
-    """503 with ``Retry-After`` when storage cannot take the request now."""
+def unavailable(retry_after: int = 5, detail: str | None = None) -> Problem:
+    """503 with ``Retry-After`` when storage (or the CAPTCHA provider) cannot take the request now."""
     return problem(
         503,
         "/problems/unavailable",
         "Service unavailable",
-        "The sign-up could not be stored right now; nothing was accepted. Try again shortly.",
+        detail or "The sign-up could not be stored right now; nothing was accepted. Try again shortly.",
         headers={"Retry-After": str(retry_after)},
     )
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
+from .abuse import CaptchaVerifier, FormTokens, SubmissionGate, TableRateLimiter
 from .admin.replay import Replayer
 from .approval import Approvals, TableDenialMemory
 from .audit import TableAuditLog
@@ -24,7 +26,7 @@ from .lifecycle.store import TableAddressBook, TableDueIndex, TableSignupStore
 from .lifecycle.sweeper import Sweeper
 from .lifecycle.worker import InvitationWorker
 from .onboarding import FollowUps
-from .policy import CachedPolicy
+from .policy import CachedPolicy, PolicySource
 from .settings import GRAPH_CLOUDS, Settings, get_settings
 from .storage import build_queue_client, build_storage_credential, build_table_client
 
@@ -48,7 +50,35 @@ class Services:
     approvals: Approvals
     directory: MsGraphDirectory
     conversions: ConversionRequests
+    policy: PolicySource
+    gate: SubmissionGate
+    form_tokens: FormTokens | None = None
+    captcha: CaptchaVerifier | None = None
     closers: tuple[Any, ...] = ()
+
+    def issue_form_token(self) -> str:
+        """A form token for a page served now ('' when FORM_TOKEN_SECRET is unset: no fill-time check)."""
+        return self.form_tokens.issue() if self.form_tokens is not None else ""
+
+    @property
+    def captcha_widget(self) -> dict[str, str] | None:
+        """What the page needs to show the CAPTCHA, or None."""
+        if self.captcha is None:
+            return None
+        provider = self.captcha.provider
+        return {
+            "css_class": provider.css_class,
+            "site_key": self.settings.captcha_site_key or "",
+            "script": provider.script,
+        }
+
+    @property
+    def captcha_origins(self) -> tuple[str, ...]:
+        """Origins the CSP must allow for the CAPTCHA widget (none without one)."""
+        if self.captcha is None:
+            return ()
+        parts = urlsplit(self.captcha.provider.script)
+        return (f"{parts.scheme}://{parts.netloc}",)
 
     async def aclose(self) -> None:
         """Close every client (tests and the local host call this on shutdown)."""
@@ -164,6 +194,12 @@ def build_services(settings: Settings) -> Services:
         contact=settings.organisation_contact,
     )
     denials = TableDenialMemory(table)
+    form_tokens = (
+        FormTokens(settings.form_token_secret, settings.min_fill_seconds) if settings.form_token_secret else None
+    )
+    captcha = None
+    if settings.captcha_provider != "none" and settings.captcha_secret:
+        captcha = CaptchaVerifier(settings.captcha_provider, settings.captcha_secret, settings.captcha_verify_url)
     return Services(
         settings=settings,
         intake=Intake(
@@ -201,6 +237,12 @@ def build_services(settings: Settings) -> Services:
         ),
         directory=directory,
         conversions=ConversionRequests(store, index, signup_queue, audit, lifecycle_timers),
+        policy=policy,
+        gate=SubmissionGate(
+            settings, TableRateLimiter(table, settings.rate_limit_window_seconds), form_tokens, captcha
+        ),
+        form_tokens=form_tokens,
+        captcha=captcha,
         closers=tuple(
             c for c in (gate, table, audit_table, queue, storage_credential, http, credential) if c is not None
         ),

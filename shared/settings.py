@@ -128,6 +128,21 @@ class Settings:
     organisation_contact: str
     denial_memory_seconds: float
     pending_expiry_seconds: float
+    brand_logo_url: str | None
+    brand_primary_colour: str
+    terms_url: str | None
+    terms_version: str | None
+    cors_allowed_origins: tuple[str, ...]
+    rate_limit_per_ip: int
+    rate_limit_per_domain: int
+    rate_limit_window_seconds: float
+    trusted_forwarded_hops: int
+    form_token_secret: str | None = field(repr=False)
+    min_fill_seconds: float
+    captcha_provider: str
+    captcha_site_key: str | None
+    captcha_secret: str | None = field(repr=False)
+    captcha_verify_url: str | None
 
     @property
     def graph_host(self) -> str:
@@ -190,6 +205,21 @@ SETTING_KEYS: Final = (
     "ORGANISATION_CONTACT",
     "APPROVAL_DENIAL_MEMORY_SECONDS",
     "APPROVAL_PENDING_EXPIRY_SECONDS",
+    "BRAND_LOGO_URL",
+    "BRAND_PRIMARY_COLOUR",
+    "TERMS_URL",
+    "TERMS_VERSION",
+    "CORS_ALLOWED_ORIGINS",
+    "RATE_LIMIT_PER_IP",
+    "RATE_LIMIT_PER_DOMAIN",
+    "RATE_LIMIT_WINDOW_SECONDS",
+    "TRUSTED_FORWARDED_HOPS",
+    "FORM_TOKEN_SECRET",
+    "SIGNUP_MIN_FILL_SECONDS",
+    "CAPTCHA_PROVIDER",
+    "CAPTCHA_SITE_KEY",
+    "CAPTCHA_SECRET",
+    "CAPTCHA_VERIFY_URL",
 )
 # Keys the sample lists that are read by the Functions host or azure-identity, not by Settings.
 EXTERNAL_KEYS: Final = ("FUNCTIONS_WORKER_RUNTIME", "IDENTITY_ENDPOINT", "IDENTITY_HEADER")
@@ -234,6 +264,53 @@ class _Reader:
         except ValueError as exc:
             self.problems[key] = str(exc)
             return default
+
+
+def _relative_luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _accessible_colour(value: str) -> str:
+    """A #rrggbb colour white text is readable on (WCAG 2.2 AA: contrast at least 4.5:1)."""
+    if not re.fullmatch(r"#[0-9A-Fa-f]{6}", value):
+        raise ValueError("expected a colour as #rrggbb")
+    contrast = 1.05 / (_relative_luminance(value) + 0.05)
+    if contrast < 4.5:
+        raise ValueError(
+            f"white text on {value} has contrast {contrast:.2f}:1; WCAG AA needs 4.5:1 (pick a darker one)"
+        )
+    return value.lower()
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    """Comma-separated origins (scheme://host[:port]), exactly as browsers send them."""
+    origins = []
+    for item in (v.strip().rstrip("/") for v in value.split(",") if v.strip()):
+        parts = urlsplit(item)
+        if parts.scheme not in {"https", "http"} or not parts.netloc or parts.path or parts.query:
+            raise ValueError(f"{item!r} is not an origin such as https://partner.example.com")
+        if parts.scheme == "http" and parts.hostname not in {"localhost", "127.0.0.1"}:
+            raise ValueError(f"{item!r}: http only for localhost")
+        origins.append(item)
+    return tuple(origins)
+
+
+def _non_negative_int(value: str) -> int:
+    if not value.isdigit():
+        raise ValueError(f"expected a whole number (0 or more), got {value!r}")
+    return int(value)
+
+
+def _non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number, got {value!r}") from None
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
 
 
 def _mailbox(value: str) -> str:
@@ -420,6 +497,16 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     )
     sender = r.optional("MAIL_SENDER", _mailbox)
 
+    provider = r.default("CAPTCHA_PROVIDER", "none", _one_of("none", "turnstile", "hcaptcha", "recaptcha"))
+    captcha_secret, site_key = r.optional("CAPTCHA_SECRET"), r.optional("CAPTCHA_SITE_KEY")
+    if provider != "none":
+        for key, value in (("CAPTCHA_SECRET", captcha_secret), ("CAPTCHA_SITE_KEY", site_key)):
+            if value is None:
+                r.problems[key] = f"required when CAPTCHA_PROVIDER is {provider}"
+    terms_url, terms_version = r.optional("TERMS_URL", _url), r.optional("TERMS_VERSION", _plain_text)
+    if terms_url and not terms_version:
+        r.problems["TERMS_VERSION"] = "required with TERMS_URL: the accepted version is stored with each request"
+
     budget = r.default("GRAPH_WRITE_BUDGET", 3000, _positive_int)
     window = r.default("GRAPH_WRITE_WINDOW_SECONDS", 150.0, _positive_float)
 
@@ -474,6 +561,21 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         organisation_contact=r.default("ORGANISATION_CONTACT", "", _plain_text),
         denial_memory_seconds=r.default("APPROVAL_DENIAL_MEMORY_SECONDS", 30 * 86400.0, _positive_float),
         pending_expiry_seconds=r.default("APPROVAL_PENDING_EXPIRY_SECONDS", 14 * 86400.0, _positive_float),
+        brand_logo_url=r.optional("BRAND_LOGO_URL", _url),
+        brand_primary_colour=r.default("BRAND_PRIMARY_COLOUR", "#0f6cbd", _accessible_colour),
+        terms_url=terms_url,
+        terms_version=terms_version,
+        cors_allowed_origins=r.default("CORS_ALLOWED_ORIGINS", (), _origins),
+        rate_limit_per_ip=r.default("RATE_LIMIT_PER_IP", 20, _positive_int),
+        rate_limit_per_domain=r.default("RATE_LIMIT_PER_DOMAIN", 200, _positive_int),
+        rate_limit_window_seconds=r.default("RATE_LIMIT_WINDOW_SECONDS", 600.0, _positive_float),
+        trusted_forwarded_hops=r.default("TRUSTED_FORWARDED_HOPS", 1, _non_negative_int),
+        form_token_secret=r.optional("FORM_TOKEN_SECRET"),
+        min_fill_seconds=r.default("SIGNUP_MIN_FILL_SECONDS", 3.0, _non_negative_float),
+        captcha_provider=provider,
+        captcha_site_key=site_key,
+        captcha_secret=captcha_secret,
+        captcha_verify_url=r.optional("CAPTCHA_VERIFY_URL", _url),
     )
     if r.problems:
         raise ConfigurationError(r.problems)

@@ -36,6 +36,10 @@ def test_exactly_these_functions_are_registered() -> None:
         "deny_signup",
         "get_openapi",
         "submit_conversion",
+        "signup_page",
+        "signup_status_page",
+        "manage_page",
+        "static_file",
     }
 
 

@@ -34,6 +34,7 @@ NOT_SET_IN_AZURE = {
     "WEBSITE_AUTH_ENABLED": "set by the platform when App Service Authentication is on",
     "WEBSITE_HOSTNAME": "set by the platform: the app's own host name",
     "PORTAL_PUBLIC_URL": "follows WEBSITE_HOSTNAME in Azure (set it for a custom domain)",
+    "CAPTCHA_VERIFY_URL": "the provider's own endpoint in Azure; set only to point tests at a stand-in",
     "AZURE_AUTHORITY_HOST": "follows GRAPH_CLOUD; only client-secret/certificate credentials use it",
     "AZURE_TENANT_ID": "only client-secret/certificate/workload credentials need it; Azure uses the managed identity",
     "AZURE_CLIENT_SECRET": "no secrets: Azure uses the managed identity",
@@ -137,6 +138,8 @@ class Resolver:
             return re.sub(r"\$\{([^}]*)\}", lambda m: self.reference(m.group(1).strip()), node)
         if isinstance(node, dict) and "function" in node:
             function = node["function"]
+            if function["type"] == "guid":  # a deployment-specific value (FORM_TOKEN_SECRET): any GUID will do here
+                return "00000000-0000-4000-8000-000000000000"
             assert function["type"] == "string", f"app setting built with {function['type']}(): add it to Resolver"
             return self.scalar_of(function["parameters"]["value_to_convert"])
         if isinstance(node, dict) and "operator" in node:

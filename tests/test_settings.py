@@ -218,12 +218,27 @@ def test_every_settings_key_is_read() -> None:
             "WEBSITE_HOSTNAME": "app.azurewebsites.net",
             "APPROVAL_DENIAL_MEMORY_SECONDS": "60",
             "APPROVAL_PENDING_EXPIRY_SECONDS": "60",
+            "BRAND_LOGO_URL": "https://cdn.contoso.example/logo.svg",
+            "BRAND_PRIMARY_COLOUR": "#004578",
+            "TERMS_URL": "https://contoso.example/terms",
+            "CORS_ALLOWED_ORIGINS": "https://partner.example",
+            "RATE_LIMIT_PER_IP": "5",
+            "RATE_LIMIT_PER_DOMAIN": "6",
+            "RATE_LIMIT_WINDOW_SECONDS": "60",
+            "TRUSTED_FORWARDED_HOPS": "2",
+            "SIGNUP_MIN_FILL_SECONDS": "1",
+            "CAPTCHA_PROVIDER": "turnstile",
+            "CAPTCHA_VERIFY_URL": "https://verify.example/siteverify",
         }.get(key, "value")
         env = {**MINIMAL, key: probe}
         if key in {"AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE"}:
             env.update(AZURE_TENANT_ID="t", AZURE_CLIENT_ID="c")
         if key == "MANAGE_EASY_AUTH_ROLE":
             env["WEBSITE_AUTH_ENABLED"] = "true"
+        if key == "TERMS_URL":
+            env["TERMS_VERSION"] = "1"
+        if key == "CAPTCHA_PROVIDER":
+            env.update(CAPTCHA_SECRET="s", CAPTCHA_SITE_KEY="k")
         if key == "GRAPH_CREDENTIAL":
             env["GRAPH_CREDENTIAL"] = "client_secret"
             env.update(AZURE_TENANT_ID="t", AZURE_CLIENT_ID="c", AZURE_CLIENT_SECRET="s")
@@ -237,3 +252,25 @@ def test_easy_auth_role_is_refused_without_easy_auth() -> None:
     assert set(caught.value.problems) == {"MANAGE_EASY_AUTH_ROLE"}
     settings = load_settings({**MINIMAL, "MANAGE_EASY_AUTH_ROLE": "Signup.Approve", "WEBSITE_AUTH_ENABLED": "true"})
     assert settings.manage_easy_auth_role == "Signup.Approve" and settings.easy_auth_enabled
+
+
+def test_page_settings_are_checked() -> None:
+    """A brand colour white text is unreadable on, a bad origin, terms without a version, a CAPTCHA without keys."""
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(
+            {
+                **MINIMAL,
+                "BRAND_PRIMARY_COLOUR": "#ffcc00",
+                "CORS_ALLOWED_ORIGINS": "https://ok.example, http://evil.example, https://x.example/path",
+                "TERMS_URL": "https://contoso.example/terms",
+                "CAPTCHA_PROVIDER": "hcaptcha",
+            }
+        )
+    assert set(caught.value.problems) == {
+        "BRAND_PRIMARY_COLOUR",
+        "CORS_ALLOWED_ORIGINS",
+        "TERMS_VERSION",
+        "CAPTCHA_SECRET",
+        "CAPTCHA_SITE_KEY",
+    }
+    assert "contrast" in caught.value.problems["BRAND_PRIMARY_COLOUR"]

@@ -25,12 +25,12 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     )
 
 
-def problem_response(problem: Problem) -> func.HttpResponse:
+def problem_response(problem: Problem, extra: dict[str, str] | None = None) -> func.HttpResponse:
     """An ``application/problem+json`` response."""
     return func.HttpResponse(
         json.dumps(problem.body),
         status_code=problem.status,
-        headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store", **problem.headers},
+        headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store", **problem.headers, **(extra or {})},
     )
 
 

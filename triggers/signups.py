@@ -8,12 +8,14 @@ from urllib.parse import urlsplit, urlunsplit
 import azure.functions as func
 
 from shared import problems
-from shared.errors import RequestError, SignupForbidden, StorageError
+from shared.abuse import VerificationUnavailable
+from shared.errors import RequestError, SignupForbidden, StorageError, ValidationFailed
 from shared.lifecycle.models import Status
 from shared.lifecycle.queue import decode_message
-from shared.lifecycle.validation import parse_signup
+from shared.lifecycle.validation import parse_submission
 from shared.services import get_services
 
+from .forms import cors_headers, form_again, preflight, refused, wants_html
 from .http import guarded, json_response, problem_response
 
 log = logging.getLogger(__name__)
@@ -27,24 +29,42 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 @bp.function_name("submit_signup")
 @bp.route(route="signups", methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
 async def submit_signup(req: func.HttpRequest) -> func.HttpResponse:
-    """POST /api/signups: validate, decide by the policy, record, enqueue; answer 202 (or 403 if refused)."""
+    """POST /api/signups: check, decide by the policy, record, enqueue; 202 (a browser's form post: a page)."""
+    cors = cors_headers(req)
+    if req.method == "OPTIONS":
+        return preflight(req, cors)
     if req.method != "POST":
         return problem_response(problems.method_not_allowed(req.method, "POST"))
+    page = wants_html(req)
 
     async def handle() -> func.HttpResponse:
+        services = get_services()
+        form = None
         try:
-            form = parse_signup(req.headers.get("Content-Type"), req.get_body())
-            signup = await get_services().intake.submit(form)
+            form, extras = parse_submission(req.headers.get("Content-Type"), req.get_body())
+            form = await services.gate.check(form, extras, req.headers)
+            signup = await services.intake.submit(form)
+        except ValidationFailed as exc:
+            if page:
+                return await form_again(req, exc.errors)
+            return problem_response(problems.from_request_error(exc), cors)
         except SignupForbidden as exc:
             log.info("http.intake_forbidden signup_id=%s", exc.signup_id)
-            return problem_response(problems.from_request_error(exc))
+            return await refused(req, page, problems.from_request_error(exc), cors)
         except RequestError as exc:
-            return problem_response(problems.from_request_error(exc))
+            return await refused(req, page, problems.from_request_error(exc), cors)
+        except VerificationUnavailable:
+            detail = "The verification service could not be reached; nothing was accepted. Try again shortly."
+            return await refused(req, page, problems.unavailable(detail=detail), cors)
         except StorageError as exc:
             log.warning("http.intake_unavailable error=%s", type(exc.__cause__ or exc).__name__)
-            return problem_response(problems.unavailable())
+            return await refused(req, page, problems.unavailable(), cors)
         parts = urlsplit(req.url)
         location = f"{parts.path.rstrip('/')}/{signup.id}"
+        if page:
+            # Post/redirect/get: the status page, in the language the form was in.
+            language = form.language or "en"
+            return func.HttpResponse(status_code=303, headers={"Location": f"/api/signup/{signup.id}?lang={language}"})
         status_url = urlunsplit((parts.scheme, parts.netloc, location, "", ""))
         # Every admitted sign-up is answered alike, linked to an earlier one or not. One waiting for
         # review says so: "queued" would promise an invitation nobody has approved yet.
@@ -52,7 +72,7 @@ async def submit_signup(req: func.HttpRequest) -> func.HttpResponse:
         return json_response(
             202,
             {"id": signup.id, "status": status.value, "statusUrl": status_url},
-            {"Location": location},
+            {"Location": location, **cors},
         )
 
     return await guarded(handle)

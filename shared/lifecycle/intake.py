@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from ..audit import AuditEntry, AuditLog
-from ..errors import ConcurrencyConflict, SignupForbidden, StorageError
+from ..errors import ConcurrencyConflict, SignupForbidden, StorageError, ValidationFailed
 from ..policy import Action, Decision, FixedPolicy, PolicySource
 from ..policy.document import NO_POLICY
 from .models import Signup, Status, Step, is_signup_id, new_signup_id, utcnow
@@ -189,6 +189,7 @@ class Intake:
         ``StorageError`` (nothing kept) if any step fails.
         """
         decision = (await self._policy.current()).decide(form.domain)
+        answers = self._answers(form, decision)
         now = self._clock()
         remembered = False
         if decision.action is not Action.DENY and self._denials is not None:
@@ -211,6 +212,8 @@ class Intake:
             policy_action=decision.action.value,
             policy_reason=decision.reason,
             language=form.language,
+            answers=answers,
+            terms_version=form.terms_version,
         )
         await self._record_received(signup, remembered)
         if decision.action is not Action.APPROVE:
@@ -232,6 +235,24 @@ class Intake:
         log.info("intake.accepted signup_id=%s domain=%s status=%s", signup.id, form.domain, admitted.status.value)
         return admitted
 
+    @staticmethod
+    def _answers(form: SignupForm, decision: Decision) -> dict[str, str]:
+        """The answers to the matched profile's questions (others are dropped); a missing required one is a 400."""
+        questions = decision.profile.questions if decision.profile is not None else ()
+        errors: dict[str, list[str]] = {}
+        answers: dict[str, str] = {}
+        for question in questions:
+            text = form.answers.get(question.id, "")
+            if not text and question.required:
+                errors[f"answers.{question.id}"] = ["is required"]
+            elif len(text) > question.max_length:
+                errors[f"answers.{question.id}"] = [f"must be at most {question.max_length} characters"]
+            elif text:
+                answers[question.id] = text
+        if errors:
+            raise ValidationFailed(errors)
+        return answers
+
     async def _record_received(self, signup: Signup, remembered: bool) -> None:
         """The audit trail's first two events: what was asked, and what the policy decided."""
         if self._audit is None:
@@ -242,6 +263,9 @@ class Intake:
             "displayName": signup.display_name,
             "company": signup.company,
             "justification": signup.justification,
+            "answers": signup.answers,
+            "language": signup.language,
+            "termsVersion": signup.terms_version,
         }
         policy = {"action": signup.policy_action, "profile": signup.policy_profile, "reason": signup.policy_reason}
         if remembered:

@@ -155,6 +155,8 @@ class Signup:
     policy_action: str | None = None  # what the policy decided at intake: approve, review or deny
     policy_reason: str | None = None  # why: blocked, profile or default (for admins; never shown publicly)
     language: str | None = None  # the requester's language (BCP 47): the invitation's and the mail's
+    answers: dict[str, str] = field(default_factory=dict)  # answers to the profile's questions, by question id
+    terms_version: str | None = None  # the terms of use the requester accepted
     decided_by: str | None = None  # the approver (or "function-key") who approved or denied it
     decided_at: datetime | None = None
     decision_reason: str | None = None  # the approver's words, for colleagues: never shown publicly

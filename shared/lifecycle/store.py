@@ -189,6 +189,7 @@ _FIELDS: Final = {
     "policyAction": "policy_action",
     "policyReason": "policy_reason",
     "language": "language",
+    "termsVersion": "terms_version",
     "decidedBy": "decided_by",
     "decidedAt": "decided_at",
     "decisionReason": "decision_reason",
@@ -208,6 +209,7 @@ def to_entity(signup: Signup) -> dict[str, Any]:
         "approverMail": signup.approver_mail.value if signup.approver_mail else None,
         "orgMail": signup.org_mail.value if signup.org_mail else None,
         "groups": json.dumps(signup.groups, sort_keys=True) if signup.groups else None,
+        "answers": json.dumps(signup.answers, sort_keys=True, ensure_ascii=False) if signup.answers else None,
         "conversion": json.dumps(signup.conversion, sort_keys=True) if signup.conversion is not None else None,
         **{prop: getattr(signup, attr) for prop, attr in _FIELDS.items()},
     }
@@ -236,6 +238,8 @@ def from_entity(entity: Mapping[str, Any], etag: str | None) -> Signup:
             values[attr] = Step(entity[prop])
     if entity.get("groups"):
         values["groups"] = dict(json.loads(entity["groups"]))
+    if entity.get("answers"):
+        values["answers"] = dict(json.loads(entity["answers"]))
     if entity.get("conversion"):
         values["conversion"] = dict(json.loads(entity["conversion"]))
     values.update(

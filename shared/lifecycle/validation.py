@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Final
 from urllib.parse import parse_qsl
 
@@ -28,6 +28,20 @@ from ..errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
 MAX_BODY_BYTES: Final = 16 * 1024
 FIELDS: Final = ("email", "displayName", "company", "justification")
+# Fields beside the sign-up itself: the page's language, the terms box, the answers to a profile's questions
+# (JSON: "answers": {id: text}; a form: "answers.<id>"), and the abuse controls' fields (shared.abuse).
+EXTRA_FIELDS: Final = (
+    "language",
+    "acceptTerms",
+    "answers",
+    "formToken",
+    "website",
+    "cf-turnstile-response",
+    "h-captcha-response",
+    "g-recaptcha-response",
+)
+MAX_ANSWER: Final = 2000
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")
 REQUIRED: Final = frozenset({"email", "displayName"})
 MAX_LENGTH: Final = {"email": 254, "displayName": 256, "company": 256, "justification": 2000}
 # Characters Graph refuses in invitedUserEmailAddress (its docs' table), plus '@' in the local part.
@@ -47,6 +61,8 @@ class SignupForm:
     company: str | None
     justification: str | None
     language: str | None = None  # the page's language (BCP 47), when the sign-up came through it
+    answers: dict[str, str] = field(default_factory=dict)  # the profile's questions, by question id
+    terms_version: str | None = None  # the version of the terms the requester accepted
 
     @property
     def domain(self) -> str:
@@ -180,10 +196,84 @@ def _check_text(field: str, value: str, problems: list[str]) -> str:
     return value
 
 
-def parse_signup(content_type: str | None, body: bytes) -> SignupForm:
-    """Parse and validate a sign-up body; raise a ``RequestError`` describing every problem."""
+@dataclass(frozen=True)
+class Extras:
+    """What a submission carries beside the sign-up: the terms box and the abuse controls' fields."""
+
+    accept_terms: bool = False
+    form_token: str | None = None
+    honeypot: str | None = None
+    captcha: dict[str, str] = field(default_factory=dict)
+
+
+def _answers(data: dict[str, object], errors: dict[str, list[str]]) -> dict[str, str]:
+    raw: dict[str, object] = {}
+    nested = data.get("answers")
+    if isinstance(nested, dict):
+        raw.update({str(k): v for k, v in nested.items()})
+    elif nested is not None:
+        errors["answers"] = ["must be an object of question id to text"]
+    raw.update({k[len("answers.") :]: v for k, v in data.items() if k.startswith("answers.")})
+    answers: dict[str, str] = {}
+    for key, value in raw.items():
+        name = f"answers.{key}"
+        if not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", key):
+            errors[name] = ["is not a question id"]
+        elif not isinstance(value, str):
+            errors[name] = ["must be a string"]
+        elif value.strip():
+            problems: list[str] = []
+            text = unicodedata.normalize("NFC", value.strip())
+            if len(text) > MAX_ANSWER or any(unicodedata.category(c) == "Cc" and c not in "\r\n\t" for c in text):
+                problems.append(f"must be at most {MAX_ANSWER} characters of text")
+            if problems:
+                errors[name] = problems
+            else:
+                answers[key] = text
+    return answers
+
+
+def parse_submission(content_type: str | None, body: bytes) -> tuple[SignupForm, Extras]:
+    """Parse a sign-up with its extras (the page's language, answers, terms box, abuse fields)."""
     data = _read_fields(content_type, body)
     errors: dict[str, list[str]] = {}
+    answers = _answers(data, errors)
+    language = data.get("language")
+    if language is not None and not (isinstance(language, str) and _LANGUAGE_TAG.match(language)):
+        errors["language"] = ["must be a language tag such as en or zh-Hans"]
+        language = None
+    accept = data.get("acceptTerms")
+    if accept not in (None, True, False, "true", "on", "1", "", "false"):
+        errors["acceptTerms"] = ["must be true or false"]
+    texts = {}
+    for name in ("formToken", "website", "cf-turnstile-response", "h-captcha-response", "g-recaptcha-response"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            errors[name] = ["must be a string"]
+        elif isinstance(value, str):
+            texts[name] = value[:4096]
+    sign_up = {k: v for k, v in data.items() if k not in EXTRA_FIELDS and not k.startswith("answers.")}
+    try:
+        form = _parse_form(sign_up, errors)
+    except ValidationFailed as exc:
+        raise ValidationFailed({**errors, **exc.errors}) from None
+    if errors:
+        raise ValidationFailed(errors)
+    extras = Extras(
+        accept_terms=accept in (True, "true", "on", "1"),
+        form_token=texts.get("formToken"),
+        honeypot=texts.get("website"),
+        captcha={k: v for k, v in texts.items() if k.endswith("-response")},
+    )
+    return replace(form, language=language if isinstance(language, str) else None, answers=answers), extras
+
+
+def parse_signup(content_type: str | None, body: bytes) -> SignupForm:
+    """Parse and validate a sign-up body; raise a ``RequestError`` describing every problem."""
+    return parse_submission(content_type, body)[0]
+
+
+def _parse_form(data: dict[str, object], errors: dict[str, list[str]]) -> SignupForm:
     for unknown in sorted(set(data) - set(FIELDS)):
         errors[unknown] = ["is not a known field"]
     values: dict[str, str | None] = {}

@@ -363,15 +363,21 @@ class InvitationWorker:
         return Outcome.INVITED
 
     async def _options_for(self, signup: Signup) -> InvitationOptions:
-        """The invitation options of the sign-up's policy profile, or the settings' options."""
-        if signup.policy_profile is None or self._policy is None:
-            return self._options
-        profile = (await self._policy.current()).profile(signup.policy_profile)
-        if profile is None:
-            # The policy changed since intake decided; the decision stands, with the general options.
-            log.warning("worker.profile_gone signup_id=%s profile=%s", signup.id, signup.policy_profile)
-            return self._options
-        return profile.invitation_options(self._options)
+        """The invitation options of the sign-up's policy profile, or the settings' options.
+
+        Microsoft's mail is in the language the requester used on the page, unless the profile fixes one.
+        """
+        options, profile = self._options, None
+        if signup.policy_profile is not None and self._policy is not None:
+            profile = (await self._policy.current()).profile(signup.policy_profile)
+            if profile is None:
+                # The policy changed since intake decided; the decision stands, with the general options.
+                log.warning("worker.profile_gone signup_id=%s profile=%s", signup.id, signup.policy_profile)
+            else:
+                options = profile.invitation_options(options)
+        if signup.language and not (profile is not None and profile.message_language):
+            options = dataclasses.replace(options, message_language=signup.language)
+        return options
 
     async def _claim(self, signup: Signup, before: DirectoryBefore | None, existing: str | None) -> Signup:
         """Take the lease: only the holder of a live lease calls Graph."""

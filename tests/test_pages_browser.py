@@ -1,0 +1,248 @@
+"""The pages in a real browser: Debian's chromium driven by Playwright, against the local host, Azurite and
+the Graph emulator. Every language, field errors, the status view, the no-JavaScript path, keyboard-only use,
+the approver's page, and axe-core's accessibility check. Screenshots go to ``screenshots/`` (git-ignored)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from devhost.processes import Service, free_port, start_devhost
+from graph_emulator.server import GraphEmulator
+from tests.conftest import FUNCTION_KEY, host_env
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+SHOTS = ROOT / "screenshots"
+POLICY = str(Path(__file__).resolve().parent / "policies" / "pages.json")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# The heading of the form in each language (from the catalogues), and an invitation's final words.
+HEADINGS = {
+    "en": "Sign up as a guest of Contoso",
+    "ja": "Contoso のゲストとして登録",
+    "zh-Hans": "注册成为 Contoso 的来宾",
+    "de": "Als Gast bei Contoso registrieren",
+    "nl": "Aanmelden als gast van Contoso",
+}
+INVITED = {
+    "en": "Invitation sent.",
+    "ja": "招待を送信しました。",
+    "zh-Hans": "邀请已发送。",
+    "de": "Einladung gesendet.",
+    "nl": "Uitnodiging verzonden.",
+}
+
+
+@pytest.fixture(scope="module")
+def site(
+    azurite: str, emulator_server: tuple[GraphEmulator, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    logs = tmp_path_factory.mktemp("pages")
+    env = host_env(
+        azurite,
+        emulator_server[1],
+        SIGNUP_POLICY=POLICY,
+        ORGANISATION_NAME="Contoso",
+        ORGANISATION_CONTACT="partners@contoso.com",
+        TERMS_URL="https://contoso.example/terms",
+        TERMS_VERSION="2026-01",
+        FORM_TOKEN_SECRET="browser-tests",
+        SIGNUP_MIN_FILL_SECONDS="1",
+    )
+    port = free_port()
+    service: Service = start_devhost(port, env, logs, settings_file=logs / "none.json")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, site: str, emulator: GraphEmulator) -> AsyncIterator[Page]:
+    """A fresh page; afterwards nothing on it may have broken the Content-Security-Policy."""
+    context = await browser.new_context(base_url=site)
+    page = await context.new_page()
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    page.on("pageerror", lambda e: refused.append(f"script error: {e}"))
+    yield page
+    await context.close()
+    assert refused == [], refused
+
+
+async def axe_violations(page: Page) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations on the page as it is (WCAG 2.x A and AA rules)."""
+    # Evaluated through the DevTools protocol: the page's own CSP (rightly) refuses injected inline scripts.
+    await page.evaluate(AXE.read_text(encoding="utf-8") + "\n;0")
+    tags = "['wcag2a', 'wcag2aa', 'wcag21aa', 'wcag22aa']"
+    result = await page.evaluate(f"async () => await axe.run(document, {{runOnly: {{type: 'tag', values: {tags}}}}})")
+    return [v for v in result["violations"] if v["impact"] in {"serious", "critical"}]
+
+
+async def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+async def fill_form(page: Page, email: str, *, answers: bool = True) -> None:
+    await page.fill("#email", email)
+    await page.fill("#displayName", "Sam Guest")
+    await page.fill("#company", "Fabrikam")
+    await page.fill("#justification", "Project Falcon")
+    if answers and await page.locator("#answer-project").is_visible():
+        await page.fill("#answer-project", "Falcon")
+    await page.check("#acceptTerms")
+    await asyncio.sleep(1.1)  # the form's minimum fill time (a person takes longer)
+
+
+@pytest.mark.parametrize("language", list(HEADINGS))
+async def test_each_language_signs_up_and_sees_the_invitation(page: Page, language: str) -> None:
+    """The form in each language: it validates, sends without a reload, and the status view says what happens."""
+    await page.goto(f"/api/signup?lang={language}")
+    assert await page.get_attribute("html", "lang") == language
+    await expect(page.locator("h1")).to_have_text(HEADINGS[language])
+    assert await axe_violations(page) == []
+    if language in {"en", "ja"}:
+        await shot(page, f"form-{language}")
+    await fill_form(page, f"sam.{language.lower()}@fabrikam.com")
+    await page.click("#submit")
+    status = page.locator("#status-message")
+    await expect(status).to_contain_text(INVITED[language], timeout=30_000)
+    await expect(page.locator("#status-heading")).to_be_focused()
+    if language in {"en", "ja"}:
+        await shot(page, f"status-{language}")
+    assert await axe_violations(page) == []
+
+
+async def test_the_language_follows_accept_language(browser: Browser, site: str, emulator: GraphEmulator) -> None:
+    context = await browser.new_context(base_url=site, locale="de-DE")
+    page = await context.new_page()
+    await page.goto("/api/signup")
+    await expect(page.locator("h1")).to_have_text(HEADINGS["de"])
+    await context.close()
+
+
+async def test_field_errors_are_shown_next_to_the_fields_and_summarised(page: Page) -> None:
+    await page.goto("/api/signup?lang=en")
+    await page.fill("#email", "not-an-address")
+    await page.click("#submit")
+    summary = page.locator("#error-summary")
+    await expect(summary).to_be_visible()
+    await expect(summary).to_be_focused()
+    await expect(page.locator("#email-error")).to_have_text(re.compile("valid email address"))
+    await expect(page.locator("#email")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("#displayName-error")).to_be_visible()
+    await expect(page.locator("#acceptTerms-error")).to_be_visible()
+    await page.click("#error-summary-list a >> nth=0")
+    await expect(page.locator("#email")).to_be_focused()
+    assert await axe_violations(page) == []
+
+
+async def test_without_javascript_a_form_post_gets_pages(browser: Browser, site: str, emulator: GraphEmulator) -> None:
+    """No script at all: errors come back as a page next to the fields; success lands on the status page."""
+    context = await browser.new_context(base_url=site, java_script_enabled=False)
+    page = await context.new_page()
+    await page.goto("/api/signup?lang=ja")
+    await page.fill("#email", "bad")
+    await page.click("#submit")
+    await expect(page.locator("#error-summary")).to_be_visible()
+    await expect(page.locator("#email-error")).to_contain_text("有効なメールアドレス")
+    await expect(page.locator("#email")).to_have_value("bad")  # what was typed is kept
+    await fill_form(page, "nojs@fabrikam.com")
+    await page.click("#submit")
+    await page.wait_for_url(re.compile(r"/api/signup/[A-Za-z0-9_-]{22}\?lang=ja"))
+    await expect(page.locator("#status-message")).to_be_visible()
+    await shot(page, "result-ja")
+    for _ in range(60):
+        await page.reload()
+        if INVITED["ja"] in (await page.locator("#status-message").text_content() or ""):
+            break
+        await asyncio.sleep(0.5)
+    await expect(page.locator("#status-message")).to_contain_text(INVITED["ja"])
+    await page.goto("/api/signup?lang=en")
+    await fill_form(page, "nojs2@fabrikam.com")
+    await page.click("#submit")
+    await page.wait_for_url(re.compile(r"/api/signup/"))
+    await shot(page, "result-en")
+    await context.close()
+
+
+async def test_keyboard_only(page: Page) -> None:
+    """Tab through the form in order, tick the box with Space, send with Enter."""
+    await page.goto("/api/signup?lang=en")
+    await page.keyboard.press("Tab")
+    await expect(page.locator(".skip-link")).to_be_focused()
+    await page.keyboard.press("Enter")
+    order = []
+    await page.focus("#email")
+    await page.keyboard.type("keys@fabrikam.com")
+    for text in ("Kim Keys", "Fabrikam", "Because", "Falcon"):
+        await page.keyboard.press("Tab")
+        order.append(await page.evaluate("document.activeElement.id"))
+        await page.keyboard.type(text)
+    assert order == ["displayName", "company", "justification", "answer-project"]
+    await page.keyboard.press("Tab")
+    await expect(page.locator("#acceptTerms")).to_be_focused()
+    await page.keyboard.press("Space")
+    await asyncio.sleep(1.1)
+    await page.keyboard.press("Tab")  # the terms link
+    await page.keyboard.press("Tab")
+    await expect(page.locator("#submit")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#status-message")).to_contain_text(INVITED["en"], timeout=30_000)
+
+
+async def test_pending_then_approved_on_the_approvers_page(
+    browser: Browser, site: str, emulator: GraphEmulator
+) -> None:
+    """A domain under review waits; an approver approves it on the approver's page; the guest sees it invited."""
+    guest = await browser.new_context(base_url=site)
+    page = await guest.new_page()
+    await page.goto("/api/signup?lang=en")
+    await fill_form(page, "pat@northwind.com")
+    await page.click("#submit")
+    await expect(page.locator("#status-message")).to_contain_text("Waiting for approval", timeout=30_000)
+
+    approver = await browser.new_context(base_url=site)
+    manage = await approver.new_page()
+    await manage.goto("/api/manage?lang=en")
+    await expect(manage.locator("#function-key")).to_be_focused()
+    await manage.fill("#function-key", FUNCTION_KEY)
+    await manage.keyboard.press("Enter")
+    card = manage.locator(".request", has_text="pat@northwind.com")
+    await expect(card).to_be_visible(timeout=15_000)
+    assert await axe_violations(manage) == []
+    await shot(manage, "approver-en")
+    await card.locator("button", has_text="Approve").click()
+    await expect(manage.locator("#manage-message")).to_contain_text("Approved.")
+    await expect(page.locator("#status-message")).to_contain_text(INVITED["en"], timeout=30_000)
+    await manage.goto("/api/manage?lang=ja")
+    await expect(manage.locator("h1")).to_have_text("承認待ちの申請")
+    await shot(manage, "approver-ja")
+    await approver.close()
+    await guest.close()
