@@ -9,7 +9,7 @@ VENVINFRA := .venv-infra
 # The browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: run test test-313 check check-infra lint bench bench-intake bench-drain bench-outage bench-scale bench-convert setup clean
+.PHONY: run test test-313 check check-infra lint screenshots bench bench-intake bench-drain bench-outage bench-scale bench-convert setup clean
 
 setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 
@@ -79,6 +79,11 @@ check: setup check-infra
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+## Screenshots of the pages (en and ja) into screenshots/ (git-ignored), from the browser tests.
+screenshots: setup
+	$(PY) -m pytest -m browser -q tests/test_pages_browser.py
+	@ls screenshots/
 
 bench: bench-intake bench-drain bench-outage bench-scale bench-convert
 
