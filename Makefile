@@ -39,7 +39,7 @@ run: setup
 test: setup
 	$(PY) -m pytest
 
-## The unit and integration tests (not the end-to-end ones) in a separate venv on Python 3.13, where
+## The unit and integration tests (not the end-to-end or browser ones) in a separate venv on Python 3.13, where
 ## azure-functions 2.x and the worker library azure-functions-runtime replace azure-functions 1.x.
 ## Without Python 3.13 this fails under CI=true and is skipped (loudly) elsewhere.
 test-313:
@@ -48,7 +48,7 @@ test-313:
 	    echo "*** test-313 SKIPPED: Python 3.13 not found (install it, e.g. pyenv install 3.13) ***" >&2; exit 0; \
 	fi
 	@$(MAKE) --no-print-directory $(VENV313)/.installed node_modules/.installed
-	$(VENV313)/bin/python -m pytest -m "not e2e"
+	$(VENV313)/bin/python -m pytest -m "not e2e and not browser"
 
 $(VENV313)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON313) -m venv --clear $(VENV313)

@@ -138,7 +138,23 @@ FAST_TIMERS = {
 
 def host_env(azurite: str, graph: str, **extra: str) -> dict[str, str]:
     """The environment of a local host process on the test Azurite and emulator (nothing from the caller's)."""
-    prefixes = ("GRAPH_", "INVITE_", "SIGNUP_", "AZURE_", "MANAGE_", "MAIL_", "WEBSITE_", "DEVHOST_", "APPROVAL_")
+    prefixes = (
+        "GRAPH_",
+        "INVITE_",
+        "SIGNUP_",
+        "AZURE_",
+        "MANAGE_",
+        "MAIL_",
+        "WEBSITE_",
+        "DEVHOST_",
+        "APPROVAL_",
+        "RATE_LIMIT_",
+        "CAPTCHA_",
+        "TERMS_",
+        "FORM_TOKEN_",
+        "CORS_",
+        "BRAND_",
+    )
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     return {
         **inherited,
@@ -150,6 +166,9 @@ def host_env(azurite: str, graph: str, **extra: str) -> dict[str, str]:
         "IDENTITY_HEADER": IDENTITY_HEADER,
         "SIGNUP_POLICY": TEST_POLICY,
         "DEVHOST_FUNCTION_KEY": FUNCTION_KEY,
+        # Tests post hundreds of sign-ups from one address and domain; test_abuse.py sets its own limits.
+        "RATE_LIMIT_PER_IP": "1000000",
+        "RATE_LIMIT_PER_DOMAIN": "1000000",
         "MAIL_SENDER": "portal@contoso.com",
         **FAST_TIMERS,
         **unique_names(),

@@ -249,3 +249,22 @@ async def test_pending_then_approved_on_the_approvers_page(
     await shot(manage, "approver-ja")
     await approver.close()
     await guest.close()
+
+
+@pytest.mark.parametrize(("width", "scale"), [(320, 1), (640, 2)], ids=["phone", "zoom-200"])
+async def test_no_sideways_scrolling_on_a_phone_or_at_200_percent(
+    browser: Browser, site: str, emulator: GraphEmulator, width: int, scale: int
+) -> None:
+    """320 CSS px (a phone, or 400 % zoom of 1280) and 640 px at twice the density (200 % zoom): the form fits."""
+    context = await browser.new_context(
+        base_url=site, viewport={"width": width, "height": 800}, device_scale_factor=scale
+    )
+    page = await context.new_page()
+    for path in ("/api/signup?lang=de", "/api/manage?lang=nl"):
+        await page.goto(path)
+        overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, (path, overflow)
+    await page.goto("/api/signup?lang=ja")
+    box = await page.locator("#email").bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+    await context.close()

@@ -38,10 +38,11 @@ async def submit_signup(req: func.HttpRequest) -> func.HttpResponse:
     page = wants_html(req)
 
     async def handle() -> func.HttpResponse:
-        services = get_services()
         form = None
         try:
+            # Bad input is answered before any setting or client is needed.
             form, extras = parse_submission(req.headers.get("Content-Type"), req.get_body())
+            services = get_services()
             form = await services.gate.check(form, extras, req.headers)
             signup = await services.intake.submit(form)
         except ValidationFailed as exc:

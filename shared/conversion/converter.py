@@ -32,6 +32,7 @@ class ConversionOptions:
     message_language: str | None = None
     redirect_url: str | None = None
     set_guest_user_type: bool = False
+    mail_profile: str | None = None  # a policy profile whose mailTemplate the organisation's own mail uses
 
     def invitation_options(self, base: InvitationOptions) -> InvitationOptions:
         """``base`` (the settings') with these choices; never Member, never sponsors or a cc."""
@@ -51,6 +52,7 @@ class ConversionOptions:
             "messageLanguage": self.message_language,
             "redirectUrl": self.redirect_url,
             "setGuestUserType": self.set_guest_user_type,
+            "mailProfile": self.mail_profile,
         }
 
     @classmethod
@@ -60,6 +62,7 @@ class ConversionOptions:
             data.get("messageLanguage"),
             data.get("redirectUrl"),
             bool(data.get("setGuestUserType", False)),
+            data.get("mailProfile"),
         )
 
 
@@ -86,6 +89,11 @@ def parse_conversion_request(content_type: str | None, body: bytes) -> tuple[str
     language = data.get("messageLanguage")
     if language is not None and not (isinstance(language, str) and _LANGUAGE.match(language)):
         errors["messageLanguage"] = ["A language tag such as en-US."]
+    profile = data.get("mailProfile")
+    if profile is not None and not (isinstance(profile, str) and 0 < len(profile) <= 64):
+        errors["mailProfile"] = ["The name of a policy profile with a mailTemplate."]
+    if profile is not None and data.get("sendInvitationMessage") is True:
+        errors["sendInvitationMessage"] = ["With mailProfile the organisation mails instead of Microsoft."]
     redirect = data.get("redirectUrl")
     if redirect is not None and not (
         isinstance(redirect, str) and redirect.startswith("https://") and len(redirect) < 2048
@@ -94,7 +102,11 @@ def parse_conversion_request(content_type: str | None, body: bytes) -> tuple[str
     if errors:
         raise ValidationFailed(errors)
     options = ConversionOptions(
-        bool(data.get("sendInvitationMessage", False)), language, redirect, bool(data.get("setGuestUserType", False))
+        bool(data.get("sendInvitationMessage", False)),
+        language,
+        redirect,
+        bool(data.get("setGuestUserType", False)),
+        profile,
     )
     return str(user).strip(), email.strip() if isinstance(email, str) else None, options
 

@@ -57,6 +57,8 @@ class ConversionRequests:
             due_at=due,
             policy_action="convert",
             policy_reason="admin",
+            # The organisation's own mail after the conversion goes through this profile's mailTemplate.
+            policy_profile=options.mail_profile,
             decided_by=caller.actor,
             decided_at=now,
             conversion={"user": reference, "email": email, **options.to_json()},
