@@ -259,6 +259,7 @@ async def test_a_worker_that_dies_while_mailing_never_mails_twice() -> None:
             groups={GROUP_A: "done", GROUP_B: "done"},
             org_mail=Step.SENDING,
             due_at=kit.clock(),
+            updated_at=kit.clock(),  # the kit's clock, not the wall clock (the lease is measured from it)
         )
     )
     kit.queue.sent.clear()
