@@ -176,7 +176,7 @@ param brandPrimaryColour string = '#0f6cbd'
 param termsUrl string = ''
 param termsVersion string = ''
 
-@description('CORS_ALLOWED_ORIGINS: comma-separated origins of partner sites that post their own forms.')
+@description('CORS_ALLOWED_ORIGINS: comma-separated origins of partner sites that post their own forms, e.g. https://partners.contoso.com. The app answers CORS for POST /api/signups only; platform CORS stays off (it would override the app and open every route).')
 param corsAllowedOrigins string = ''
 
 @description('RATE_LIMIT_PER_IP, RATE_LIMIT_PER_DOMAIN: sign-ups per window per client IP and per email domain.')
@@ -197,7 +197,7 @@ param captchaSiteKey string = ''
 param captchaSecret string = ''
 
 // ---------------------------------------------------------------------------------------------------
-// HTTP front door: Easy Auth and CORS
+// HTTP front door: Easy Auth
 // ---------------------------------------------------------------------------------------------------
 
 @description('Turn on App Service Authentication (Easy Auth) with Microsoft Entra ID. Anonymous requests still reach the app (AllowAnonymous); the /api/manage routes apply their own checks.')
@@ -208,9 +208,6 @@ param authClientId string = ''
 
 @description('Tenant id of that app registration. Empty: the tenant of this deployment.')
 param authTenantId string = ''
-
-@description('Comma-separated origins allowed to call the API from a browser, e.g. https://partners.contoso.com. Empty: no cross-origin calls.')
-param corsAllowedOrigins string = ''
 
 // ---------------------------------------------------------------------------------------------------
 // Names
@@ -429,7 +426,6 @@ module functionApp 'app/function-app.bicep' = {
     instanceMemoryMB: int(instanceMemoryMB)
     maximumInstanceCount: int(maximumInstanceCount)
     appSettings: appSettings
-    corsAllowedOrigins: empty(corsAllowedOrigins) ? [] : map(split(corsAllowedOrigins, ','), origin => trim(origin))
     enableEntraAuth: enableEntraAuth
     authClientId: authClientId
     authTenantId: empty(authTenantId) ? tenant().tenantId : authTenantId

@@ -171,6 +171,17 @@ def test_every_template_parses() -> None:
         _parse(path)
 
 
+# Outputs have their own namespace (``output name string = name`` is fine); these share one.
+_DECLARATION = re.compile(r"^(?:param|var|resource|module|type|func)\s+([A-Za-z_]\w*)\b", re.MULTILINE)
+
+
+def test_every_identifier_is_declared_once() -> None:
+    """Bicep refuses a file that declares a name twice (BCP028); the parser keeps the last one silently."""
+    for path in sorted(INFRA.rglob("*.bicep")):
+        names = _DECLARATION.findall(path.read_text())
+        assert [n for n in names if names.count(n) > 1] == [], path.name
+
+
 def test_template_settings_satisfy_load_settings(app_settings: dict[str, str]) -> None:
     """load_settings accepts exactly what the template sets: every required key is there and valid."""
     settings = load_settings(app_settings)
@@ -268,6 +279,8 @@ def test_site_hardening_and_easy_auth() -> None:
         ("scm", False),
     }
     assert site["configs"][0]["retainCurrentAppSettings"] is False
+    # The app answers CORS itself, for POST /api/signups only; platform CORS would override it on every route.
+    assert site["siteConfig"]["cors"]["allowedOrigins"] == []
     auth = _config(doc["resources"]["auth"])
     assert auth["name"] == "authsettingsV2"
     assert auth["properties"]["platform"]["enabled"] == "enableEntraAuth"

@@ -30,9 +30,6 @@ param maximumInstanceCount int
 @description('The app settings, complete: what is not here is not set (current settings are not retained).')
 param appSettings object
 
-@description('Origins allowed to call the API from a browser.')
-param corsAllowedOrigins array = []
-
 @description('Turn on Easy Auth with Microsoft Entra ID (anonymous requests still pass).')
 param enableEntraAuth bool = false
 
@@ -82,8 +79,10 @@ module site 'br/public:avm/res/web/site:0.24.0' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
+      // Platform CORS off: it would answer every route's preflight and override the app's own CORS, which
+      // opens POST /api/signups alone to CORS_ALLOWED_ORIGINS (README "The pages").
       cors: {
-        allowedOrigins: corsAllowedOrigins
+        allowedOrigins: []
         supportCredentials: false
       }
     }
