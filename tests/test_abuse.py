@@ -201,3 +201,24 @@ async def test_the_gate_fails_closed_when_the_provider_is_unreachable(settings: 
     )
     with pytest.raises(VerificationUnavailable):
         await gate.check(form, extras, {"X-Forwarded-For": "203.0.113.9:1"})
+
+
+async def test_a_limit_of_zero_is_no_limit(settings: Settings) -> None:
+    from dataclasses import replace
+
+    from shared.abuse import SubmissionGate
+    from shared.abuse.ratelimit import MemoryRateLimiter
+    from shared.lifecycle.validation import parse_submission
+
+    limiter = MemoryRateLimiter()
+    form, extras = parse_submission("application/json", b'{"email": "x@fabrikam.com", "displayName": "X"}')
+    off = SubmissionGate(replace(settings, rate_limit_per_ip=0, rate_limit_per_domain=0), limiter, None, None)
+    for _ in range(3):
+        await off.check(form, extras, {"X-Forwarded-For": "203.0.113.9:1"})
+    assert limiter.counts == {}
+    on = SubmissionGate(replace(settings, rate_limit_per_ip=0, rate_limit_per_domain=2), limiter, None, None)
+    await on.check(form, extras, {})
+    await on.check(form, extras, {})
+    with pytest.raises(Exception, match="Too many"):
+        await on.check(form, extras, {})
+    assert limiter.counts == {("domain", "fabrikam.com"): 3}

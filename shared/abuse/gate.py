@@ -50,10 +50,12 @@ class SubmissionGate:
                 raise ValidationFailed({"acceptTerms": ["The terms of use must be accepted."]})
             form = dataclasses.replace(form, terms_version=self._settings.terms_version)
         ip = client_ip(headers, self._settings.trusted_forwarded_hops)
-        if self._limiter is not None:
-            keys = {"domain": (form.domain, self._settings.rate_limit_per_domain)}
-            if ip is not None:
-                keys = {"ip": (ip, self._settings.rate_limit_per_ip), **keys}
+        keys: dict[str, tuple[str, int]] = {}
+        if ip is not None and self._settings.rate_limit_per_ip > 0:  # 0 turns a limit off
+            keys["ip"] = (ip, self._settings.rate_limit_per_ip)
+        if self._settings.rate_limit_per_domain > 0:
+            keys["domain"] = (form.domain, self._settings.rate_limit_per_domain)
+        if self._limiter is not None and keys:
             verdict = await self._limiter.hit(keys)
             if not verdict.allowed:
                 raise TooManyRequests(verdict.retry_after)
