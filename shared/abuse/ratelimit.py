@@ -4,7 +4,8 @@ One entity per key and window (``PartitionKey`` ``rate-<kind>-<sha256 of key>``,
 ``RowKey`` the window's start), incremented with ETag-conditional writes so
 concurrent instances never lose a count. Keys are hashed: neither addresses nor
 IPs are stored. If storage cannot be reached the request is let through and the
-fact logged: intake itself would answer 503 then.
+fact logged (intake itself would answer 503 then); a counter so contended that no
+conditional write lands is a burst, and is refused like a passed limit.
 """
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ class Verdict:
     kind: str = ""
 
 
+class _Contended(Exception):
+    """A counter kept changing under every conditional write."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(kind)
+
+
 class RateLimiter(Protocol):
     """Counts one request against each key; refuses when a window's limit is passed."""
 
@@ -90,6 +99,10 @@ class TableRateLimiter:
                 if count > limit:
                     log.info("abuse.rate_limited kind=%s count=%s limit=%s", kind, count, limit)
                     return Verdict(False, retry_after, kind)
+        except _Contended as exc:
+            # So many posts at once that the counter could not be written: that is a burst, not a person.
+            log.info("abuse.rate_limited kind=%s contended=true", exc.kind)
+            return Verdict(False, retry_after, exc.kind)
         except (AzureError, StorageError) as exc:
             log.warning("abuse.rate_limit_unavailable error=%s", type(exc).__name__)
         return Verdict(True)
@@ -117,7 +130,7 @@ class TableRateLimiter:
                 return count
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue
-        raise StorageError(f"rate counter {kind} kept changing")
+        raise _Contended(kind)
 
 
 class MemoryRateLimiter:
