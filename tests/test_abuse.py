@@ -55,15 +55,13 @@ async def test_rate_limits_count_exactly_in_table_storage(settings: Settings) ->
         await table.close()
 
 
-@pytest.fixture
-async def provider() -> AsyncIterator[dict[str, Any]]:
-    """A stand-in for the CAPTCHA provider's siteverify endpoint on the test loop."""
-    state: dict[str, Any] = {"calls": [], "status": 200}
+async def _stand_in(port: int, state: dict[str, Any]) -> web.AppRunner:
+    """A stand-in for a CAPTCHA provider's siteverify endpoint on the test loop (the secret is "shh")."""
 
     async def verify(request: web.Request) -> web.Response:
         form = await request.post()
-        state["calls"].append(dict(form))
-        if state["status"] != 200:
+        state.setdefault("calls", []).append(dict(form))
+        if state.get("status", 200) != 200:
             return web.Response(status=state["status"])
         return web.json_response({"success": form.get("response") == "good-token" and form.get("secret") == "shh"})
 
@@ -71,9 +69,15 @@ async def provider() -> AsyncIterator[dict[str, Any]]:
     app.router.add_post("/siteverify", verify)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    state["url"] = f"http://127.0.0.1:{port}/siteverify"
+    return runner
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[dict[str, Any]]:
+    port = free_port()
+    state: dict[str, Any] = {"url": f"http://127.0.0.1:{port}/siteverify"}
+    runner = await _stand_in(port, state)
     yield state
     await runner.cleanup()
 
@@ -123,18 +127,8 @@ def guarded_host(
 
 @pytest.fixture
 async def captcha_stand_in(guarded_host: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    state: dict[str, Any] = {"up": True}
-
-    async def verify(request: web.Request) -> web.Response:
-        form = await request.post()
-        return web.json_response({"success": form.get("response") == "good-token"})
-
-    app = web.Application()
-    app.router.add_post("/siteverify", verify)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", guarded_host["captcha_port"])
-    await site.start()
+    state: dict[str, Any] = {}
+    runner = await _stand_in(guarded_host["captcha_port"], state)
     yield state
     await runner.cleanup()
 
