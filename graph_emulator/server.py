@@ -27,7 +27,11 @@ token, as in Graph. Past 80 % of a limit, responses carry
 Faults (``Fault``) fail a request by kind: a status (``400`` ... ``504``) or a lost
 answer (``timeout``, ``drop``), neither of which acts; or ``acted504``,
 ``acteddrop``, ``actedtimeout``, which perform the write first and then lose the
-answer, as when Graph created the invitation and the gateway failed. Every
+answer, as when Graph created the invitation and the gateway failed. ``hold``
+(before acting) and ``actedhold`` (after acting, before answering) keep the
+request waiting until ``release()`` or ``POST /_emulator/release``;
+``wait_held()`` tells a test the request is in Graph's hands, so it can kill the
+caller or stop its storage inside the call. Every
 invitation Graph performs with ``sendInvitationMessage: true`` counts one
 Microsoft mail to that address.
 
@@ -39,13 +43,14 @@ takes client-credential grants (secret or certificate assertion).
 Control endpoints under ``/_emulator`` (no auth): ``requests`` (everything
 received, with validation findings), ``mails`` (what sendMail sent), ``stats`` (counts; per-address counts are
 keyed by ``address_key``, never by the address), ``faults``, ``users``, ``groups``,
-``config`` and ``reset``.
+``config``, ``release`` and ``reset``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -84,7 +89,11 @@ OPERATIONS = (
     "*",
 )
 # Faults that perform the write and then lose its answer (Graph acted; the client cannot know).
-ACTED_KINDS = ("acted504", "acteddrop", "actedtimeout")
+ACTED_KINDS = ("acted504", "acteddrop", "actedtimeout", "actedhold")
+# Faults that hold the request until a test calls ``release()`` (or ``timeout_fault_seconds`` pass):
+# ``hold`` before Graph acts, ``actedhold`` after it acted and before it answers. ``wait_held()`` says when
+# a request is being held, so a test can fault the caller (kill it, stop its storage) inside the call.
+HOLD_KINDS = ("hold", "actedhold")
 FAULT_KINDS = (
     "400",
     "401",
@@ -100,6 +109,7 @@ FAULT_KINDS = (
     "504",
     "timeout",
     "drop",
+    "hold",
     *ACTED_KINDS,
 )
 FAULT_ERRORS = {
@@ -236,6 +246,8 @@ class Recorded:
     status: int | None = None
     fault: str | None = None  # the fault kind applied, if any
     acted: bool = False  # an acted fault performed the write before losing its answer
+    held: bool = False  # a hold fault kept it waiting for release()
+    caller_gone: bool | None = None  # for a held request: had the caller hung up when it was released?
 
 
 RID = web.RequestKey("rid", str)
@@ -259,6 +271,11 @@ class GraphEmulator:
         self.invitations: list[dict[str, Any]] = []
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
+        old = getattr(self, "_released", None)
+        if old is not None:
+            old.set()  # nothing stays held across a reset
+        self._released = asyncio.Event()
+        self._holding: dict[int, web.Request] = {}
         # Mail sent through sendMail, in order: {sender, to, cc, subject, contentType, body, at}.
         self.sent_mails: list[dict[str, Any]] = []
         self._buckets()
@@ -322,6 +339,45 @@ class GraphEmulator:
                 return fault
         return None
 
+    async def _hold(self, request: web.Request) -> None:
+        """Keep ``request`` waiting until ``release()`` (bounded by ``timeout_fault_seconds``)."""
+        rec = request[REC]
+        rec.held = True
+        self._holding[rec.seq] = request
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), self.config.timeout_fault_seconds)
+        finally:
+            del self._holding[rec.seq]
+            rec.caller_gone = self.caller_gone(request)
+
+    @staticmethod
+    def caller_gone(request: web.Request) -> bool:
+        """True once the client of ``request`` has closed its connection (or died)."""
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    def holding(self) -> list[Recorded]:
+        """The requests a hold fault is keeping waiting right now."""
+        return [request[REC] for request in self._holding.values()]
+
+    def hung_up(self, rec: Recorded) -> bool:
+        """True once the caller of the held request ``rec`` has closed its connection (or died)."""
+        request = self._holding.get(rec.seq)
+        return rec.caller_gone is True if request is None else self.caller_gone(request)
+
+    async def wait_held(self, count: int = 1, timeout: float = 30.0) -> list[Recorded]:
+        """Wait until at least ``count`` requests are held; those held then (TimeoutError if too few came)."""
+        async with asyncio.timeout(timeout):
+            while len(self._holding) < count:
+                await asyncio.sleep(0.02)
+        return self.holding()
+
+    def release(self) -> None:
+        """Let every held request go on; later hold faults hold again."""
+        self._released.set()
+        self._released = asyncio.Event()
+
     async def _apply_fault(self, fault: Fault, request: web.Request, rid: str) -> web.StreamResponse:
         request[REC].fault = fault.kind
         kind = fault.kind.removeprefix("acted")
@@ -346,6 +402,15 @@ class GraphEmulator:
         fault = self._fault(operation, address)
         if fault is None:
             return perform()
+        if fault.kind in HOLD_KINDS:
+            request[REC].fault = fault.kind
+            if fault.kind == "hold":
+                await self._hold(request)
+                return perform()
+            done = perform()
+            request[REC].acted = done.status < 300
+            await self._hold(request)
+            return done
         if fault.kind not in ACTED_KINDS:
             return await self._apply_fault(fault, request, request[RID])
         done = perform()
@@ -952,6 +1017,11 @@ class GraphEmulator:
             self._buckets()
         return web.json_response(asdict(self.config))
 
+    async def ctl_release(self, _: web.Request) -> web.Response:
+        held = len(self._holding)
+        self.release()
+        return web.json_response({"released": held})
+
     async def ctl_reset(self, _: web.Request) -> web.Response:
         self.reset()
         return web.json_response({"reset": True})
@@ -980,6 +1050,7 @@ class GraphEmulator:
         r.add_route("*", "/_emulator/users", self.ctl_users)
         r.add_route("*", "/_emulator/groups", self.ctl_groups)
         r.add_route("*", "/_emulator/config", self.ctl_config)
+        r.add_post("/_emulator/release", self.ctl_release)
         r.add_post("/_emulator/reset", self.ctl_reset)
         return app
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -176,3 +178,51 @@ def test_cli_refuses_unknown_fault_kinds() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="acted504"):
         parse_fault("acted418")
     json.dumps([parse_fault("drop").__dict__])
+
+
+async def test_hold_keeps_the_request_until_released_and_then_acts(
+    graph: httpx.AsyncClient, emulator: GraphEmulator
+) -> None:
+    """``hold``: the request waits in Graph's hands, nothing done, until release(); then it is performed."""
+    emulator.faults.append(Fault(kind="hold", address="held@fabrikam.com", times=1))
+    call = asyncio.create_task(graph.post("/v1.0/invitations", json=_invitation("held@fabrikam.com")))
+    [held] = await emulator.wait_held(1, timeout=5)
+    assert held.held and emulator.invitations == [] and not call.done()
+    emulator.release()
+    answer = await call
+    assert answer.status_code == 201 and len(emulator.invitations) == 1
+    assert held.caller_gone is False and emulator.holding() == []
+
+
+async def test_actedhold_acts_then_holds_and_sees_the_caller_hang_up(
+    graph_base: str, emulator: GraphEmulator
+) -> None:
+    """``actedhold``: Graph invites and mails, then holds the answer; a caller that goes away is seen gone."""
+    emulator.faults.append(Fault(kind="actedhold", address="gone@fabrikam.com", times=1))
+    async with httpx.AsyncClient(base_url=graph_base) as http:
+        token = await http.get(
+            "/msi/token",
+            params={"resource": "https://graph.microsoft.com", "api-version": "2019-08-01"},
+            headers={"X-IDENTITY-HEADER": IDENTITY_HEADER},
+        )
+        http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        call = asyncio.create_task(http.post("/v1.0/invitations", json=_invitation("gone@fabrikam.com")))
+        [held] = await emulator.wait_held(1, timeout=5)
+        assert held.acted and emulator.mails == {"gone@fabrikam.com": 1}
+        assert not emulator.hung_up(held)
+        call.cancel()  # the caller gives up: its connection closes
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+    async with asyncio.timeout(5):
+        while not emulator.hung_up(held):
+            await asyncio.sleep(0.02)
+    emulator.release()
+    async with asyncio.timeout(5):
+        while held.caller_gone is None:
+            await asyncio.sleep(0.02)
+    assert held.caller_gone is True
+
+
+async def test_wait_held_times_out_when_nothing_is_held(emulator: GraphEmulator) -> None:
+    with pytest.raises(TimeoutError):
+        await emulator.wait_held(1, timeout=0.1)
