@@ -32,7 +32,6 @@ from .storage import build_queue_client, build_storage_credential, build_table_c
 
 log = logging.getLogger(__name__)
 
-LEASE_MARGIN: Final = 10.0
 # After an attempt that may have acted, wait at least this long (or the backoff cap, if lower) so that
 # Graph's eventually consistent directory shows the guest to the next attempt's read.
 AMBIGUOUS_DELAY: Final = 30.0
@@ -91,14 +90,14 @@ def lease_seconds(settings: Settings) -> float:
     """How long a claim protects a sign-up: longer than one attempt can take.
 
     An attempt is a directory read and one POST (each bounded by the Graph timeout),
-    the pacer's bounded wait, 429 pauses retried in place, and a margin for the
-    storage writes around them.
+    the pacer's bounded wait, 429 pauses retried in place, and a margin
+    (``LEASE_MARGIN_SECONDS``) for the storage writes around them.
     """
     return (
         2 * settings.graph_timeout_seconds
         + settings.graph_pacing_max_wait_seconds
         + settings.graph_throttle_max_wait_seconds
-        + LEASE_MARGIN
+        + settings.lease_margin_seconds
     )
 
 

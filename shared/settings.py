@@ -115,6 +115,8 @@ class Settings:
     graph_write_window_seconds: float
     graph_pacing_max_wait_seconds: float
     graph_throttle_max_wait_seconds: float
+    # Added to a claim's lease for the storage writes around an attempt (tests shorten it).
+    lease_margin_seconds: float
     graph_pacing_mode: str
     graph_invitation_budget: int
     graph_invitation_window_seconds: float
@@ -191,6 +193,7 @@ SETTING_KEYS: Final = (
     "GRAPH_WRITE_WINDOW_SECONDS",
     "GRAPH_PACING_MAX_WAIT_SECONDS",
     "GRAPH_THROTTLE_MAX_WAIT_SECONDS",
+    "LEASE_MARGIN_SECONDS",
     "GRAPH_PACING_MODE",
     "GRAPH_INVITATION_BUDGET",
     "GRAPH_INVITATION_WINDOW_SECONDS",
@@ -548,6 +551,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         graph_write_window_seconds=window,
         graph_pacing_max_wait_seconds=r.default("GRAPH_PACING_MAX_WAIT_SECONDS", 20.0, _positive_float),
         graph_throttle_max_wait_seconds=r.default("GRAPH_THROTTLE_MAX_WAIT_SECONDS", 60.0, _positive_float),
+        lease_margin_seconds=r.default("LEASE_MARGIN_SECONDS", 10.0, _positive_float),
         graph_pacing_mode=r.default("GRAPH_PACING_MODE", "shared", _one_of("shared", "local")),
         graph_invitation_budget=r.default("GRAPH_INVITATION_BUDGET", 150, _positive_int),
         graph_invitation_window_seconds=r.default("GRAPH_INVITATION_WINDOW_SECONDS", 5.0, _positive_float),

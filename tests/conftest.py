@@ -124,7 +124,7 @@ async def services(settings: Settings, emulator: GraphEmulator) -> AsyncIterator
         await built.aclose()
 
 
-# Lifecycle timers short enough for tests that wait on them: retries in seconds, a 20 s lease.
+# Lifecycle timers short enough for tests that wait on them: retries in seconds, a 13 s lease (2 × 3 + 2 + 3 + 2).
 FAST_TIMERS = {
     "GRAPH_TIMEOUT_SECONDS": "3",
     "GRAPH_PACING_MAX_WAIT_SECONDS": "2",
@@ -132,6 +132,7 @@ FAST_TIMERS = {
     "SIGNUP_RETRY_INITIAL_SECONDS": "1",
     "SIGNUP_RETRY_MAX_SECONDS": "4",
     "SIGNUP_QUEUED_GRACE_SECONDS": "5",
+    "LEASE_MARGIN_SECONDS": "2",
     "SWEEP_SCHEDULE": "*/2 * * * * *",
 }
 

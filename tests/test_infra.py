@@ -41,6 +41,7 @@ NOT_SET_IN_AZURE = {
     "AZURE_CLIENT_CERTIFICATE_PATH": "no secrets: Azure uses the managed identity",
     "AZURE_CLIENT_CERTIFICATE_PASSWORD": "no secrets: Azure uses the managed identity",
     "AZURE_FEDERATED_TOKEN_FILE": "no secrets: Azure uses the managed identity",
+    "LEASE_MARGIN_SECONDS": "a test knob (tests shorten the lease); Azure keeps the 10 s default",
 }
 
 # Keys the Functions host (not the app) reads.

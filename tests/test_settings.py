@@ -198,6 +198,7 @@ def test_every_settings_key_is_read() -> None:
             "GRAPH_WRITE_BUDGET": "10",
             "GRAPH_WRITE_WINDOW_SECONDS": "5",
             "GRAPH_PACING_MAX_WAIT_SECONDS": "3",
+            "LEASE_MARGIN_SECONDS": "2",
             "GRAPH_THROTTLE_MAX_WAIT_SECONDS": "4",
             "GRAPH_PACING_MODE": "local",
             "GRAPH_INVITATION_BUDGET": "15",
