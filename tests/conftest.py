@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from devhost.processes import azurite_connection_string, free_port, start_azurite
+from devhost.processes import Service, azurite_connection_string, free_port, start_azurite, start_devhost
 from graph_emulator.server import Config, GraphEmulator
 from shared.services import Services, build_services
 from shared.settings import Settings, load_settings
@@ -175,6 +177,23 @@ def host_env(azurite: str, graph: str, **extra: str) -> dict[str, str]:
         **unique_names(),
         **extra,
     }
+
+
+async def start_host(env: Mapping[str, str], logs: Path) -> tuple[Service, str]:
+    """Start a local host process off the event loop (which goes on serving the emulator); (service, URL)."""
+    port = free_port()
+    service = await asyncio.to_thread(start_devhost, port, env, logs, settings_file=logs / "none.json")
+    return service, f"http://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def running_host(env: Mapping[str, str], logs: Path) -> AsyncIterator[tuple[Service, str]]:
+    """A local host for the block, started and stopped off the event loop; (service, URL)."""
+    service, url = await start_host(env, logs)
+    try:
+        yield service, url
+    finally:
+        await asyncio.to_thread(service.stop)
 
 
 def problem_of(body: Any) -> dict[str, Any]:
