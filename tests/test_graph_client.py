@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -164,6 +165,13 @@ async def _directory_for(
 
 
 SAM = Invitation("sam@fabrikam.com", "Sam", OPTIONS)
+SAM_BODY = {
+    "invitedUserEmailAddress": "sam@fabrikam.com",
+    "inviteRedirectUrl": "https://myapps.microsoft.com",
+    "invitedUserDisplayName": "Sam",
+    "invitedUserType": "Guest",
+    "sendInvitationMessage": True,
+}
 
 
 @pytest.mark.parametrize(
@@ -361,21 +369,22 @@ def test_transport_failures_by_whether_anything_was_sent(
 
 async def test_429_is_retried_after_retry_after(directory: MsGraphDirectory, emulator: GraphEmulator) -> None:
     """A throttled POST was not acted on, so it is sent again once Retry-After has passed."""
-    emulator.faults.append(Fault(kind="429", times=1))
+    emulator.faults.append(Fault(kind="429", times=1, retry_after=0.5))
     started = time.monotonic()
     result = await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
     assert result.invited_user_id
     assert [p.status for p in _posts(emulator)] == [429, 201]
-    assert time.monotonic() - started >= 2.0  # the fault's Retry-After
+    assert time.monotonic() - started >= 0.5  # the fault's Retry-After
 
 
-async def test_429_past_the_wait_limit_is_transient(directory: MsGraphDirectory, emulator: GraphEmulator) -> None:
+async def test_429_past_the_wait_limit_is_transient(settings: Settings, emulator: GraphEmulator) -> None:
     """Throttling that outlasts max_throttle_wait goes back to the queue as transient."""
-    emulator.faults.append(Fault(kind="429", times=10))
-    with pytest.raises(TransientGraphError) as info:
-        await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
+    emulator.faults.append(Fault(kind="429", times=10, retry_after=0.5))
+    async with _directory_for(settings, max_throttle_wait=1.25) as directory:
+        with pytest.raises(TransientGraphError) as info:
+            await directory.invite(Invitation("sam@fabrikam.com", "Sam", OPTIONS))
     assert info.value.status == 429
-    assert len(_posts(emulator)) == 3  # 5 s budget, 2 s each: two retries
+    assert len(_posts(emulator)) == 3  # 1.25 s budget, 0.5 s each: two retries
 
 
 async def test_a_slot_beyond_max_pacing_wait_defers_without_sending(
@@ -540,10 +549,20 @@ def test_credential_construction(extra: dict[str, str], kind: str, cls: str, tmp
     assert settings.authority_host == "login.microsoftonline.us"
 
 
-def test_emulator_request_log_is_json_serialisable(emulator: GraphEmulator) -> None:
-    """The request log the tests and benchmarks read is plain JSON."""
-    emulator.add_user(displayName="x", mail="x@y.com")
-    json.dumps([r.__dict__ for r in emulator.requests])
+async def test_emulator_request_log_is_json_serialisable(
+    directory: MsGraphDirectory, emulator: GraphEmulator, graph_base: str
+) -> None:
+    """The request log the tests and benchmarks read (/_emulator/requests) is plain JSON, bodies included."""
+    emulator.faults.append(Fault(kind="acted504", times=1))
+    with pytest.raises(AmbiguousGraphError):
+        await directory.invite(SAM)
+    await directory.find_users_by_email("sam@fabrikam.com")
+    assert [r.operation for r in emulator.requests] == ["invitation", "list-users"]
+    async with httpx.AsyncClient(base_url=graph_base) as http:
+        served = (await http.get("/_emulator/requests")).json()
+    assert served == json.loads(json.dumps([dataclasses.asdict(r) for r in emulator.requests]))
+    [post] = [r for r in served if r["operation"] == "invitation"]
+    assert post["body"] == SAM_BODY and (post["status"], post["fault"], post["acted"]) == (504, "acted504", True)
 
 
 class ScopeRecordingCredential:
@@ -621,7 +640,7 @@ async def test_writes_carry_throttle_priority_and_draw_on_the_shared_budget(
 
 async def test_a_429_reaches_the_shared_state(settings: Settings, emulator: GraphEmulator) -> None:
     """A 429 met by one instance blocks the shared schedule, so another instance's next slot waits for it."""
-    emulator.faults.append(Fault(kind="429", times=1))
+    emulator.faults.append(Fault(kind="429", times=1, retry_after=0.5))
     async with _shared(settings, max_throttle_wait=10) as (directory, store):
         await directory.invite(Invitation("throttled@fabrikam.com", "T", OPTIONS))
         state = await store.read(WRITES)
