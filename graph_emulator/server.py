@@ -276,6 +276,7 @@ class GraphEmulator:
             old.set()  # nothing stays held across a reset
         self._released = asyncio.Event()
         self._holding: dict[int, web.Request] = {}
+        self._held_more = asyncio.Event()
         # Mail sent through sendMail, in order: {sender, to, cc, subject, contentType, body, at}.
         self.sent_mails: list[dict[str, Any]] = []
         self._buckets()
@@ -344,6 +345,7 @@ class GraphEmulator:
         rec = request[REC]
         rec.held = True
         self._holding[rec.seq] = request
+        self._held_more.set()
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._released.wait(), self.config.timeout_fault_seconds)
@@ -366,11 +368,12 @@ class GraphEmulator:
         request = self._holding.get(rec.seq)
         return rec.caller_gone is True if request is None else self.caller_gone(request)
 
-    async def wait_held(self, count: int = 1, timeout: float = 30.0) -> list[Recorded]:
+    async def wait_held(self, count: int = 1, within: float = 30.0) -> list[Recorded]:
         """Wait until at least ``count`` requests are held; those held then (TimeoutError if too few came)."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while len(self._holding) < count:
-                await asyncio.sleep(0.02)
+                self._held_more.clear()
+                await self._held_more.wait()
         return self.holding()
 
     def release(self) -> None:

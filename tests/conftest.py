@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,17 @@ def host_env(azurite: str, graph: str, **extra: str) -> dict[str, str]:
         **unique_names(),
         **extra,
     }
+
+
+async def eventually(check: Callable[[], object], within: float, what: str, every: float = 0.02) -> None:
+    """Poll ``check()`` until it is true; AssertionError naming ``what`` after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        if check():
+            return
+        assert loop.time() < deadline, f"{what}: not so after {within:g} s"
+        await asyncio.sleep(every)
 
 
 async def start_host(env: Mapping[str, str], logs: Path) -> tuple[Service, str]:

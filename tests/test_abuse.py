@@ -4,20 +4,20 @@ local stand-in of the provider's verify endpoint, and all of them through the lo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
 
-from devhost.processes import Service, free_port, start_devhost
+from devhost.processes import free_port
 from graph_emulator.server import GraphEmulator
 from shared.abuse import FormTokens, TableRateLimiter, client_ip
 from shared.abuse.captcha import CaptchaUnavailable, CaptchaVerifier
 from shared.settings import Settings
 from shared.storage import build_table_client
-from tests.conftest import host_env, problem_of
+from tests.conftest import host_env, problem_of, running_host
 
 
 def test_form_tokens() -> None:
@@ -96,9 +96,9 @@ async def test_captcha_verification_fails_closed(provider: dict[str, Any]) -> No
 
 
 @pytest.fixture(scope="module")
-def guarded_host(
+async def guarded_host(
     azurite: str, emulator_server: tuple[GraphEmulator, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
+) -> AsyncIterator[dict[str, Any]]:
     """A host with tight limits, terms, a form-token secret, CORS for one origin and a CAPTCHA stand-in."""
     logs = tmp_path_factory.mktemp("abuse")
     captcha_port = free_port()
@@ -117,12 +117,8 @@ def guarded_host(
         CAPTCHA_SECRET="shh",
         CAPTCHA_VERIFY_URL=f"http://127.0.0.1:{captcha_port}/siteverify",
     )
-    port = free_port()
-    service: Service = start_devhost(port, env, logs, settings_file=logs / "none.json")
-    try:
-        yield {"url": f"http://127.0.0.1:{port}", "captcha_port": captcha_port}
-    finally:
-        service.stop()
+    async with running_host(env, logs) as (_, url):
+        yield {"url": url, "captcha_port": captcha_port}
 
 
 @pytest.fixture

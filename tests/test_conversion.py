@@ -9,14 +9,13 @@ import csv
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from devhost.processes import Service, free_port, start_devhost
 from graph_emulator.populate import conversion_users, write_input
 from graph_emulator.server import Fault, GraphEmulator
 from shared.conversion import Code, ConversionOptions, Converter, precheck
@@ -24,7 +23,7 @@ from shared.graph.client import MsGraphDirectory, build_credential, build_graph_
 from shared.graph.directory import DirectoryUser, InvitationOptions
 from shared.graph.pacing import WritePacer
 from shared.settings import Settings
-from tests.conftest import FUNCTION_KEY, host_env
+from tests.conftest import FUNCTION_KEY, host_env, running_host
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = InvitationOptions(redirect_url="https://myapps.microsoft.com")
@@ -174,18 +173,11 @@ async def test_bulk_interrupted_and_resumed_converts_each_user_exactly_once(
 
 
 @pytest.fixture(scope="module")
-def host(
+async def host(
     azurite: str, emulator_server: tuple[GraphEmulator, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    logs = tmp_path_factory.mktemp("convert")
-    port = free_port()
-    service: Service = start_devhost(
-        port, host_env(azurite, emulator_server[1]), logs, settings_file=logs / "none.json"
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        service.stop()
+) -> AsyncIterator[str]:
+    async with running_host(host_env(azurite, emulator_server[1]), tmp_path_factory.mktemp("convert")) as (_, url):
+        yield url
 
 
 @pytest.mark.e2e

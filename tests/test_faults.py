@@ -21,7 +21,7 @@ import pytest
 
 from devhost.processes import Service, azurite_connection_string, free_port, start_azurite
 from graph_emulator.server import Fault, GraphEmulator
-from tests.conftest import host_env, start_host
+from tests.conftest import eventually, host_env, start_host
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -154,9 +154,8 @@ async def test_azurite_paused_while_invitations_are_in_flight(stack: Stack, emul
         try:
             emulator.faults.clear()  # hold no more: what arrives from now on is answered at once
             emulator.release()
-            async with asyncio.timeout(5):  # Graph answers while storage cannot be written
-                while any(r.status is None for r in in_hand):
-                    await asyncio.sleep(0.02)
+            # Graph answers while storage cannot be written.
+            await eventually(lambda: all(r.status is not None for r in in_hand), 5, "Graph answers the held calls")
             assert all(r.status == 201 and r.caller_gone is False for r in in_hand)
             await asyncio.sleep(12)
         finally:
@@ -214,9 +213,8 @@ async def test_host_killed_mid_invitation_and_restarted(stack: Stack, emulator: 
     os.killpg(stack.host.process.pid, signal.SIGKILL)
     await asyncio.to_thread(stack.host.process.wait)
     stack.host = None
-    async with asyncio.timeout(5):  # the kill happened inside the call: its caller is gone
-        while not emulator.hung_up(held):
-            await asyncio.sleep(0.02)
+    # The kill happened inside the call: the emulator, still holding it, sees its caller gone.
+    await eventually(lambda: emulator.hung_up(held), 5, "the killed host's connection closes")
     emulator.release()  # Graph's answer goes nowhere
     await stack.start_host()
     async with httpx.AsyncClient(base_url=stack.url, timeout=10) as client:
@@ -239,9 +237,7 @@ async def test_burst_of_a_thousand_mixed_signups(stack: Stack, emulator: GraphEm
         urls = list(await asyncio.gather(*(submit(client, a) for a in addresses)))
         # Watch the emulator's count first (as bench/common.py does): polling a thousand statuses each second
         # would compete with the drain it waits for.
-        async with asyncio.timeout(180):
-            while len(emulator.invitations) < 600:
-                await asyncio.sleep(0.5)
+        await eventually(lambda: len(emulator.invitations) >= 600, 180, "600 invitations performed", every=0.5)
         views = await settle(client, urls, within=60)
     assert len(urls) == 1000 and {v["status"] for v in views} == {"invited"}
     performed = [r for r in emulator.requests if r.operation == "invitation" and r.status == 201]

@@ -7,16 +7,15 @@ import asyncio
 import base64
 import html
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from devhost.processes import Service, free_port, start_devhost
 from graph_emulator.server import GraphEmulator
-from tests.conftest import FUNCTION_KEY, host_env, problem_of
+from tests.conftest import FUNCTION_KEY, host_env, problem_of, running_host
 
 pytestmark = pytest.mark.e2e
 
@@ -25,36 +24,27 @@ GROUPS = ("3f7c2d1e-9a4b-4c8d-b1e2-5a6f7c8d9e01", "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1
 KEY = {"x-functions-key": FUNCTION_KEY}
 
 
-def _start(azurite: str, graph: str, logs: Path, **extra: str) -> Iterator[str]:
-    env = host_env(azurite, graph, SIGNUP_POLICY=REVIEW_POLICY, ORGANISATION_NAME="Contoso", **extra)
-    port = free_port()
-    service: Service = start_devhost(port, env, logs, settings_file=logs / "none.json")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        service.stop()
+def _env(azurite: str, graph: str, **extra: str) -> dict[str, str]:
+    return host_env(azurite, graph, SIGNUP_POLICY=REVIEW_POLICY, ORGANISATION_NAME="Contoso", **extra)
 
 
 @pytest.fixture(scope="module")
-def keyed_host(
+async def keyed_host(
     azurite: str, emulator_server: tuple[GraphEmulator, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+) -> AsyncIterator[str]:
     """A host whose admin routes take function keys (the default)."""
-    yield from _start(azurite, emulator_server[1], tmp_path_factory.mktemp("keyed"))
+    async with running_host(_env(azurite, emulator_server[1]), tmp_path_factory.mktemp("keyed")) as (_, url):
+        yield url
 
 
 @pytest.fixture(scope="module")
-def easy_auth_host(
+async def easy_auth_host(
     azurite: str, emulator_server: tuple[GraphEmulator, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+) -> AsyncIterator[str]:
     """A host standing in for App Service Authentication, the admin routes needing the approver role."""
-    yield from _start(
-        azurite,
-        emulator_server[1],
-        tmp_path_factory.mktemp("easyauth"),
-        DEVHOST_EASY_AUTH="1",
-        MANAGE_EASY_AUTH_ROLE="Signup.Approve",
-    )
+    env = _env(azurite, emulator_server[1], DEVHOST_EASY_AUTH="1", MANAGE_EASY_AUTH_ROLE="Signup.Approve")
+    async with running_host(env, tmp_path_factory.mktemp("easyauth")) as (_, url):
+        yield url
 
 
 @pytest.fixture
@@ -203,7 +193,8 @@ async def test_group_assignment_survives_graph_faults(client: httpx.AsyncClient,
     deadline = asyncio.get_running_loop().time() + 40
     while True:
         detail = (await client.get(f"/api/manage/signups/{sid}", headers=KEY)).json()
-        if detail["status"] == "invited" and all(g["state"] == "done" for g in detail["groups"]):
+        done = detail["status"] == "invited" and all(g["state"] == "done" for g in detail["groups"])
+        if done and emulator.sent_mails:  # the mail follows the groups' last step: wait for it too
             break
         assert asyncio.get_running_loop().time() < deadline, detail
         await asyncio.sleep(0.3)
