@@ -6,6 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from azure.data.tables.aio import TableClient
 from azure.storage.queue.aio import QueueClient
 
+from devhost.processes import free_port, port_open
 from shared.errors import ConcurrencyConflict, StorageError
 from shared.lifecycle.intake import Admission, Intake, Timers
 from shared.lifecycle.models import Status
@@ -104,18 +106,19 @@ async def test_unknown_id_reads_as_none(store: TableSignupStore) -> None:
     assert await store.get("A" * 22) is None
 
 
+def _closed(connection: str, service: str) -> str:
+    """``connection`` with ``service``'s endpoint on a port nothing listens on: a valid URL, a refused connection."""
+    port = free_port()
+    closed, count = re.subn(rf"({service}Endpoint=http://127\.0\.0\.1:)\d+/", rf"\g<1>{port}/", connection)
+    assert count == 1 and not port_open(port), connection
+    return closed
+
+
 async def test_enqueue_failure_rolls_back_the_record(
     settings: Settings, app_env: dict[str, str], table: TableClient, store: TableSignupStore
 ) -> None:
     """If the queue is unreachable the record is deleted again and StorageError raised (503 upstream)."""
-    broken = load_settings(
-        {
-            **app_env,
-            "AzureWebJobsStorage": app_env["AzureWebJobsStorage"].replace(
-                "QueueEndpoint=http://127.0.0.1:", "QueueEndpoint=http://127.0.0.1:1"
-            ),
-        }
-    )
+    broken = load_settings({**app_env, "AzureWebJobsStorage": _closed(app_env["AzureWebJobsStorage"], "Queue")})
     bad_client = build_queue_client(broken)
     ids: list[str] = []
     intake = _intake(table, store, StorageQueue(bad_client), new_id=lambda: ids.append("B" * 22) or ids[-1])
@@ -241,14 +244,7 @@ async def test_missing_table_is_a_storage_fault_not_a_missing_record(
 
 async def test_table_creation_is_tried_again_after_a_transient_failure(app_env: dict[str, str]) -> None:
     """Creation that failed (storage unreachable) is not remembered as done: the next use creates the table."""
-    unreachable = load_settings(
-        {
-            **app_env,
-            "AzureWebJobsStorage": app_env["AzureWebJobsStorage"].replace(
-                "TableEndpoint=http://127.0.0.1:", "TableEndpoint=http://127.0.0.1:1"
-            ),
-        }
-    )
+    unreachable = load_settings({**app_env, "AzureWebJobsStorage": _closed(app_env["AzureWebJobsStorage"], "Table")})
     bad = build_table_client(unreachable)
     good = build_table_client(load_settings(app_env))
     store = TableSignupStore(bad)
