@@ -96,13 +96,39 @@ def test_queue_triggers_name_the_queue_through_app_settings() -> None:
 
 
 def test_host_json_matches_what_the_code_assumes(repo_root: Path) -> None:
-    """The enqueue encoding comes from host.json; the host's own retries are only a safety net."""
+    """host.json's queue options are the ones the app and the local host are built for: messages in the
+    encoding the app enqueues, a 2 s poll, host retries only as a safety net behind the worker's own."""
     host = json.loads((repo_root / "host.json").read_text())
-    options = QueueOptions.from_host_json(host)
-    assert options.message_encoding == QUEUE_MESSAGE_ENCODING
-    assert queue_options() == options
-    assert options.max_dequeue_count >= 2
     assert host["extensions"]["http"]["routePrefix"] == "api"
+    options = queue_options()
+    assert options.message_encoding == QUEUE_MESSAGE_ENCODING == "base64"
+    assert options == QueueOptions(
+        batch_size=32,
+        new_batch_threshold=16,
+        max_polling_interval=2.0,
+        visibility_timeout=10.0,
+        max_dequeue_count=5,
+        message_encoding="base64",
+    )
+
+
+def test_queue_options_read_the_file_and_fill_the_hosts_defaults(tmp_path: Path) -> None:
+    """Values come from the file given, TimeSpans are converted, and absent keys take the host's defaults."""
+    path = tmp_path / "host.json"
+    path.write_text(
+        json.dumps(
+            {"extensions": {"queues": {"batchSize": 8, "maxPollingInterval": "00:00:07.5", "messageEncoding": "None"}}}
+        )
+    )
+    assert queue_options(path) == QueueOptions(
+        batch_size=8,
+        new_batch_threshold=4,  # half the batch, as the host does
+        max_polling_interval=7.5,
+        visibility_timeout=0.0,
+        max_dequeue_count=5,
+        message_encoding="none",
+    )
+    assert QueueOptions.from_host_json({}) == QueueOptions(max_polling_interval=60.0)
 
 
 def test_trigger_layer_is_the_only_azure_functions_importer(repo_root: Path) -> None:
