@@ -102,6 +102,17 @@ def start(
     return Service(name, process, log_path)
 
 
+def _ready(service: Service, check: object, timeout: float, what: str) -> Service:
+    """``service`` once ``check()`` holds; stopped again if it never does or we are interrupted meanwhile
+    (it runs in its own process group: nothing else would stop it)."""
+    try:
+        wait_until(check, service, timeout, what)
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
 def wait_until(check: object, service: Service | None, timeout: float, what: str) -> None:
     """Poll ``check()`` until true; fail with the service's log if it exits or time runs out."""
     deadline = time.monotonic() + timeout
@@ -153,8 +164,7 @@ def start_azurite(data_dir: Path, log_dir: Path, blob: int, queue: int, table: i
         log_dir,
         echo=echo,
     )
-    wait_until(lambda: port_open(queue) and port_open(table), service, 30, "Azurite")
-    return service
+    return _ready(service, lambda: port_open(queue) and port_open(table), 30, "Azurite")
 
 
 def start_emulator(port: int, log_dir: Path, extra: Sequence[str] = (), echo: bool = False) -> Service:
@@ -165,8 +175,7 @@ def start_emulator(port: int, log_dir: Path, extra: Sequence[str] = (), echo: bo
         log_dir,
         echo=echo,
     )
-    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/_emulator/stats"), service, 30, "Graph emulator")
-    return service
+    return _ready(service, lambda: http_ok(f"http://127.0.0.1:{port}/_emulator/stats"), 30, "Graph emulator")
 
 
 def start_devhost(
@@ -177,5 +186,4 @@ def start_devhost(
     if settings_file is not None:
         argv += ["--settings", str(settings_file)]
     service = start("devhost", argv, log_dir, env=env, echo=echo)
-    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/admin/host/status"), service, 60, "function host")
-    return service
+    return _ready(service, lambda: http_ok(f"http://127.0.0.1:{port}/admin/host/status"), 60, "function host")

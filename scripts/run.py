@@ -12,12 +12,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -43,6 +45,29 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def stop_all(started: Sequence[Service]) -> None:
+    """Stop what was started, last first, each with a grace period.
+
+    A further Ctrl-C or SIGTERM meanwhile must not cut the clean-up short: Azurite runs in its own process
+    group and would outlive us, holding the ports the next ``make run`` needs. Instead it hurries the
+    clean-up: every service still running is killed at once (SIGKILL to its process group).
+    """
+
+    def hurry(*_: object) -> None:
+        for service in started:
+            if service.process.returncode is None:  # not reaped yet, so its process group is still ours
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(service.process.pid, signal.SIGKILL)
+
+    previous = {number: signal.signal(number, hurry) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for service in reversed(started):
+            service.stop()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def main() -> int:
     run_dir = ROOT / ".run"
     settings = ROOT / "local.settings.json"
@@ -52,10 +77,6 @@ def main() -> int:
 
     env = dict(os.environ)
     started: list[Service] = []
-
-    def stop_all(*_: object) -> None:
-        for service in reversed(started):
-            service.stop()
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -108,7 +129,7 @@ def main() -> int:
         print("\nstopping ...")
         return 0
     finally:
-        stop_all()
+        stop_all(started)
 
 
 if __name__ == "__main__":
