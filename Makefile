@@ -36,8 +36,11 @@ run: setup
 	$(PY) scripts/run.py
 
 ## The whole test suite; fixtures start and stop Azurite, the emulator and the host.
+## Three pytest-xdist workers (most tests wait on processes, not the CPU), one module per worker at a time
+## (--dist loadscope: a module's host is started once, and tests that measure a budget or timing run together).
+PYTEST_PARALLEL ?= -n 3 --dist loadscope
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 ## The unit and integration tests (not the end-to-end or browser ones) in a separate venv on Python 3.13, where
 ## azure-functions 2.x and the worker library azure-functions-runtime replace azure-functions 1.x.
@@ -78,7 +81,7 @@ check: setup check-infra
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 ## Screenshots of the pages (en and ja) into screenshots/ (git-ignored), from the browser tests.
 screenshots: setup

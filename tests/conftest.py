@@ -25,6 +25,17 @@ FUNCTION_KEY = "test-function-key"
 TEST_POLICY = str(Path(__file__).resolve().parent / "policies" / "test-domains.json")
 
 
+# The slowest modules, started first: with `make test`'s workers (--dist loadscope) the suite then ends
+# about when they do, instead of one of them starting last.
+SLOW_FIRST = ("test_faults.py", "test_pages_browser.py", "test_scale.py", "test_conversion.py", "test_e2e.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the slowest modules first (stable otherwise)."""
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh Azurite on free ports; yields its connection string."""
