@@ -557,7 +557,8 @@ async def test_emulator_request_log_is_json_serialisable(
     with pytest.raises(AmbiguousGraphError):
         await directory.invite(SAM)
     await directory.find_users_by_email("sam@fabrikam.com")
-    assert [r.operation for r in emulator.requests] == ["invitation", "list-users"]
+    # A token request shows too when this process had no token yet.
+    assert [r.operation for r in emulator.requests if r.operation != "msi-token"] == ["invitation", "list-users"]
     async with httpx.AsyncClient(base_url=graph_base) as http:
         served = (await http.get("/_emulator/requests")).json()
     assert served == json.loads(json.dumps([dataclasses.asdict(r) for r in emulator.requests]))
