@@ -46,7 +46,7 @@ from . import doubt
 from .admission import Admission
 from .models import DIRECTORY_FACT_CODES, Signup, Status, Step, utcnow
 from .queue import SignupQueue
-from .store import SKIPPED_BUCKET, DueEntry, DueIndex, SignupStore, bucket_of, next_bucket
+from .store import SKIPPED_BUCKET, DueEntry, DueIndex, SignupStore, bucket_of, bucket_start, next_bucket
 from .timers import Timers
 from .transitions import Event
 from .writes import write
@@ -156,7 +156,7 @@ class Sweeper:
     async def _received(self, minute: str, now: datetime, report: SweepReport) -> bool:
         """Requests received one grace before ``minute`` and never admitted (their message was lost)."""
         grace = timedelta(seconds=self._timers.queued_grace)
-        origin = bucket_of(datetime.strptime(minute, "%Y%m%d%H%M").replace(tzinfo=now.tzinfo) - grace)
+        origin = bucket_of(bucket_start(minute) - grace)
         try:
             for signup in await self._store.received_in(origin):
                 await self._index.add(DueEntry(bucket_of(now + grace), signup.id))
