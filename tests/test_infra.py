@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
+from shared.errors import ConfigurationError
 from shared.settings import EXTERNAL_KEYS, SETTING_KEYS, load_settings
 
 INFRA = Path(__file__).resolve().parent.parent / "infra"
@@ -168,9 +169,25 @@ class Resolver:
 
 @pytest.fixture(scope="module")
 def app_settings(main: dict[str, Any]) -> dict[str, str]:
-    """The function app's settings as the template sets them, resolved as the module docstring says."""
+    """The function app's settings as the template sets them, resolved as the module docstring says; a Key Vault
+    reference as the platform resolves it, to the secret's value."""
     resolver = Resolver(main)
-    return {key: resolver.value(value) for key, value in main["variables"]["appSettings"]["value"].items()}
+    settings = {key: resolver.value(value) for key, value in main["variables"]["appSettings"]["value"].items()}
+    return {
+        key: "value-of-the-key-vault-secret" if value.startswith("@Microsoft.KeyVault(") else value
+        for key, value in settings.items()
+    }
+
+
+def test_an_unresolved_key_vault_reference_is_refused(main: dict[str, Any]) -> None:
+    """App Service passes a reference it cannot resolve (no role on the vault, no secret) through unchanged;
+    the app must not sign form tokens with the reference's public text."""
+    resolver = Resolver(main)
+    raw = {key: resolver.value(value) for key, value in main["variables"]["appSettings"]["value"].items()}
+    assert raw["FORM_TOKEN_SECRET"].startswith("@Microsoft.KeyVault(SecretUri=")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(raw)
+    assert "FORM_TOKEN_SECRET" in str(raised.value) and "Key Vault Secrets User" in str(raised.value)
 
 
 def _function_app_module(main: dict[str, Any]) -> dict[str, Any]:
