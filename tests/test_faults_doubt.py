@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 __all__ = ["own_azurite", "stack"]  # fixtures, imported for pytest
 
 KEY = {"x-functions-key": FUNCTION_KEY}
+REVIEW_POLICY = str(Path(__file__).resolve().parent / "policies" / "review.json")  # northwind has approvers
 
 
 async def test_lost_answer_then_graph_dark_past_the_deadline(stack: Stack, emulator: GraphEmulator) -> None:
@@ -59,7 +60,7 @@ async def test_two_pending_requests_for_one_address_make_one_review(stack: Stack
     """Defect 5: a second request while one is pending links to it (one approvers' mail, one item to decide);
     approving the first invites once and the second follows it, with no review or mail of its own."""
     address = "twice@northwind.com"
-    stack.start_host(SIGNUP_POLICY=str(Path(__file__).resolve().parent / "policies" / "review.json"))
+    stack.start_host(SIGNUP_POLICY=REVIEW_POLICY)
     async with httpx.AsyncClient(base_url=stack.url, timeout=10) as client:
         first, second = await submit(client, address), await submit(client, address.upper())
         ids = {url.rsplit("/", 1)[1]: url for url in (first, second)}
