@@ -462,6 +462,9 @@ var appSettings = {
   // Application Insights, Entra-authenticated ingestion as the identity.
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identity.outputs.clientId}'
+  // host.json's telemetryMode OpenTelemetry: the Python worker joins the host's traces (shared/telemetry).
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
+  TELEMETRY_CONSOLE: 'false'
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ HOST_KEYS = {
     "AzureWebJobsStorage__blobServiceUri",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_ENABLE_OPENTELEMETRY",  # the Python worker's switch for telemetryMode OpenTelemetry
 }
 # Built-in Azure role definition ids, as Microsoft documents them.
 AZURE_ROLES = {

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
+from .. import telemetry
 from ..audit import AuditEntry, AuditLog
 from ..errors import ConcurrencyConflict, IllegalTransition, StorageError
 from . import doubt
@@ -279,6 +280,7 @@ class Sweeper:
             return True
         revived = await self._admission.revive(signup, Event.REVIVE)
         report.revived.append(signup.id)
+        telemetry.count("sweeper.revivals")
         log.warning("sweeper.revived signup_id=%s status=%s", signup.id, revived.status.value)
         return True
 
