@@ -120,6 +120,15 @@ param signupRetryDeadlineSeconds string = '86400'
 @description('SIGNUP_DOUBT_CAP_SECONDS: how long after its deadline a request that may have invited keeps reading the directory before it ends unknown.')
 param signupDoubtCapSeconds string = '259200'
 
+@description('Mail address for the operations alerts (docs/operations.md); empty: the alert rules fire in the portal only.')
+param alertEmail string = ''
+
+@description('Failed invitations within 15 minutes that raise an alert.')
+param alertFailedThreshold int = 10
+
+@description('Hours without a successful invitation, while sign-ups arrive, that raise an alert.')
+param alertNoInvitationHours int = 6
+
 @description('SIGNUP_REPEAT_WINDOW_SECONDS: window in which a repeated sign-up for the same address is answered with the earlier one.')
 param signupRepeatWindowSeconds string = '86400'
 
@@ -335,6 +344,20 @@ module monitoring 'br/public:avm/res/insights/component:0.8.0' = {
     workspaceResourceId: logAnalytics.outputs.resourceId
     disableLocalAuth: true // ingestion only with an Entra token (APPLICATIONINSIGHTS_AUTHENTICATION_STRING)
     retentionInDays: logRetentionDays // a workspace-based component keeps its data in the workspace
+  }
+}
+
+// Alert rules (mailed to alertEmail) and a workbook over the app's OpenTelemetry data.
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.resourceId
+    alertEmail: alertEmail
+    failedThreshold: alertFailedThreshold
+    noInvitationHours: alertNoInvitationHours
   }
 }
 
