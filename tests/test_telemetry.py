@@ -78,3 +78,14 @@ def test_the_lifecycle_counts_decisions_and_final_statuses() -> None:
     data = _READER.get_metrics_data()
     names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
     assert {"signup.decisions", "signup.final", "signup.time_to_invite", "signup.attempts"} <= names
+
+
+async def test_the_sweeper_reports_how_overdue_its_oldest_entry_is() -> None:
+    """A queued request whose message was lost: the sweep that finds it records its age past due."""
+    kit = Kit()
+    await kit.sweeper.sweep()
+    await kit.submit()
+    kit.queue.sent.clear()
+    kit.pass_time(kit.timers.queued_grace + 300)
+    report = await kit.sweeper.sweep()
+    assert report.oldest_due is not None and 300 <= report.oldest_due <= 420
