@@ -32,6 +32,7 @@ class GuestRecord:
     sponsors: tuple[str, ...] = ()  # sponsor object ids set at invitation
     approvers: tuple[str, ...] = ()  # who approved it (or the profile's approvers, who review it)
     redeemed_at: datetime | None = None
+    reviewed_at: datetime | None = None  # the last review someone answered (reviews count from it)
     due_at: datetime | None = None  # when its rules next need a look; None: no rule applies
     state: GuestState = GuestState.ACTIVE
     reminders: int = 0  # reminders sent for an unredeemed invitation

@@ -91,6 +91,7 @@ def to_entity(record: GuestRecord) -> dict[str, Any]:
         "sponsors": json.dumps(list(record.sponsors)),
         "approvers": json.dumps(list(record.approvers)),
         "redeemedAt": record.redeemed_at,
+        "reviewedAt": record.reviewed_at,
         "dueAt": record.due_at,
         "state": record.state.value,
         "reminders": record.reminders,
@@ -112,6 +113,7 @@ def from_entity(entity: Mapping[str, Any], etag: str | None) -> GuestRecord:
         sponsors=tuple(json.loads(entity.get("sponsors") or "[]")),
         approvers=tuple(json.loads(entity.get("approvers") or "[]")),
         redeemed_at=_moment(entity.get("redeemedAt")),
+        reviewed_at=_moment(entity.get("reviewedAt")),
         due_at=_moment(entity.get("dueAt")),
         state=GuestState(entity.get("state", GuestState.ACTIVE.value)),
         reminders=int(entity.get("reminders", 0)),
@@ -140,8 +142,8 @@ class TableGuestRegister:
             raise StorageError(f"could not register guest: {type(exc).__name__}") from exc
         return record.evolve(etag=str(meta.get("etag")))
 
+    # Reads never create the table (a dry run writes nothing): a missing table reads as empty.
     async def get(self, user_id: str) -> GuestRecord | None:
-        await self._ready()
         try:
             entity = await self._client.get_entity(GUEST_PREFIX + user_id, GUEST_ROW)
         except ResourceNotFoundError:
@@ -169,7 +171,6 @@ class TableGuestRegister:
     async def page(self, size: int, token: str | None) -> tuple[list[GuestRecord], str | None]:
         from ..lifecycle.store import decode_token, encode_token
 
-        await self._ready()
         # Every guest partition, and nothing else: "guest-" <= PartitionKey < "guest." ('.' follows '-').
         query = "PartitionKey ge @low and PartitionKey lt @high and RowKey eq @row"
         parameters = {"low": GUEST_PREFIX, "high": GUEST_PREFIX[:-1] + ".", "row": GUEST_ROW}
@@ -184,6 +185,8 @@ class TableGuestRegister:
                     found.append(from_entity(entity, entity.metadata.get("etag")))
             except StopAsyncIteration:
                 return found, None
+        except ResourceNotFoundError:
+            return [], None
         except AzureError as exc:
             raise StorageError(f"could not list registered guests: {type(exc).__name__}") from exc
         return found, encode_token(pages.continuation_token)
@@ -197,7 +200,6 @@ class TableGuestRegister:
             raise StorageError(f"could not schedule a guest: {type(exc).__name__}") from exc
 
     async def due(self, day: str, limit: int) -> list[GuestDue]:
-        await self._ready()
         entries: list[GuestDue] = []
         try:
             pages = self._client.query_entities(
@@ -208,6 +210,8 @@ class TableGuestRegister:
                     entries.append(GuestDue(day, str(entity["RowKey"])))
                     if len(entries) >= limit:
                         return entries
+        except ResourceNotFoundError:
+            return []
         except AzureError as exc:
             raise StorageError(f"could not read the guests due on {day}: {type(exc).__name__}") from exc
         return entries
