@@ -165,3 +165,15 @@ async def test_backfill_registers_every_invited_signup_once(table: TableClient) 
     assert (again.registered, again.already) == (0, 5)
     bounded = await backfill(store, register, POLICY, page_size=2, max_pages=1)
     assert bounded.read <= 2 and bounded.token is not None
+
+
+async def test_the_recorder_binds_register_policy_and_default_sponsors() -> None:
+    from shared.guests import GuestRecorder
+    from shared.policy import FixedPolicy
+
+    register = FakeGuestRegister()
+    recorder = GuestRecorder(register, FixedPolicy(POLICY), default_sponsors=("sponsor-from-settings",))
+    record = await recorder.record_invited(_signup(5, profile="plain"))
+    assert record is not None and record.sponsors == ("sponsor-from-settings",)
+    assert await recorder.record_invited(_signup(6, status=Status.QUEUED)) is None
+    assert list(register.records) == ["user-5"]

@@ -12,7 +12,7 @@ A guest that is not in the register was not made by the portal, and the portal n
 
 from __future__ import annotations
 
-from .recording import BackfillReport, backfill, record_invited
+from .recording import BackfillReport, GuestRecorder, backfill, record_invited
 from .records import GuestDue, GuestRecord, GuestState, first_due
 from .register import GuestRegister, TableGuestRegister, due_day
 
@@ -20,6 +20,7 @@ __all__ = [
     "BackfillReport",
     "GuestDue",
     "GuestRecord",
+    "GuestRecorder",
     "GuestRegister",
     "GuestState",
     "TableGuestRegister",

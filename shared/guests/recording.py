@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from ..lifecycle.models import Signup, Status, Step
 from ..lifecycle.store import SignupStore
 from ..policy.document import Policy
+from ..policy.loader import PolicySource
 from .records import GuestDue, GuestRecord, first_due
 from .register import GuestRegister, due_day
 
@@ -118,3 +119,25 @@ async def backfill(
         if token is None or (max_pages is not None and pages >= max_pages):
             break
     return BackfillReport(read, registered, already, skipped, token)
+
+
+class GuestRecorder:
+    """``record_invited`` bound to its register, the policy source and the settings' sponsors.
+
+    What the lifecycle holds (composed in ``shared/services.py``) and calls as
+    ``await recorder.record_invited(signup)`` once an ``invited`` status is stored.
+    """
+
+    def __init__(self, register: GuestRegister, policy: PolicySource, default_sponsors: tuple[str, ...] = ()) -> None:
+        self._register = register
+        self._policy = policy
+        self._default_sponsors = default_sponsors
+
+    async def record_invited(self, signup: Signup) -> GuestRecord | None:
+        """See the module function ``record_invited``: idempotent; ``StorageError`` when storage fails."""
+        return await record_invited(
+            signup,
+            register=self._register,
+            policy=await self._policy.current(),
+            default_sponsors=self._default_sponsors,
+        )
