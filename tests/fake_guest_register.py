@@ -16,6 +16,7 @@ class FakeGuestRegister:
         self.days: dict[str, set[str]] = {}
         self.reads = 0
         self._etags = itertools.count(1)
+        self.sweep_cursor: tuple[str, str] | None = None  # (day, etag)
 
     def _stamp(self, record: GuestRecord) -> GuestRecord:
         stamped = record.evolve(etag=f'W/"{next(self._etags)}"')
@@ -52,3 +53,14 @@ class FakeGuestRegister:
     async def unschedule(self, entries: list[GuestDue]) -> None:
         for entry in entries:
             self.days.get(entry.day, set()).discard(entry.user_id)
+
+    async def cursor(self) -> tuple[str | None, str | None]:
+        self.reads += 1
+        return self.sweep_cursor if self.sweep_cursor is not None else (None, None)
+
+    async def advance(self, day: str, etag: str | None) -> str | None:
+        current = self.sweep_cursor[1] if self.sweep_cursor is not None else None
+        if etag != current:
+            return None
+        self.sweep_cursor = (day, f'W/"{next(self._etags)}"')
+        return self.sweep_cursor[1]

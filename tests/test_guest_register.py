@@ -177,3 +177,14 @@ async def test_the_recorder_binds_register_policy_and_default_sponsors() -> None
     assert record is not None and record.sponsors == ("sponsor-from-settings",)
     assert await recorder.record_invited(_signup(6, status=Status.QUEUED)) is None
     assert list(register.records) == ["user-5"]
+
+
+async def test_the_sweep_cursor_moves_only_from_what_was_read(register: GuestRegister) -> None:
+    assert await register.cursor() == (None, None)
+    first = await register.advance("20261201", None)
+    assert first is not None
+    assert await register.advance("20261202", None) is None  # another sweep set it first
+    assert await register.cursor() == ("20261201", first)
+    second = await register.advance("20261202", first)
+    assert second is not None and await register.advance("20261203", first) is None  # stale ETag
+    assert await register.cursor() == ("20261202", second)

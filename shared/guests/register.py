@@ -5,6 +5,7 @@ It shares the lifecycle's table (no new setting), in partitions no sign-up key c
     PartitionKey            RowKey     what
     guest-<user object id>  guest      a registered guest (``GuestRecord``)
     guestdue-<YYYYMMDD>     <user id>  the due index: look at that guest on or after that day (UTC)
+    guestsweep              cursor     the last due day a guest sweep finished
 
 One partition per due day, so a sweep reads the days that have come, in bounded pages, and never scans
 the table. A record's ``dueAt`` is the truth: an index entry for another day is stale and is dropped by
@@ -31,6 +32,7 @@ GUEST_PREFIX: Final = "guest-"
 GUEST_ROW: Final = "guest"
 DUE_PREFIX: Final = "guestdue-"
 DAY_FORMAT: Final = "%Y%m%d"
+CURSOR_KEY: Final = ("guestsweep", "cursor")
 BATCH_LIMIT: Final = 100  # an entity group transaction holds at most 100 operations
 MAX_PAGE: Final = 1000  # Table storage returns at most 1,000 entities per page
 
@@ -69,6 +71,14 @@ class GuestRegister(Protocol):
 
     async def unschedule(self, entries: list[GuestDue]) -> None:
         """Delete entries of one day; entries already gone are fine."""
+        ...
+
+    async def cursor(self) -> tuple[str | None, str | None]:
+        """The last due day a sweep finished and the cursor's ETag ((None, None) when unset)."""
+        ...
+
+    async def advance(self, day: str, etag: str | None) -> str | None:
+        """Move the cursor to ``day`` if unchanged since read; its new ETag, None when another sweep moved it."""
         ...
 
 
@@ -233,3 +243,28 @@ class TableGuestRegister:
                         pass
                     except AzureError as exc:
                         raise StorageError(f"could not unschedule a guest: {type(exc).__name__}") from exc
+
+    async def cursor(self) -> tuple[str | None, str | None]:
+        try:
+            entity = await self._client.get_entity(*CURSOR_KEY)
+        except ResourceNotFoundError:
+            return None, None
+        except AzureError as exc:
+            raise StorageError(f"could not read the guest sweep's cursor: {type(exc).__name__}") from exc
+        return str(entity["day"]), entity.metadata.get("etag")
+
+    async def advance(self, day: str, etag: str | None) -> str | None:
+        await self._ready()
+        entity = {"PartitionKey": CURSOR_KEY[0], "RowKey": CURSOR_KEY[1], "day": day}
+        try:
+            if etag is None:
+                meta = await self._client.create_entity(entity)
+            else:
+                meta = await self._client.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return None
+        except AzureError as exc:
+            raise StorageError(f"could not move the guest sweep's cursor: {type(exc).__name__}") from exc
+        return str(meta.get("etag"))
