@@ -695,6 +695,9 @@ class GraphEmulator:
 
     def _list_users(self, request: web.Request) -> web.Response:
         rid = request[RID]
+        refused = self.lifecycle.licence_refusal(request)
+        if refused is not None:
+            return refused
         raw = request.query.get("$filter")
         users = list(self.users.values())
         if raw:

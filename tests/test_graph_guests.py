@@ -54,7 +54,7 @@ async def _all(directory: MsGraphDirectory, **kwargs: Any) -> list[list[GuestAcc
 
 
 async def _raw(emulator: GraphEmulator, base: str, method: str, path: str) -> httpx.Response:
-    token = next(iter(emulator.tokens))
+    token = emulator._issue("https://graph.microsoft.com", "tests")["access_token"]
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
         return await http.request(method, path)
 
@@ -242,3 +242,20 @@ async def test_the_fake_deletes_and_restores_with_the_groups_within_thirty_days(
     fake.guests.premium_licence = False
     with pytest.raises(FeatureUnavailable):
         [page async for page in fake.guest_pages()]
+
+
+async def test_any_query_selecting_sign_in_activity_meets_the_licence_gate(
+    emulator: GraphEmulator, graph_base: str
+) -> None:
+    emulator.config.premium_licence = False
+    guest = _guest(emulator)
+    for path in (
+        "/v1.0/users?$filter=mail eq 'sam@fabrikam.com'&$select=id,signInActivity",
+        f"/v1.0/users/{guest['id']}?$select=id,signInActivity",
+        "/v1.0/users?$select=id,signInActivity",
+    ):
+        assert (await _raw(emulator, graph_base, "GET", path)).json()["error"]["code"] == NON_PREMIUM_CODE, path
+    emulator.config.premium_licence = True
+    body = (await _raw(emulator, graph_base, "GET", f"/v1.0/users/{guest['id']}?$select=id,signInActivity")).json()
+    assert body == {"id": guest["id"], "signInActivity": None}
+    assert schema.errors("user-with-signin-activity", body) == []
