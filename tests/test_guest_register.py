@@ -50,7 +50,7 @@ def _signup(n: int = 1, *, status: Status = Status.INVITED, profile: str = "part
         "invited_user_id": f"user-{n}",
         "invited_at": INVITED,
         "policy_profile": profile,
-        "groups": {GROUP_A: "done", GROUP_B: "failed:Request_BadRequest"},
+        "groups": {GROUP_A: "due", GROUP_B: "failed:Request_BadRequest"},
         "decided_by": "approver@contoso.com",
         **extra,
     }
@@ -88,7 +88,7 @@ async def test_record_invited_registers_once_with_its_first_due_day(register: Gu
     first = await record_invited(signup, register=register, policy=POLICY, now=INVITED)
     assert first is not None and first.etag
     assert (first.user_id, first.signup_id, first.profile) == ("user-1", signup.id, "partners")
-    assert first.groups == (GROUP_A,)  # only the groups it joined
+    assert first.groups == (GROUP_A,)  # joined or still to join; never a refused one
     assert (first.sponsors, first.approvers) == ((SPONSOR,), ("approver@contoso.com",))
     assert first.due_at == INVITED + timedelta(days=7)  # the first reminder comes before review and expiry
     assert first.state is GuestState.ACTIVE and first.redeemed_at is None

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..lifecycle.models import Signup, Status, Step
+from ..lifecycle.models import Signup, Status
 from ..lifecycle.store import SignupStore
 from ..policy.document import Policy
 from ..policy.loader import PolicySource
@@ -36,7 +36,9 @@ def record_for(
         signup_id=signup.id,
         profile=signup.policy_profile,
         invited_at=invited_at,
-        groups=tuple(sorted(gid for gid, step in signup.groups.items() if step == Step.DONE.value)),
+        # Joined, or still to join (due, sending, unknown): removing a membership that never came is a no-op
+        # (404), while forgetting one would leave access behind. Only refused memberships ("failed:<code>") drop.
+        groups=tuple(sorted(gid for gid, step in signup.groups.items() if not step.startswith("failed:"))),
         sponsors=tuple(sponsors),
         approvers=approvers,
         due_at=first_due(rules, invited_at),
@@ -54,8 +56,8 @@ async def record_invited(
 ) -> GuestRecord | None:
     """Register the guest an invited sign-up made; safe to call again for the same sign-up (at most one record).
 
-    Contract for the lifecycle: call it once the sign-up's ``invited`` status is stored (after its groups
-    settle, so they are recorded; calling earlier records fewer groups, never wrong ones), with the policy
+    Contract for the lifecycle: call it once the sign-up's ``invited`` status is stored (its groups may
+    still be open: every group not refused is recorded), with the policy
     in force and the settings' ``InvitationOptions.sponsor_ids`` as ``default_sponsors``. It returns the
     record (the one stored before, if the guest was registered already), or None for a sign-up that is
     not ``invited`` or has no ``invited_user_id``. It raises ``StorageError`` when storage fails: retry
