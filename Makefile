@@ -38,9 +38,13 @@ run: setup
 ## The whole test suite; fixtures start and stop Azurite, the emulator and the host.
 ## Three pytest-xdist workers (most tests wait on processes, not the CPU), one module per worker at a time
 ## (--dist loadscope: a module's host is started once, and tests that measure a budget or timing run together).
+## test_openapi.py runs apart, serially: under xdist schemathesis's per-operation items collapse into one item
+## each that does not run the operations (seen with schemathesis 4.32.5 and pytest-xdist 3.8.0).
 PYTEST_PARALLEL ?= -n 3 --dist loadscope
+PYTEST_ALL = $(PY) -m pytest $(PYTEST_PARALLEL) --ignore=tests/test_openapi.py; status=$$?; \
+	$(PY) -m pytest tests/test_openapi.py || exit 1; exit $$status
 test: setup
-	$(PY) -m pytest $(PYTEST_PARALLEL)
+	$(PYTEST_ALL)
 
 ## The unit and integration tests (not the end-to-end or browser ones) in a separate venv on Python 3.13, where
 ## azure-functions 2.x and the worker library azure-functions-runtime replace azure-functions 1.x.
@@ -81,7 +85,7 @@ check: setup check-infra
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest $(PYTEST_PARALLEL)
+	$(PYTEST_ALL)
 
 ## Screenshots of the pages (en and ja) into screenshots/ (git-ignored), from the browser tests.
 screenshots: setup
