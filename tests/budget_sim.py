@@ -70,7 +70,7 @@ class VirtualTime:
     async def run(self, tasks: list[asyncio.Task[None]]) -> None:
         """Advance time from sleeper to sleeper until every task is done."""
         while not all(t.done() for t in tasks):
-            for _ in range(50):  # let everything that can run without time passing run
+            for _ in range(20):  # let everything that can run without time passing run
                 await asyncio.sleep(0)
             while self._sleepers and self._sleepers[0][2].cancelled():
                 heapq.heappop(self._sleepers)
