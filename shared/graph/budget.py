@@ -255,35 +255,45 @@ class SharedGate:
         self._batches = 0
 
     async def acquire(self, names: Sequence[str], max_wait: float | None = None) -> float:
-        """One slot of each bucket in ``names``; the seconds waited."""
+        """One slot of each bucket in ``names``; the seconds waited.
+
+        The slots are reserved under the lock and waited for outside it: invocations sleep side by side until
+        their own slots are due, rather than handing the lock on once per slot.
+        """
         started = self._clock()
         async with self._lock:
-            while not all(self._usable(name) for name in names):
-                for name in names:
-                    bucket, pool = self.buckets[name], self._pools[name]
-                    if pool.tokens and self._clock() > pool.expires:
-                        pool.tokens = 0  # held past its time: spending it now could overtake Graph's bucket
-                    while pool.tokens == 0:
-                        grant = await bucket.take(bucket.max_batch)
-                        self._batches += 1
-                        if self._batches % USAGE_LOG_EVERY == 0:
-                            log.info("budget.usage storage_calls=%s batches=%s", self.storage_calls, self._batches)
-                        if grant.tokens:
-                            pool.tokens, pool.interval, pool.expires = grant.tokens, 1.0 / bucket.rate, grant.retry_at
-                            pool.due = grant.start + pool.interval
-                            break
-                        await self._wait_until(grant.retry_at, started, max_wait)
-                    await self._wait_until(pool.due, started, max_wait)
-            for name in names:  # every pool holds a due slot here: _usable() was checked after the last await
-                pool = self._pools[name]
-                pool.tokens -= 1
-                pool.due += pool.interval
+            due = await self._reserve(names, started, max_wait)
+        await self._wait_until(due, started, None)  # within the bound: _reserve checked it
         return self._clock() - started
 
-    def _usable(self, name: str) -> bool:
-        """The process holds a slot of ``name`` that is due and not yet expired."""
-        pool = self._pools[name]
-        return pool.tokens > 0 and pool.due <= self._clock() <= pool.expires
+    async def _reserve(self, names: Sequence[str], started: float, max_wait: float | None) -> float:
+        """Under the lock: spend the next slot of every named pool (new batches as needed); when all are due."""
+        while True:
+            for name in names:
+                bucket, pool = self.buckets[name], self._pools[name]
+                if pool.tokens and self._clock() > pool.expires:
+                    pool.tokens = 0  # held past its time: spending it now could overtake Graph's bucket
+                while pool.tokens == 0:
+                    grant = await bucket.take(bucket.max_batch)
+                    self._batches += 1
+                    if self._batches % USAGE_LOG_EVERY == 0:
+                        log.info("budget.usage storage_calls=%s batches=%s", self.storage_calls, self._batches)
+                    if grant.tokens:
+                        pool.tokens, pool.interval, pool.expires = grant.tokens, 1.0 / bucket.rate, grant.retry_at
+                        pool.due = grant.start + pool.interval
+                        break
+                    await self._wait_until(grant.retry_at, started, max_wait)
+            # Taking one pool's batch awaited storage: another pool may have expired meanwhile.
+            if all(self._pools[n].tokens > 0 and self._clock() <= self._pools[n].expires for n in names):
+                break
+        due = max(self._pools[name].due for name in names)
+        if max_wait is not None and due - started > max_wait:
+            raise WriteDeferred(retry_after=due - self._clock())
+        for name in names:
+            pool = self._pools[name]
+            pool.tokens -= 1
+            pool.due += pool.interval
+        return due
 
     async def _wait_until(self, moment: float, started: float, max_wait: float | None) -> None:
         wait = moment - self._clock()
