@@ -46,7 +46,7 @@ from ..lifecycle.models import Signup, Status, Step, utcnow
 from ..lifecycle.queue import SignupQueue
 from ..lifecycle.store import SignupStore
 from ..lifecycle.timers import Timers
-from ..lifecycle.transitions import Event
+from ..lifecycle.transitions import EDGES, Event
 from ..lifecycle.writes import write
 from ..policy import PolicySource
 from ..policy.document import MailTemplate
@@ -266,5 +266,8 @@ class FollowUps:
                 fresh = await self._store.get(signup.id)
                 if fresh is None:
                     raise
+                if (fresh.status, fresh.status) not in EDGES:
+                    # Decided meanwhile (denied, expired, linked): the decision stands; its steps are moot.
+                    return fresh
                 current = fresh
         raise ConcurrencyConflict(f"sign-up {signup.id} kept changing")

@@ -1,0 +1,45 @@
+"""Bugs the simulator found in the reworked lifecycle, each as the smallest scenario that shows it.
+
+Every test here failed on commit 3253a0d and passes with the fix named in its docstring.
+"""
+
+from __future__ import annotations
+
+from shared.graph.directory import MailMessage
+from shared.lifecycle.models import Status, Step
+from shared.lifecycle.worker import Outcome
+from tests.fakes import FakeDirectory
+from tests.lifecycle_kit import APPROVER, Kit
+from tests.test_approval import POLICY
+
+
+class DecidedWhileMailing(FakeDirectory):
+    """Runs ``during`` while the approvers' mail is on its way (the mail then goes)."""
+
+    during = None
+
+    async def send_mail(self, sender: str, message: MailMessage) -> None:
+        if self.during is not None:
+            hook, self.during = self.during, None
+            await hook()
+        await super().send_mail(sender, message)
+
+
+async def test_a_decision_during_the_approvers_mail_is_not_an_illegal_transition() -> None:
+    """Simulator seed 57: the worker marks the approvers' mail ``sending`` and calls Graph; meanwhile an approver
+    denies the request. The mail goes; ``FollowUps._settle`` writes ``done``, loses the race, re-reads the record
+    (now ``denied``) and wrote a STEP over it: ``IllegalTransition`` (step is not allowed from denied), raised out
+    of the delivery. The same for an approval that linked the request, or an expiry. Fix: a step's bookkeeping
+    stops once the request has moved to a status that takes no steps (the decision stands)."""
+    directory = DecidedWhileMailing()
+    kit = Kit(policy=POLICY, directory=directory)
+    sid = await kit.submit("sam@northwind.com")
+    assert kit.record(sid).approver_mail is Step.DUE
+
+    async def deny() -> None:
+        await kit.approvals.deny(sid, APPROVER, "not a partner")
+
+    directory.during = deny
+    assert await kit.deliver_due() == [Outcome.FOLLOWED_UP]
+    assert kit.record(sid).status is Status.DENIED
+    assert len(directory.sent_mails) == 1
