@@ -43,3 +43,25 @@ async def test_a_decision_during_the_approvers_mail_is_not_an_illegal_transition
     assert await kit.deliver_due() == [Outcome.FOLLOWED_UP]
     assert kit.record(sid).status is Status.DENIED
     assert len(directory.sent_mails) == 1
+
+
+async def test_replaying_an_approved_request_does_not_reopen_its_review() -> None:
+    """Simulator seed 972: a request under review is approved, then fails (Graph refused it, or its deadline
+    passed). Replay revives it and admission asked ``policy_action == "review"`` again: the request went back to
+    ``pending_approval`` and its approvers got a second mail for a request they had already approved. Fix: a
+    request an approver decided is not put under review again by admission."""
+    from shared.admin.replay import Replayer, Selection
+    from shared.errors import PermanentGraphError
+
+    kit = Kit(policy=POLICY, directory=FakeDirectory([PermanentGraphError("no", code="BadRequest", status=400)]))
+    sid = await kit.submit("sam@northwind.com")
+    await kit.deliver_due()  # the approvers' mail
+    await kit.approvals.approve(sid, APPROVER, None)
+    await kit.deliver_due()
+    assert kit.record(sid).status is Status.FAILED
+    [result] = [r async for r in Replayer(kit.store, kit.admission).replay(Selection(ids=(sid,)))]
+    assert result.action == "requeued"
+    assert kit.record(sid).status is Status.QUEUED
+    await kit.deliver_due()
+    assert kit.record(sid).status is Status.INVITED
+    assert len(kit.directory.sent_mails) == 1  # the approvers were told once
