@@ -260,14 +260,14 @@ class FollowUps:
         """
         current = signup
         for _ in range(MAX_ROUNDS):
+            if (current.status, current.status) not in EDGES:
+                # Decided meanwhile (denied, expired, linked): the decision stands; its steps are moot.
+                return current
             try:
                 return await write(self._store, current, Event.STEP, clock=self._clock, **changes)
             except ConcurrencyConflict:
                 fresh = await self._store.get(signup.id)
                 if fresh is None:
                     raise
-                if (fresh.status, fresh.status) not in EDGES:
-                    # Decided meanwhile (denied, expired, linked): the decision stands; its steps are moot.
-                    return fresh
                 current = fresh
         raise ConcurrencyConflict(f"sign-up {signup.id} kept changing")

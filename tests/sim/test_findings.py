@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.errors import TransientGraphError
 from shared.graph.directory import MailMessage
 from shared.lifecycle.models import Status, Step
 from shared.lifecycle.worker import Outcome
@@ -27,13 +28,16 @@ class DecidedWhileMailing(FakeDirectory):
         await super().send_mail(sender, message)
 
 
-async def test_a_decision_during_the_approvers_mail_is_not_an_illegal_transition() -> None:
-    """Simulator seed 57: the worker marks the approvers' mail ``sending`` and calls Graph; meanwhile an approver
-    denies the request. The mail goes; ``FollowUps._settle`` writes ``done``, loses the race, re-reads the record
-    (now ``denied``) and wrote a STEP over it: ``IllegalTransition`` (step is not allowed from denied), raised out
-    of the delivery. The same for an approval that linked the request, or an expiry. Fix: a step's bookkeeping
-    stops once the request has moved to a status that takes no steps (the decision stands)."""
+@pytest.mark.parametrize("answer", [None, TransientGraphError("throttled", code="TooManyRequests", status=429)])
+async def test_a_decision_during_the_approvers_mail_is_not_an_illegal_transition(answer: Exception | None) -> None:
+    """Simulator seeds 57 and 2858: the worker marks the approvers' mail ``sending`` and calls Graph; meanwhile an
+    approver denies the request. The mail goes (or Graph answers 429); ``FollowUps._settle`` writes ``done`` (or
+    ``due`` and a retry), loses the race, re-reads the record (now ``denied``) and wrote a STEP over it:
+    ``IllegalTransition`` (step is not allowed from denied), raised out of the delivery. The same for an expiry,
+    or an approval that linked the request. Fix: a step's bookkeeping stops once the request has moved to a
+    status that takes no steps (the decision stands)."""
     directory = DecidedWhileMailing()
+    directory.mail_outcomes = [answer]
     kit = Kit(policy=POLICY, directory=directory)
     sid = await kit.submit("sam@northwind.com")
     assert kit.record(sid).approver_mail is Step.DUE
@@ -44,7 +48,7 @@ async def test_a_decision_during_the_approvers_mail_is_not_an_illegal_transition
     directory.during = deny
     assert await kit.deliver_due() == [Outcome.FOLLOWED_UP]
     assert kit.record(sid).status is Status.DENIED
-    assert len(directory.sent_mails) == 1
+    assert len(directory.sent_mails) == (1 if answer is None else 0)
 
 
 async def test_replaying_an_approved_request_does_not_reopen_its_review() -> None:
