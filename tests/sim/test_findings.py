@@ -5,6 +5,8 @@ Every test here failed on commit 3253a0d and passes with the fix named in its do
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from shared.errors import TransientGraphError
@@ -94,3 +96,32 @@ async def test_entries_written_before_the_first_successful_sweep_are_not_skipped
         await kit.sweeper.sweep()
         await kit.deliver_due()
     assert kit.record(sid).status is Status.INVITED
+
+
+async def test_a_request_in_doubt_is_looked_at_by_its_doubt_cap() -> None:
+    """Simulator seed 5920: past its deadline, in doubt, a request reads the directory until the doubt cap. Its
+    messages are lost; the sweeper re-enqueues it and looks again after a doubling grace, capped at the deadline
+    only while the deadline lies ahead: past it, the next look could come up to an hour after the doubt cap, so
+    the request ended ``unknown`` (or was settled) that late. Fix: in doubt past the deadline, the next look is
+    capped at the doubt cap, and past the cap it comes after one grace, not a doubling one."""
+    import dataclasses
+
+    from shared.lifecycle.store import DueEntry, bucket_of
+    from shared.lifecycle.transitions import Event
+    from shared.lifecycle.writes import write
+
+    kit = Kit()
+    kit.timers = dataclasses.replace(kit.timers, doubt_cap=1200)
+    kit.__post_init__()
+    sid = await kit.submit()
+    kit.queue.sent.clear()
+    kit.pass_time(kit.timers.deadline + 60)
+    record = kit.record(sid)
+    record = await write(kit.store, record, Event.CLAIM, clock=kit.clock, maybe_invited=True, attempts=1)
+    await write(kit.store, record, Event.RETRY, clock=kit.clock, due_at=kit.clock.now, lease_until=None)
+    kit.index.bucket = bucket_of(kit.clock.now - timedelta(minutes=5))
+    await kit.index.add(DueEntry(bucket_of(kit.clock.now - timedelta(minutes=2)), sid, nudges=4))
+    report = await kit.sweeper.sweep()
+    assert sid in report.requeued
+    cap = kit.record(sid).deadline + timedelta(seconds=kit.timers.doubt_cap)
+    assert max(e.bucket for e in kit.index.entries() if e.signup_id == sid) <= bucket_of(cap)
