@@ -231,19 +231,22 @@ async def test_write_that_landed_but_reported_a_conflict_is_recognised() -> None
 
 
 async def test_claim_race_reads_again_and_decides_again() -> None:
-    """Someone else claims between our read and our write: we re-read, find the live lease, reschedule."""
+    """Someone else claims between our read and our fence's write: we send nothing, re-read, find the live
+    lease, and re-enqueue for its end (one message, due when the other claim's lease runs out)."""
     kit = Kit()
     sid = await kit.submit()
     kit.queue.sent.clear()
+    lease = kit.clock.now.replace(minute=2)
 
     def someone_else_claims(_: object) -> None:
         current = kit.record(sid)
-        lease = kit.clock.now.replace(minute=2)
         kit.store.records[sid] = current.evolve(status=Status.INVITING, lease_until=lease, etag='W/"other"')
 
     kit.store.before_replace = someone_else_claims
     assert await kit.worker.process(sid) is Outcome.RESCHEDULED
     assert kit.directory.invitations == []
+    [(message, delay)] = kit.queue.sent
+    assert message == sid and delay == pytest.approx((lease - kit.clock.now).total_seconds() + 1, abs=0.01)
 
 
 async def test_address_of_a_member_fails_with_a_clear_code() -> None:
@@ -335,3 +338,16 @@ async def test_poison_finaliser_requeues_then_gives_up_and_never_raises() -> Non
 def test_conflict_is_a_storage_error() -> None:
     """Callers that only care about storage failing catch conflicts too."""
     assert issubclass(ConcurrencyConflict, StorageError)
+
+
+async def test_an_invited_guest_is_registered_once_for_its_lifecycle() -> None:
+    """Issue 22: the worker registers the guest it invited (by user id), and a repeat of the same address,
+    linked to the first, registers nobody twice."""
+    kit = Kit()
+    sid = await kit.submit()
+    await kit.run_until_quiet()
+    user_id = kit.record(sid).invited_user_id
+    assert user_id and list(kit.guests.records) == [user_id]
+    await kit.submit()
+    await kit.run_until_quiet()
+    assert list(kit.guests.records) == [user_id]

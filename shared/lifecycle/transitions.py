@@ -165,3 +165,7 @@ def mermaid() -> str:
     for final in sorted((s for s in Status if s.terminal and s is not S.LINKED), key=lambda s: s.value):
         lines.append(f"    {final.value} --> [*]")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m shared.lifecycle.transitions: the diagram for docs/lifecycle.md
+    print(mermaid())
