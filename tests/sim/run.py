@@ -675,6 +675,7 @@ def run_seeds(seeds: range, jobs: int = 1) -> list[tuple[int, list[str], int, di
         return [_summary(seed) for seed in seeds]
     import multiprocessing
 
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: the test session may hold threads (the local services' fixtures) a fork would copy mid-lock
+    context = multiprocessing.get_context("spawn")
     with context.Pool(jobs) as pool:
         return pool.map(_summary, seeds, chunksize=max(1, len(seeds) // (jobs * 8)))
