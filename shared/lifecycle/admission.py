@@ -114,7 +114,8 @@ class Admission:
         """Admit a ``received`` request: queued, waiting for review, linked, or a remembered denial."""
         now = self._clock()
         await self._received(signup)
-        review = signup.policy_action == "review"
+        # A request an approver already approved (replayed, or revived after linking) is not reviewed again.
+        review = signup.policy_action == "review" and signup.decided_at is None
         if signup.conversion is None and await self._remembered_denial(signup, now):
             expires = signup.created_at + timedelta(seconds=self._timers.pending_expiry)
             denied = await write(

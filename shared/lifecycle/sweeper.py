@@ -214,12 +214,18 @@ class Sweeper:
             return False
 
     async def _nudge(self, signup: Signup, entry: DueEntry, now: datetime, report: SweepReport) -> None:
-        """Re-enqueue an overdue request; look again after a doubling grace, never later than its deadline."""
+        """Re-enqueue an overdue request; look again after a doubling grace, by its deadline (in doubt: its cap)."""
         await self._queue.enqueue(signup.id)
         delay = min(MAX_NUDGE_DELAY, self._timers.queued_grace * 2 ** (entry.nudges + 1))
         again = now + timedelta(seconds=delay)
-        if signup.deadline > now and signup.status is not Status.INVITED:
-            again = min(again, signup.deadline)
+        if signup.status is not Status.INVITED:
+            # In doubt past the deadline, the request reads until its doubt cap: look again by then.
+            end = signup.deadline if signup.deadline > now or not signup.maybe_invited else None
+            end = end or signup.deadline + timedelta(seconds=self._timers.doubt_cap)
+            if end > now:
+                again = min(again, end)
+            elif signup.maybe_invited:  # past the cap: the worker ends it (unknown) once a message arrives
+                again = min(again, now + timedelta(seconds=self._timers.queued_grace))
         await self._index.add(DueEntry(bucket_of(again), signup.id, entry.nudges + 1))
         report.requeued.append(signup.id)
         log.warning(

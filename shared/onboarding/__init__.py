@@ -47,7 +47,7 @@ from ..lifecycle.models import Signup, Status, Step, utcnow
 from ..lifecycle.queue import SignupQueue
 from ..lifecycle.store import SignupStore
 from ..lifecycle.timers import Timers
-from ..lifecycle.transitions import Event
+from ..lifecycle.transitions import EDGES, Event
 from ..lifecycle.writes import write
 from ..policy import PolicySource
 from ..policy.document import MailTemplate
@@ -263,6 +263,9 @@ class FollowUps:
         """
         current = signup
         for _ in range(MAX_ROUNDS):
+            if (current.status, current.status) not in EDGES:
+                # Decided meanwhile (denied, expired, linked): the decision stands; its steps are moot.
+                return current
             try:
                 return await write(self._store, current, Event.STEP, clock=self._clock, **changes)
             except ConcurrencyConflict:
