@@ -31,8 +31,8 @@ stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);
 started.append(start("stubborn", [sys.executable, "-c", stubborn], tmp))
 while "ready" not in (tmp / "stubborn.log").read_text():
     time.sleep(0.05)
-print(json.dumps([s.process.pid for s in started]), flush=True)
-try:
+try:  # the test's SIGINT may come as soon as it reads the pids
+    print(json.dumps([s.process.pid for s in started]), flush=True)
     signal.pause()
 except KeyboardInterrupt:
     print("stopping", flush=True)
