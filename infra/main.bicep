@@ -180,8 +180,8 @@ param termsVersion string = ''
 param corsAllowedOrigins string = ''
 
 @description('RATE_LIMIT_PER_IP, RATE_LIMIT_PER_DOMAIN: sign-ups per window per client IP and per email domain.')
-param rateLimitPerIp string = '20'
-param rateLimitPerDomain string = '200'
+param rateLimitPerIp string = '1000'
+param rateLimitPerDomain string = '1000'
 
 @description('RATE_LIMIT_WINDOW_SECONDS: length of a rate-limit window.')
 param rateLimitWindowSeconds string = '600'
@@ -382,6 +382,7 @@ var appSettings = {
   RATE_LIMIT_PER_IP: rateLimitPerIp
   RATE_LIMIT_PER_DOMAIN: rateLimitPerDomain
   RATE_LIMIT_WINDOW_SECONDS: rateLimitWindowSeconds
+  RATE_LIMIT_SYNC_SECONDS: '1'
   TRUSTED_FORWARDED_HOPS: '1'
   // Signs the pages' form tokens, which only prove a page was fetched a few seconds before its post (an
   // anti-bot signal, not an access control): a value no one outside the subscription can derive is enough.

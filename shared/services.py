@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from .abuse import CaptchaVerifier, FormTokens, SubmissionGate, TableRateLimiter
+from .abuse import CaptchaVerifier, DomainBudget, FormTokens, SharedLimiter, SubmissionGate, TableCountStore
 from .admin.replay import Replayer
 from .approval import Approvals, TableDenialMemory
 from .audit import TableAuditLog
@@ -54,6 +54,8 @@ class Services:
     gate: SubmissionGate
     form_tokens: FormTokens | None = None
     captcha: CaptchaVerifier | None = None
+    # The per-domain budget, for the lifecycle's admission step (over it: review, not refusal).
+    domain_budget: DomainBudget | None = None
     closers: tuple[Any, ...] = ()
 
     def issue_form_token(self) -> str:
@@ -197,6 +199,10 @@ def build_services(settings: Settings) -> Services:
     form_tokens = (
         FormTokens(settings.form_token_secret, settings.min_fill_seconds) if settings.form_token_secret else None
     )
+    counts = TableCountStore(table)
+    window, sync = settings.rate_limit_window_seconds, settings.rate_limit_sync_seconds
+    ip_limiter = SharedLimiter(counts, "ip", window, sync)
+    domain_budget = DomainBudget(SharedLimiter(counts, "domain", window, sync), settings.rate_limit_per_domain)
     captcha = None
     if settings.captcha_provider != "none" and settings.captcha_secret:
         captcha = CaptchaVerifier(settings.captcha_provider, settings.captcha_secret, settings.captcha_verify_url)
@@ -238,13 +244,15 @@ def build_services(settings: Settings) -> Services:
         directory=directory,
         conversions=ConversionRequests(store, index, signup_queue, audit, lifecycle_timers),
         policy=policy,
-        gate=SubmissionGate(
-            settings, TableRateLimiter(table, settings.rate_limit_window_seconds), form_tokens, captcha
-        ),
+        gate=SubmissionGate(settings, ip_limiter, form_tokens, captcha),
         form_tokens=form_tokens,
         captcha=captcha,
+        domain_budget=domain_budget,
+        # The limiters first: closing publishes their last counts, through the table client.
         closers=tuple(
-            c for c in (gate, table, audit_table, queue, storage_credential, http, credential) if c is not None
+            c
+            for c in (ip_limiter, domain_budget, gate, table, audit_table, queue, storage_credential, http, credential)
+            if c is not None
         ),
     )
 

@@ -43,7 +43,8 @@ async def submit_signup(req: func.HttpRequest) -> func.HttpResponse:
             # Bad input is answered before any setting or client is needed.
             form, extras = parse_submission(req.headers.get("Content-Type"), req.get_body())
             services = get_services()
-            form = await services.gate.check(form, extras, req.headers)
+            passed = await services.gate.check(form, extras, req.headers)
+            form = passed.form
             signup = await services.intake.submit(form)
         except ValidationFailed as exc:
             if page:

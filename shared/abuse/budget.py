@@ -1,0 +1,38 @@
+"""The per-domain budget, enforced where sign-ups cost Graph writes: the lifecycle's admission step."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .counters import SharedLimiter
+
+
+class DomainBudget:
+    """How many sign-ups per email domain the admission step lets through per window without a person.
+
+    ``await budget.admit(domain, now)`` returns True and counts the sign-up when the domain's window
+    (``RATE_LIMIT_WINDOW_SECONDS``, aligned to the epoch) has room under ``RATE_LIMIT_PER_DOMAIN``; False (and
+    counts nothing) when it is full. The caller, the lifecycle's admission step, sends a sign-up it was
+    refused for to review (``pending_approval``) instead of inviting it: the budget never refuses anyone
+    at the door, and a sign-up sent to review costs no Graph write. A limit of 0 admits everything.
+
+    It never waits for storage and never fails: counting is in memory per instance and reconciled with the
+    other instances through Table storage in the background (``shared.abuse.counters``), so contention
+    cannot turn into a refusal and the error bound of ``docs/abuse.md`` applies. ``signup_id``, when given,
+    is counted once per window on this instance, so a redelivered queue message is not charged twice (on
+    another instance it would be, which errs towards review).
+    """
+
+    def __init__(self, limiter: SharedLimiter, limit: int) -> None:
+        self._limiter = limiter
+        self.limit = limit
+
+    async def admit(self, domain: str, now: datetime, signup_id: str | None = None) -> bool:
+        """True: within the domain's budget (counted). False: over it; send the sign-up to review."""
+        if self.limit <= 0:
+            return True
+        return self._limiter.take(domain.casefold(), self.limit, now.timestamp(), once=signup_id).allowed
+
+    async def aclose(self) -> None:
+        """Stop the background reconciliation (publishing this instance's counts once more)."""
+        await self._limiter.aclose()
