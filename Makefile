@@ -9,7 +9,7 @@ VENVINFRA := .venv-infra
 # The browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: run test test-313 check check-infra lint screenshots bench bench-intake bench-drain bench-outage bench-scale bench-convert setup clean
+.PHONY: run test test-313 check check-infra lint screenshots bench bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert setup clean
 
 setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 
@@ -85,10 +85,13 @@ screenshots: setup
 	$(PY) -m pytest -m browser -q tests/test_pages_browser.py
 	@ls screenshots/
 
-bench: bench-intake bench-drain bench-outage bench-scale bench-convert
+bench: bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert
 
 bench-intake: setup
 	$(PY) -m bench.intake
+
+bench-ratelimit: setup
+	$(PY) -m bench.ratelimit
 
 bench-drain: setup
 	$(PY) -m bench.drain
