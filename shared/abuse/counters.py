@@ -15,8 +15,9 @@ The consequences, which ``docs/abuse.md`` states as the error bound:
   really made in the window (the others' counts are real admissions, never
   estimates), so contention or a slow store can never cause a refusal;
 * the overshoot is at most what the other instances admitted for the key and
-  this instance had not yet read: at most the admissions of
-  ``2 * (sync_every + one sync round)`` seconds.
+  this instance had not yet read: their admissions of the last
+  ``2 * (sync_every + one round)`` seconds, plus one per other instance (a key an
+  instance has admitted once is not published).
 
 If the store cannot be reached the instances go on counting alone (each then
 holds the limit by itself) and the failure is logged. Keys are hashed before
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 # reconciliation into a storm of writes; the keys left over wait for the next round.
 MAX_KEYS_PER_ROUND: Final = 1000
 BATCH: Final = 100  # entities per Table transaction
+# A key an instance has admitted only once is not published: most addresses sign up once, and publishing
+# (then deleting) each of them would cost two writes per sign-up for nothing. The price: up to one unseen
+# admission per other instance and key, added to the overshoot bound.
+PUBLISH_FROM: Final = 2
 # Once a key has reached half its limit, rounds come this many times as often: the overshoot near the limit
 # is what staleness costs, and it is worth a few more round trips for the keys that are about to be refused.
 HOT_SPEEDUP: Final = 5
@@ -248,7 +253,7 @@ class SharedLimiter:
             await self._store.forget(self._kind, window, self.instance, hashes)
         if now - self._last_take > self._window:
             return
-        changed = [h for h, n in self._mine.items() if self._published.get(h) != n]
+        changed = [h for h, n in self._mine.items() if n >= PUBLISH_FROM and self._published.get(h) != n]
         changed.sort(key=lambda h: self._mine[h], reverse=True)
         sent = {h: self._mine[h] for h in changed[:MAX_KEYS_PER_ROUND]}
         try:
