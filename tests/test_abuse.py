@@ -142,6 +142,25 @@ async def test_instances_hold_the_limit_within_the_bound_in_table_storage(settin
             await client.close()
 
 
+async def test_rows_hold_hashes_only_and_go_when_their_window_has_passed(settings: Settings) -> None:
+    now = [7200.0]
+    client = build_table_client(settings)
+    try:
+        limiter = SharedLimiter(TableCountStore(client), "ip", 600, 3600, clock=lambda: now[0], instance="i1")
+        for _ in range(3):
+            limiter.take("203.0.113.50", 10)
+        limiter.take("203.0.113.51", 10)  # admitted once: not published
+        await limiter.sync()
+        rows = [r async for r in client.query_entities("PartitionKey eq 'rate-ip-7200'")]
+        assert [(r["RowKey"].split(".")[1], r["count"]) for r in rows] == [("i1", 3)]
+        assert "203.0.113" not in str(rows)
+        now[0] += 600
+        await limiter.sync()
+        assert [r async for r in client.query_entities("PartitionKey eq 'rate-ip-7200'")] == []
+    finally:
+        await client.close()
+
+
 async def test_no_request_is_refused_for_contention(settings: Settings) -> None:
     """64 concurrent requests over four instances, while the instances reconcile through Azurite in the
     background every 10 ms: all are admitted (nothing waits for or fights over a counter)."""

@@ -227,10 +227,13 @@ class SharedLimiter:
 
     def _ensure_running(self) -> None:
         """Start the reconciliation on the running loop (again, if an earlier loop has gone)."""
-        if self._task is not None and not self._task.done():
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no running loop (a synchronous caller): counted alone until there is one
             return
-        with contextlib.suppress(RuntimeError):  # no running loop (a synchronous caller): counted alone
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._task is not None and not self._task.done() and self._task.get_loop() is loop:
+            return
+        self._task = loop.create_task(self._run())
 
     async def _run(self) -> None:
         while True:
