@@ -265,6 +265,7 @@ class SharedLimiter:
             log.warning("abuse.rate_sync_unavailable kind=%s error=%s", self._kind, exc)
             return
         if self._start != start:  # the window turned while we waited: these figures are of the old one
+            self._to_forget.append((start, list(sent)))
             return
         self._published.update(sent)
         for h, n in totals.items():
