@@ -57,7 +57,7 @@ async def scenario(connection: str, limit: int, instances: int, rate: float, key
     started = time.perf_counter()
     for i in range(int(limit * 1.5)):
         await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
-        if limiters[i % instances].take(key, limit).allowed:
+        if (await limiters[i % instances].take(key, limit)).allowed:
             admitted += 1
         elif first_refusal_at is None:
             first_refusal_at = admitted

@@ -34,7 +34,7 @@ from shared.lifecycle.models import is_signup_id
 from shared.lifecycle.validation import parse_submission
 from shared.settings import Settings
 from shared.storage import build_table_client
-from tests.conftest import host_env, problem_of
+from tests.conftest import host_env, problem_of, unique_names
 
 
 def test_form_tokens() -> None:
@@ -92,17 +92,33 @@ def test_the_ip_limit_counts_ipv6_per_64() -> None:
     assert rate_key(None) == rate_key("garbage") == "unknown"  # counted together, not let through
 
 
-def test_one_instance_counts_exactly_per_window() -> None:
+async def test_one_instance_counts_exactly_per_window() -> None:
     now = [6000.0]
     limiter = SharedLimiter(MemoryCountStore(), "ip", 600, 1, clock=lambda: now[0])
-    verdicts = [limiter.take("203.0.113.7", 5) for _ in range(8)]
+    verdicts = [await limiter.take("203.0.113.7", 5) for _ in range(8)]
     assert [v.allowed for v in verdicts] == [True] * 5 + [False] * 3
     assert verdicts[-1].retry_after == 600
-    assert limiter.take("203.0.113.8", 5).allowed  # another key, its own count
+    assert (await limiter.take("203.0.113.8", 5)).allowed  # another key, its own count
     now[0] += 599
-    assert limiter.take("203.0.113.7", 5).retry_after == 1
+    assert (await limiter.take("203.0.113.7", 5)).retry_after == 1
     now[0] += 1  # the next window
-    assert limiter.take("203.0.113.7", 5).allowed
+    assert (await limiter.take("203.0.113.7", 5)).allowed
+    await limiter.aclose()
+
+
+async def test_a_fresh_instance_reads_the_others_before_its_first_decision() -> None:
+    """A new instance (scale-out) must not admit a burst on an empty view: its first request waits for one
+    read of the others' counts; the requests after it are decided in memory."""
+    store = MemoryCountStore()
+    first = SharedLimiter(store, "ip", 600, 3600)
+    for _ in range(5):
+        await first.take("203.0.113.9", 5)
+    await first.sync()
+    fresh = SharedLimiter(store, "ip", 600, 3600)
+    assert not (await fresh.take("203.0.113.9", 5)).allowed
+    assert fresh.known("203.0.113.9") == 5
+    await first.aclose()
+    await fresh.aclose()
 
 
 async def _race(limiters: list[SharedLimiter], key: str, limit: int, per_round: int, rounds: int) -> list[int]:
@@ -112,7 +128,7 @@ async def _race(limiters: list[SharedLimiter], key: str, limit: int, per_round: 
     for _ in range(rounds):
         for _ in range(per_round):
             for limiter in limiters:
-                if limiter.take(key, limit).allowed:
+                if (await limiter.take(key, limit)).allowed:
                     admitted += 1
                 else:
                     refused_at.append(admitted)
@@ -133,8 +149,8 @@ async def test_instances_hold_the_limit_within_the_bound_in_table_storage(settin
         # Once the instances have synced the figures, the limit holds: nothing more is admitted anywhere,
         # and each instance knows the whole count, not more.
         assert (await _race(limiters, "198.51.100.1", limit, per_round, rounds=2))[0] == 0
-        assert not any(lim.take("198.51.100.1", admitted).allowed for lim in limiters)
-        assert all(lim.take("198.51.100.1", admitted + 1).allowed for lim in limiters)
+        assert not any([(await lim.take("198.51.100.1", admitted)).allowed for lim in limiters])
+        assert all([(await lim.take("198.51.100.1", admitted + 1)).allowed for lim in limiters])
     finally:
         for limiter in limiters:
             await limiter.aclose()
@@ -148,8 +164,8 @@ async def test_rows_hold_hashes_only_and_go_when_their_window_has_passed(setting
     try:
         limiter = SharedLimiter(TableCountStore(client), "ip", 600, 3600, clock=lambda: now[0], instance="i1")
         for _ in range(3):
-            limiter.take("203.0.113.50", 10)
-        limiter.take("203.0.113.51", 10)  # admitted once: not published
+            await limiter.take("203.0.113.50", 10)
+        await limiter.take("203.0.113.51", 10)  # admitted once: not published
         await limiter.sync()
         rows = [r async for r in client.query_entities("PartitionKey eq 'rate-ip-7200'")]
         assert [(r["RowKey"].split(".")[1], r["count"]) for r in rows] == [("i1", 3)]
@@ -170,7 +186,7 @@ async def test_no_request_is_refused_for_contention(settings: Settings) -> None:
 
         async def one(i: int) -> bool:
             await asyncio.sleep(0.001 * (i % 8))
-            return limiters[i % 4].take("198.51.100.2", 64).allowed
+            return (await limiters[i % 4].take("198.51.100.2", 64)).allowed
 
         results = await asyncio.gather(*(one(i) for i in range(64)))
         assert all(results)
@@ -180,7 +196,7 @@ async def test_no_request_is_refused_for_contention(settings: Settings) -> None:
                 break
             await asyncio.sleep(0.01)
         assert [lim.known("198.51.100.2") for lim in limiters] == [64] * 4
-        assert not any(lim.take("198.51.100.2", 64).allowed for lim in limiters)
+        assert not any([(await lim.take("198.51.100.2", 64)).allowed for lim in limiters])
     finally:
         for limiter in limiters:
             await limiter.aclose()
@@ -337,12 +353,13 @@ async def test_the_guarded_endpoint(
         assert problem_of(limited.json())["type"] == "/problems/too-many-requests"
 
 
-def _one_ip_host(azurite: str, graph: str, logs: Path, secret: str, **limits: str) -> tuple[Service, str]:
-    """A host with form tokens and the given limits (none given: the production defaults)."""
-    env = host_env(azurite, graph, FORM_TOKEN_SECRET=secret, **limits)
+def _one_ip_host(azurite: str, graph: str, logs: Path, secret: str, **extra: str) -> tuple[Service, str]:
+    """A host with form tokens and ``extra`` settings; the rate limits not given there at their defaults."""
+    env = host_env(azurite, graph, FORM_TOKEN_SECRET=secret, **extra)
     for name in ("RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_DOMAIN"):
-        if name not in limits:
+        if name not in extra:
             del env[name]  # host_env turns the limits off for other tests; here the defaults apply
+    logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
     return start_devhost(port, env, logs, settings_file=logs / "none.json"), f"http://127.0.0.1:{port}"
 
@@ -375,7 +392,10 @@ async def test_an_onboarding_burst_from_one_address(
         assert await _burst(url, "burst", 64) == [202] * 64
     finally:
         default.stop()
-    lowered, url = _one_ip_host(azurite, emulator_server[1], tmp_path, "burst", RATE_LIMIT_PER_IP="20")
+    # A day-long window: a window's end cannot fall inside the burst and reset the count.
+    lowered, url = _one_ip_host(
+        azurite, emulator_server[1], tmp_path, "burst", RATE_LIMIT_PER_IP="20", RATE_LIMIT_WINDOW_SECONDS="86400"
+    )
     try:
         statuses = await _burst(url, "burst", 64)
         assert sorted(statuses) == [202] * 20 + [429] * 44
@@ -475,3 +495,31 @@ async def test_ipv6_clients_share_their_64(settings: Settings) -> None:
     # No X-Forwarded-For at all: the peer is counted (here, the /64 already full).
     with pytest.raises(TooManyRequests):
         await gate.check(form, extras, {}, peer="[2001:db8:0:1::9]:5")
+
+
+@pytest.mark.e2e
+async def test_two_hosts_share_the_count_through_table_storage(
+    azurite: str, emulator_server: tuple[GraphEmulator, str], tmp_path: Path
+) -> None:
+    """Two hosts (two instances) on one table, per-IP limit 20: 15 sign-ups through the first; once the
+    instances have reconciled (two rounds of RATE_LIMIT_SYNC_SECONDS), the second admits exactly the 5 left."""
+    shared_names = unique_names()
+    hosts = [
+        _one_ip_host(
+            azurite,
+            emulator_server[1],
+            tmp_path / name,
+            "two",
+            RATE_LIMIT_PER_IP="20",
+            RATE_LIMIT_WINDOW_SECONDS="86400",
+            **shared_names,
+        )
+        for name in ("a", "b")
+    ]
+    try:
+        assert await _burst(hosts[0][1], "two", 15) == [202] * 15
+        await asyncio.sleep(3)  # the first publishes within a second, the second reads within the next
+        assert sorted(await _burst(hosts[1][1], "two", 15)) == [202] * 5 + [429] * 10
+    finally:
+        for service, _ in hosts:
+            service.stop()

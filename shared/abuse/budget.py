@@ -31,7 +31,8 @@ class DomainBudget:
         """True: within the domain's budget (counted). False: over it; send the sign-up to review."""
         if self.limit <= 0:
             return True
-        return self._limiter.take(domain.casefold(), self.limit, now.timestamp(), once=signup_id).allowed
+        verdict = await self._limiter.take(domain.casefold(), self.limit, now.timestamp(), once=signup_id)
+        return verdict.allowed
 
     async def aclose(self) -> None:
         """Stop the background reconciliation (publishing this instance's counts once more)."""

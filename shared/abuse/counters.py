@@ -1,7 +1,8 @@
 """Fixed-window counts kept in memory by each instance and reconciled through shared storage.
 
 A ``SharedLimiter`` decides every request in memory, so a decision costs no
-storage round trip and there is nothing to contend on. Each instance counts its
+storage round trip (but for the first of a window on an instance, which waits for
+one read of the others' counts) and there is nothing to contend on. Each instance counts its
 own admissions exactly; every ``sync_every`` seconds a background task
 *publishes* its counts of the keys it saw since the last round (one row per key
 and instance, written unconditionally: only that instance ever writes the row)
@@ -53,9 +54,12 @@ BATCH: Final = 100  # entities per Table transaction
 # (then deleting) each of them would cost two writes per sign-up for nothing. The price: up to one unseen
 # admission per other instance and key, added to the overshoot bound.
 PUBLISH_FROM: Final = 2
+# The first request of a window on an instance waits this long at most for the others' counts (one query);
+# after that it is decided on what is known and the read finishes in the background.
+PRIME_TIMEOUT: Final = 2.0
 # Once a key has reached half its limit, rounds come this many times as often: the overshoot near the limit
 # is what staleness costs, and it is worth a few more round trips for the keys that are about to be refused.
-HOT_SPEEDUP: Final = 5
+HOT_SPEEDUP: Final = 10
 
 
 @dataclass(frozen=True)
@@ -182,8 +186,10 @@ class SharedLimiter:
         self._once: dict[str, set[str]] = {}
         self._to_forget: list[tuple[int, list[str]]] = []
         self._last_take = float("-inf")
-        self._hot = False
+        self._hot_at = float("-inf")  # when a request last found its key at half its limit or more
+        self._wake: asyncio.Event | None = None  # cuts a long wait short when a key turns hot
         self._task: asyncio.Task[None] | None = None
+        self._priming: tuple[int, asyncio.Task[None]] | None = None
 
     def _window_of(self, now: float) -> int:
         return int(now // self._window * self._window)
@@ -195,11 +201,13 @@ class SharedLimiter:
         self._start = start
         self._mine, self._others, self._published, self._once = {}, {}, {}, {}
 
-    def take(self, key: str, limit: int, now: float | None = None, *, once: str | None = None) -> Verdict:
+    async def take(self, key: str, limit: int, now: float | None = None, *, once: str | None = None) -> Verdict:
         """Count one request for ``key`` if the window has room under ``limit``; refuse it otherwise.
 
-        Never waits and never touches storage. ``once``: an id counted at most once per window on this
-        instance (a redelivered message is not counted twice).
+        Decided in memory. Only the first request of a window on this instance waits, for one read of the
+        other instances' counts (at most ``PRIME_TIMEOUT``; concurrent first requests share it), so that a
+        fresh instance does not admit a burst on an empty view. ``once``: an id counted at most once per
+        window on this instance (a redelivered message is not counted twice).
         """
         now = self._clock() if now is None else now
         start = self._window_of(now)
@@ -207,18 +215,32 @@ class SharedLimiter:
             self._roll(start)
         self._last_take = now
         self._ensure_running()
+        await self._prime()
         h = key_hash(key)
         if once is not None and once in self._once.get(h, ()):
             return Verdict(True)
         mine = self._mine.get(h, 0)
         if 2 * (mine + self._others.get(h, 0)) >= limit:
-            self._hot = True
+            if now - self._hot_at >= self._sync_every and self._wake is not None:
+                self._wake.set()  # it has just turned hot: start the short rounds now, not after the long wait
+            self._hot_at = now
         if mine + self._others.get(h, 0) >= limit:
             return Verdict(False, max(1, int(self._start + self._window - now + 0.999)))
         self._mine[h] = mine + 1
         if once is not None:
             self._once.setdefault(h, set()).add(once)
         return Verdict(True)
+
+    async def _prime(self) -> None:
+        """Read the others' counts once per window before deciding on them (only the first request waits)."""
+        loop = asyncio.get_running_loop()
+        if self._priming is None or self._priming[0] != self._start or self._priming[1].get_loop() is not loop:
+            self._priming = (self._start, loop.create_task(self._exchange()))
+        task = self._priming[1]
+        if task.done():
+            return
+        with contextlib.suppress(Exception):  # a slow or failed read: decide on what is known
+            await asyncio.wait_for(asyncio.shield(task), PRIME_TIMEOUT)
 
     def known(self, key: str) -> int:
         """The admissions for ``key`` in the current window this instance knows of (its own and the others')."""
@@ -227,18 +249,18 @@ class SharedLimiter:
 
     def _ensure_running(self) -> None:
         """Start the reconciliation on the running loop (again, if an earlier loop has gone)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no running loop (a synchronous caller): counted alone until there is one
-            return
+        loop = asyncio.get_running_loop()
         if self._task is not None and not self._task.done() and self._task.get_loop() is loop:
             return
-        self._task = loop.create_task(self._run())
+        self._wake = asyncio.Event()
+        self._task = loop.create_task(self._run(self._wake))
 
-    async def _run(self) -> None:
+    async def _run(self, wake: asyncio.Event) -> None:
         while True:
-            await asyncio.sleep(self._sync_every / HOT_SPEEDUP if self._hot else self._sync_every)
-            self._hot = False  # until a take finds a key at half its limit again
+            hot = self._clock() - self._hot_at < self._sync_every
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self._sync_every / HOT_SPEEDUP if hot else self._sync_every)
+            wake.clear()
             try:
                 await self.sync()
             except Exception:  # never let the reconciliation die: counting alone is the fallback
@@ -247,13 +269,16 @@ class SharedLimiter:
     async def sync(self) -> None:
         """One round: publish this instance's changed counts, read every other instance's counts of the
         current window, and delete this instance's rows of past windows. Idle for a window: nothing."""
+        await self._exchange()
+        forget, self._to_forget = self._to_forget, []
+        for window, hashes in forget:
+            await self._store.forget(self._kind, window, self.instance, hashes)
+
+    async def _exchange(self) -> None:
         now = self._clock()
         start = self._window_of(now)
         if start > self._start:
             self._roll(start)
-        forget, self._to_forget = self._to_forget, []
-        for window, hashes in forget:
-            await self._store.forget(self._kind, window, self.instance, hashes)
         if now - self._last_take > self._window:
             return
         changed = [h for h, n in self._mine.items() if n >= PUBLISH_FROM and self._published.get(h) != n]

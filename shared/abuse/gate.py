@@ -114,7 +114,7 @@ class SubmissionGate:
                 raise CaptchaFailed()
         limit = self._settings.rate_limit_per_ip
         if self._limiter is not None and limit > 0:  # 0 turns the limit off
-            verdict = self._limiter.take(rate_key(ip), limit)
+            verdict = await self._limiter.take(rate_key(ip), limit)
             if not verdict.allowed:
                 log.info("abuse.rate_limited kind=ip limit=%s", limit)
                 raise TooManyRequests(verdict.retry_after)
