@@ -473,11 +473,12 @@ async def test_a_page_post_needs_a_token_and_names_its_signup_id(settings: Setti
     with pytest.raises(FormRejected):
         await gate.check(form, extras, {**page, "Origin": "https://evil.example"})
     partner = await gate.check(form, extras, {**page, "Origin": "https://partner.example/"})
-    assert not partner.from_token and is_signup_id(partner.signup_id)
+    assert not partner.from_token and is_signup_id(partner.signup_id) and partner.issued_at is None
     token = tokens.issue()
     form, extras = parse_submission("application/x-www-form-urlencoded", body + b"&formToken=" + token.encode())
     first, again = await gate.check(form, extras, page), await gate.check(form, extras, page)
     assert first.from_token and first.signup_id == again.signup_id == tokens.signup_id(token)
+    assert first.issued_at == again.issued_at == int(token.split(".")[0])
     form, extras = parse_submission("application/json", b'{"email": "a@fabrikam.com", "displayName": "A"}')
     api = [await gate.check(form, extras, {"Content-Type": "application/json"}) for _ in range(2)]
     assert api[0].signup_id != api[1].signup_id and not api[0].from_token and is_signup_id(api[0].signup_id)

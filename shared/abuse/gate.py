@@ -41,12 +41,15 @@ class Passed:
     token's nonce (``FormTokens.signup_id``): every post of one token gets the same id, so the record's
     conditional insert (create, never upsert) refuses a reused token, and intake answers that conflict with a
     4xx. For a post without a token (an API client) it is a fresh random id (``new_signup_id``).
-    ``from_token``: which of the two it is.
+    ``from_token``: which of the two it is. ``issued_at``: the token's issue time (epoch seconds; None without
+    a token), as deterministic as the id: should intake ever fold a time bucket into its ids, it must take the
+    bucket from this, not from the clock, or a token reused in another bucket would name another record.
     """
 
     form: SignupForm
     signup_id: str
     from_token: bool
+    issued_at: int | None = None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
@@ -87,7 +90,7 @@ class SubmissionGate:
         if extras.honeypot:
             log.info("abuse.honeypot domain=%s", form.domain)
             raise FormRejected("honeypot")
-        signup_id, from_token = new_signup_id(), False
+        signup_id, from_token, issued_at = new_signup_id(), False, None
         if self._tokens is not None:
             if extras.form_token:
                 why = self._tokens.check(extras.form_token)
@@ -95,6 +98,7 @@ class SubmissionGate:
                     log.info("abuse.form_token reason=%s domain=%s", why, form.domain)
                     raise FormRejected(why)
                 signup_id, from_token = self._tokens.signup_id(extras.form_token), True
+                issued_at = int(extras.form_token.split(".", 1)[0])
             elif not self._token_optional(headers):
                 log.info("abuse.form_token reason=missing domain=%s", form.domain)
                 raise FormRejected("missing")
@@ -118,4 +122,4 @@ class SubmissionGate:
             if not verdict.allowed:
                 log.info("abuse.rate_limited kind=ip limit=%s", limit)
                 raise TooManyRequests(verdict.retry_after)
-        return Passed(form, signup_id, from_token)
+        return Passed(form, signup_id, from_token, issued_at)
