@@ -188,7 +188,8 @@ async def test_a_signup_for_review_waits_unqueued(policy: Policy, email: str, pr
     assert (record.status, record.policy_action, record.policy_profile) == (Status.PENDING_APPROVAL, "review", profile)
     assert record.deadline == record.created_at + timedelta(seconds=kit.pending_expiry)
     assert kit.index.entries() == [DueEntry(bucket_of(record.deadline), sid)]
-    assert kit.addresses.claims == {} and kit.queue.messages == []
+    # One open review per address: the pending request holds the claim (a repeat links to it).
+    assert [c.signup_id for c in kit.addresses.claims.values()] == [sid] and kit.queue.messages == []
     assert await kit.worker.process(sid) is Outcome.NOT_ADMITTED
     assert await kit.worker.finalise_poisoned(sid) is Outcome.NOT_ADMITTED
     assert kit.record(sid).status is Status.PENDING_APPROVAL and kit.directory.invitations == []
