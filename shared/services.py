@@ -213,7 +213,7 @@ def build_services(settings: Settings) -> Services:
     counts = TableCountStore(table)
     window, sync = settings.rate_limit_window_seconds, settings.rate_limit_sync_seconds
     ip_limiter = SharedLimiter(counts, "ip", window, sync)
-    domain_budget = DomainBudget(SharedLimiter(counts, "domain", window, sync), settings.rate_limit_per_domain)
+    domain_budget = DomainBudget.create(counts, settings.rate_limit_per_domain, window, sync)
     captcha = None
     if settings.captcha_provider != "none" and settings.captcha_secret:
         captcha = CaptchaVerifier(settings.captcha_provider, settings.captcha_secret, settings.captcha_verify_url)

@@ -63,6 +63,9 @@ def test_a_token_names_one_unguessable_signup_id() -> None:
     assert is_signup_id(tokens.signup_id(first))
     assert FormTokens("other", 0).signup_id(first) != tokens.signup_id(first)
     assert first.split(".")[1] not in tokens.signup_id(first)
+    # It begins with the minute the page was served, as every sign-up id begins with a minute.
+    minute = datetime.fromtimestamp(int(first.split(".")[0]), UTC).strftime("%Y%m%d%H%M")
+    assert tokens.signup_id(first).startswith(minute)
 
 
 def test_client_ip_trusts_only_the_configured_hops() -> None:
@@ -205,20 +208,23 @@ async def test_no_request_is_refused_for_contention(settings: Settings) -> None:
 
 
 async def test_the_domain_budget() -> None:
-    now = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
-    budget = DomainBudget(SharedLimiter(MemoryCountStore(), "domain", 600, 1), 3)
-    assert [await budget.admit("Fabrikam.com", now) for _ in range(4)] == [True, True, True, False]
-    assert await budget.admit("contoso.com", now)
-    again = DomainBudget(SharedLimiter(MemoryCountStore(), "domain", 600, 1), 1)
-    assert await again.admit("fabrikam.com", now, signup_id="a")
-    assert await again.admit("fabrikam.com", now, signup_id="a")  # a redelivery is not charged twice
-    assert not await again.admit("fabrikam.com", now, signup_id="b")
-    assert await again.admit("fabrikam.com", now + timedelta(minutes=10), signup_id="b")  # the next window
-    off = DomainBudget(SharedLimiter(MemoryCountStore(), "domain", 600, 1), 0)
-    assert all([await off.admit("fabrikam.com", now) for _ in range(5)])
-    await budget.aclose()
-    await again.aclose()
-    await off.aclose()
+    """Counted per domain on the lifecycle's clock; over the budget: False (the admission step sends the
+    sign-up to review); a redelivered sign-up is not charged twice; 0 is no budget."""
+    clock = [datetime(2026, 1, 5, 9, 0, tzinfo=UTC)]
+    budget = DomainBudget.create(MemoryCountStore(), 3, 600, 1, clock=lambda: clock[0])
+    assert [await budget.admit("Fabrikam.com", clock[0]) for _ in range(4)] == [True, True, True, False]
+    assert await budget.admit("contoso.com", clock[0])
+    again = DomainBudget.create(MemoryCountStore(), 1, 600, 1, clock=lambda: clock[0])
+    assert await again.admit("fabrikam.com", clock[0], signup_id="a")
+    assert await again.admit("fabrikam.com", clock[0], signup_id="a")  # a redelivery is not charged twice
+    assert not await again.admit("fabrikam.com", clock[0], signup_id="b")
+    clock[0] += timedelta(minutes=10)
+    await again.aclose()  # a round on the moved clock: the old window is forgotten
+    assert await again.admit("fabrikam.com", clock[0], signup_id="b")  # the next window
+    off = DomainBudget.create(MemoryCountStore(), 0, 600, 1)
+    assert all([await off.admit("fabrikam.com", clock[0]) for _ in range(5)])
+    for each in (budget, again, off):
+        await each.aclose()
 
 
 async def _stand_in(port: int, state: dict[str, Any]) -> web.AppRunner:
@@ -385,11 +391,19 @@ async def test_an_onboarding_burst_from_one_address(
     azurite: str, emulator_server: tuple[GraphEmulator, str], tmp_path: Path, settings: Settings
 ) -> None:
     """64 concurrent sign-ups from one IP and one domain: all accepted under the default limits; with the
-    per-IP limit lowered to 20, exactly the 44 over it are refused (429), none for contention."""
+    per-IP limit lowered to 20, exactly the 44 over it are refused (429), none for contention. And a reused
+    form token is refused."""
     default, url = _one_ip_host(azurite, emulator_server[1], tmp_path, "burst")
     try:
         assert settings.rate_limit_per_ip >= 64  # the defaults (app_env sets no limit)
         assert await _burst(url, "burst", 64) == [202] * 64
+        # A token is single-use: its second post names the same record, whose insert is refused.
+        token = FormTokens("burst", 0, clock=lambda: time.time() - 10).issue()
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            bodies = [{"email": f"r{i}@fabrikam.com", "displayName": "R", "formToken": token} for i in (1, 2)]
+            first, again = [await http.post("/api/signups", json=body) for body in bodies]
+        assert first.status_code == 202 and first.json()["id"] == FormTokens("burst", 0).signup_id(token)
+        assert again.status_code == 400 and problem_of(again.json())["type"] == "/problems/form-rejected"
     finally:
         default.stop()
     # A day-long window: a window's end cannot fall inside the burst and reset the count.

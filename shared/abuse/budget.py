@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
-from .counters import SharedLimiter
+from ..lifecycle.models import utcnow
+from .counters import CountStore, SharedLimiter
 
 
 class DomainBudget:
@@ -26,6 +28,20 @@ class DomainBudget:
     def __init__(self, limiter: SharedLimiter, limit: int) -> None:
         self._limiter = limiter
         self.limit = limit
+
+    @classmethod
+    def create(
+        cls,
+        store: CountStore,
+        limit: int,
+        window: float,
+        sync_every: float,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> DomainBudget:
+        """A budget counting in ``store`` (``TableCountStore`` in the app, ``MemoryCountStore`` in tests), on
+        ``clock``, the lifecycle's clock, so that a test's clock moves its windows too."""
+        limiter = SharedLimiter(store, "domain", window, sync_every, clock=lambda: clock().timestamp())
+        return cls(limiter, limit)
 
     async def admit(self, domain: str, now: datetime, signup_id: str | None = None) -> bool:
         """True: within the domain's budget (counted). False: over it; send the sign-up to review."""

@@ -179,7 +179,7 @@ class SharedLimiter:
         self._sync_every = sync_every
         self._clock = clock
         self.instance = instance or secrets.token_hex(8)
-        self._start = self._window_of(clock())
+        self._start = self._window_of(clock())  # the window counted in; a request's own time moves it
         self._mine: dict[str, int] = {}
         self._others: dict[str, int] = {}
         self._published: dict[str, int] = {}
@@ -211,7 +211,7 @@ class SharedLimiter:
         """
         now = self._clock() if now is None else now
         start = self._window_of(now)
-        if start > self._start:
+        if start != self._start:  # the caller's time rules (a backward move only ever comes from a test's clock)
             self._roll(start)
         self._last_take = now
         self._ensure_running()
@@ -237,10 +237,8 @@ class SharedLimiter:
         if self._priming is None or self._priming[0] != self._start or self._priming[1].get_loop() is not loop:
             self._priming = (self._start, loop.create_task(self._exchange()))
         task = self._priming[1]
-        if task.done():
-            return
-        with contextlib.suppress(Exception):  # a slow or failed read: decide on what is known
-            await asyncio.wait_for(asyncio.shield(task), PRIME_TIMEOUT)
+        if not task.done():  # a slow read: decide on what is known after the timeout; the read goes on
+            await asyncio.wait({task}, timeout=PRIME_TIMEOUT)
 
     def known(self, key: str) -> int:
         """The admissions for ``key`` in the current window this instance knows of (its own and the others')."""
@@ -258,8 +256,12 @@ class SharedLimiter:
     async def _run(self, wake: asyncio.Event) -> None:
         while True:
             hot = self._clock() - self._hot_at < self._sync_every
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._sync_every / HOT_SPEEDUP if hot else self._sync_every)
+            # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow the task's cancellation.
+            waiter = asyncio.ensure_future(wake.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=self._sync_every / HOT_SPEEDUP if hot else self._sync_every)
+            finally:
+                waiter.cancel()
             wake.clear()
             try:
                 await self.sync()

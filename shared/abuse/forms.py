@@ -2,12 +2,14 @@
 
 A token is ``<issued-at>.<nonce>.<HMAC-SHA256 of both>`` under a secret the
 instances share. The nonce (128 random bits) gives each served page its own
-sign-up id, ``signup_id(token)``: unpadded base64url of the first 16 bytes of
-an HMAC of the nonce under a key derived from the secret (22 characters, the
-shape of ``shared.lifecycle.models.new_signup_id``). It is deterministic, so a
-second post of the same token names the same record, whose conditional insert
-then fails: tokens are single-use without any storage write of their own. It
-is unguessable without the secret, and reveals nothing of the nonce.
+sign-up id, ``signup_id(token)``, in the shape of
+``shared.lifecycle.models.new_signup_id``: the minute the token was issued
+(UTC, ``ID_MINUTE_FORMAT``), then unpadded base64url of the first 16 bytes of an
+HMAC of the nonce under a key derived from the secret (22 characters). It is
+deterministic, so a second post of the same token names the same record, whose
+conditional insert then fails: tokens are single-use without any storage write
+of their own. Its random part is unguessable without the nonce, and reveals
+nothing of it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Final
+
+from ..lifecycle.models import ID_MINUTE_FORMAT
 
 MAX_AGE: Final = 24 * 3600.0  # a page left open for a day is reloaded
 NONCE_BYTES: Final = 16
@@ -65,5 +70,6 @@ class FormTokens:
 
     def signup_id(self, token: str) -> str:
         """The sign-up id of a token ``check`` accepted: the same for every post of that token."""
-        nonce = token.split(".")[1]
-        return _b64(hmac.new(self._id_key, nonce.encode("ascii"), hashlib.sha256).digest()[:ID_BYTES])
+        issued, nonce, _ = token.split(".")
+        minute = datetime.fromtimestamp(int(issued), UTC).strftime(ID_MINUTE_FORMAT)
+        return minute + _b64(hmac.new(self._id_key, nonce.encode("ascii"), hashlib.sha256).digest()[:ID_BYTES])

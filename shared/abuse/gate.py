@@ -37,13 +37,14 @@ class Passed:
     """A submission the gate let through.
 
     ``form``: the sign-up to record (with the accepted terms' version).
-    ``signup_id``: the id intake MUST record it under. For a post with a form token it is derived from the
-    token's nonce (``FormTokens.signup_id``): every post of one token gets the same id, so the record's
-    conditional insert (create, never upsert) refuses a reused token, and intake answers that conflict with a
-    4xx. For a post without a token (an API client) it is a fresh random id (``new_signup_id``).
-    ``from_token``: which of the two it is. ``issued_at``: the token's issue time (epoch seconds; None without
-    a token), as deterministic as the id: should intake ever fold a time bucket into its ids, it must take the
-    bucket from this, not from the clock, or a token reused in another bucket would name another record.
+    ``signup_id``: for a post with a form token (``from_token``), the id intake MUST record it under,
+    derived from the token (``FormTokens.signup_id``: the minute the token was issued, then 22 characters
+    from its nonce): every post of one token gets the same id, so the record's conditional insert (create,
+    never upsert) refuses a reused token, and the trigger answers that conflict with 400
+    ``/problems/form-rejected``. For a post without a token (an API client) it is a fresh random id
+    (``new_signup_id``), which intake may use or replace with its own.
+    ``issued_at``: the token's issue time (epoch seconds; None without a token). The id's minute is this
+    one, not the minute the post arrived: an id must be the same for every post of the token.
     """
 
     form: SignupForm
