@@ -197,6 +197,11 @@ def build_services(settings: Settings) -> Services:
         contact=settings.organisation_contact,
     )
     denials = TableDenialMemory(table)
+    # Rate counts: per IP at the door (the gate), per domain in the admission step (the budget).
+    counts = TableCountStore(table)
+    window, sync = settings.rate_limit_window_seconds, settings.rate_limit_sync_seconds
+    ip_limiter = SharedLimiter(counts, "ip", window, sync)
+    domain_budget = DomainBudget.create(counts, settings.rate_limit_per_domain, window, sync)
     admission = Admission(
         store,
         TableAddressBook(table),
@@ -210,10 +215,6 @@ def build_services(settings: Settings) -> Services:
     form_tokens = (
         FormTokens(settings.form_token_secret, settings.min_fill_seconds) if settings.form_token_secret else None
     )
-    counts = TableCountStore(table)
-    window, sync = settings.rate_limit_window_seconds, settings.rate_limit_sync_seconds
-    ip_limiter = SharedLimiter(counts, "ip", window, sync)
-    domain_budget = DomainBudget.create(counts, settings.rate_limit_per_domain, window, sync)
     captcha = None
     if settings.captcha_provider != "none" and settings.captcha_secret:
         captcha = CaptchaVerifier(settings.captcha_provider, settings.captcha_secret, settings.captcha_verify_url)

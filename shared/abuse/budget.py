@@ -18,9 +18,10 @@ class DomainBudget:
     refused for to review (``pending_approval``) instead of inviting it: the budget never refuses anyone
     at the door, and a sign-up sent to review costs no Graph write. A limit of 0 admits everything.
 
-    It never waits for storage and never fails: counting is in memory per instance and reconciled with the
-    other instances through Table storage in the background (``shared.abuse.counters``), so contention
-    cannot turn into a refusal and the error bound of ``docs/abuse.md`` applies. ``signup_id``, when given,
+    It never fails and hardly waits: counting is in memory per instance and reconciled with the other
+    instances through Table storage in the background (``shared.abuse.counters``); only the first call of a
+    window on an instance waits for one read of the others' counts (at most 2 s). Contention cannot turn
+    into a refusal, and the error bound of ``docs/abuse.md`` applies. ``signup_id``, when given,
     is counted once per window on this instance, so a redelivered queue message is not charged twice (on
     another instance it would be, which errs towards review).
     """
