@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+from . import telemetry
 from .abuse import CaptchaVerifier, DomainBudget, FormTokens, SharedLimiter, SubmissionGate, TableCountStore
 from .admin.replay import Replayer
 from .approval import Approvals, TableDenialMemory
 from .audit import TableAuditLog
 from .conversion.requests import ConversionRequests
 from .graph.budget import INVITATIONS, WRITES, SharedBucket, SharedGate, TableBudgetStore
-from .graph.client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
 from .graph.directory import InvitationOptions
 from .graph.pacing import WritePacer
+from .guests import GuestRecorder, TableGuestRegister
 from .lifecycle.intake import Admission, Intake, Timers
 from .lifecycle.queue import StorageQueue
 from .lifecycle.store import TableAddressBook, TableDueIndex, TableSignupStore
@@ -28,7 +29,9 @@ from .lifecycle.worker import InvitationWorker
 from .onboarding import FollowUps
 from .policy import CachedPolicy, PolicySource
 from .settings import GRAPH_CLOUDS, Settings, get_settings
-from .storage import build_queue_client, build_storage_credential, build_table_client
+
+if TYPE_CHECKING:
+    from .graph.client import MsGraphDirectory
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +150,12 @@ def build_gate(settings: Settings, table: Any) -> SharedGate | None:
 
 def build_services(settings: Settings) -> Services:
     """Wire the real Azure Storage and Microsoft Graph implementations."""
+    telemetry.configure(console=settings.telemetry_console)
+    # Imported here, on the first invocation, not when the host indexes the functions: msgraph-sdk, httpx and
+    # the Azure Storage SDKs are most of the app's import time (docs/benchmarks.md, "Cold start").
+    from .graph.client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
+    from .storage import build_queue_client, build_storage_credential, build_table_client
+
     storage_credential = build_storage_credential(settings)
     table = build_table_client(settings, storage_credential)
     queue = build_queue_client(settings, credential=storage_credential)
@@ -231,6 +240,7 @@ def build_services(settings: Settings) -> Services:
             policy=policy,
             follow_ups=follow_ups,
             audit=audit,
+            guests=GuestRecorder(TableGuestRegister(table), policy, settings.invite_sponsor_ids),
         ),
         sweeper=Sweeper(store, index, signup_queue, admission, lifecycle_timers, audit=audit),
         replayer=Replayer(store, admission),

@@ -220,3 +220,16 @@ async def test_a_profile_gone_from_the_policy_falls_back_to_the_settings_options
     await kit.run_until_quiet()
     assert kit.record(sid).status is Status.INVITED
     assert kit.directory.invitations[0].options == OPTIONS
+
+
+async def test_intake_writes_one_record_and_one_message_and_nothing_else() -> None:
+    """The HTTP trigger's durable work (issue 17): one insert (received) and one enqueue; the claim, due
+    entry, audit rows and denial lookup wait for admission behind the queue."""
+    kit = Kit()
+    sid = await kit.submit(admit=False)
+    assert [(w.id, w.status) for w in kit.store.writes] == [(sid, Status.RECEIVED)]
+    assert kit.queue.sent == [(sid, 0.0)]
+    assert kit.index.entries() == [] and kit.addresses.claims == {} and await kit.history(sid) == []
+    assert sid.startswith(kit.clock.now.strftime("%Y%m%d%H%M"))  # the id names its minute: its own due entry
+    assert await kit.deliver_due() == [Outcome.INVITED]
+    assert await kit.history(sid) == ["received", "policy", "invited"]

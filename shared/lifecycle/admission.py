@@ -130,7 +130,8 @@ class Admission:
             await self._record(denied, "policy", "policy", {"action": "deny", "reason": REMEMBERED_DENIAL})
             log.info("admission.remembered_denial signup_id=%s domain=%s", signup.id, signup.domain)
             return denied
-        if not review and self._domain_allows is not None and not await self._domain_allows(signup.domain, now):
+        budgeted = not review and signup.conversion is None and self._domain_allows is not None
+        if budgeted and self._domain_allows is not None and not await self._domain_allows(signup.domain, now):
             review = True  # over the domain's budget: a person looks at it instead of a refusal at the door
             signup = await write(
                 self._store, signup, Event.STEP, clock=self._clock, policy_action="review", policy_reason="domain-rate"
