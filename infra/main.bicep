@@ -193,7 +193,7 @@ param termsVersion string = ''
 @description('CORS_ALLOWED_ORIGINS: comma-separated origins of partner sites that post their own forms, e.g. https://partners.contoso.com. The app answers CORS for POST /api/signups only; platform CORS stays off (it would override the app and open every route).')
 param corsAllowedOrigins string = ''
 
-@description('RATE_LIMIT_PER_IP, RATE_LIMIT_PER_DOMAIN: sign-ups per window per client IP and per email domain.')
+@description('RATE_LIMIT_PER_IP, RATE_LIMIT_PER_DOMAIN: sign-ups per window per client IP (over it: 429) and per email domain (over it: review). See docs/abuse.md.')
 param rateLimitPerIp string = '1000'
 param rateLimitPerDomain string = '1000'
 
