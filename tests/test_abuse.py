@@ -269,6 +269,19 @@ async def test_an_onboarding_burst_from_one_address(
             first, again = [await http.post("/api/signups", json=body) for body in bodies]
         assert first.status_code == 202 and first.json()["id"] == FormTokens("burst", 0).signup_id(token)
         assert again.status_code == 400 and problem_of(again.json())["type"] == "/problems/form-rejected"
+        # The same through the page without JavaScript: its token's id is the record's; a second post of that
+        # page gets the form again (400), with a fresh token.
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            page = await http.get("/api/signup?lang=en")
+            served = page.text.split('name="formToken" value="', 1)[1].split('"', 1)[0]
+            await asyncio.sleep(3)  # SIGNUP_MIN_FILL_SECONDS
+            form = {"email": "nojs@fabrikam.com", "displayName": "N", "formToken": served}
+            html = {"Accept": "text/html"}
+            posted = await http.post("/api/signups", data=form, headers=html)
+            reposted = await http.post("/api/signups", data=form, headers=html)
+        assert posted.status_code == 303
+        assert posted.headers["Location"].startswith(f"/api/signup/{FormTokens('burst', 0).signup_id(served)}?")
+        assert reposted.status_code == 400 and 'name="formToken"' in reposted.text and served not in reposted.text
     finally:
         default.stop()
     # A day-long window: a window's end cannot fall inside the burst and reset the count.
