@@ -193,9 +193,9 @@ param termsVersion string = ''
 @description('CORS_ALLOWED_ORIGINS: comma-separated origins of partner sites that post their own forms, e.g. https://partners.contoso.com. The app answers CORS for POST /api/signups only; platform CORS stays off (it would override the app and open every route).')
 param corsAllowedOrigins string = ''
 
-@description('RATE_LIMIT_PER_IP, RATE_LIMIT_PER_DOMAIN: sign-ups per window per client IP and per email domain.')
-param rateLimitPerIp string = '20'
-param rateLimitPerDomain string = '200'
+@description('RATE_LIMIT_PER_IP, RATE_LIMIT_PER_DOMAIN: sign-ups per window per client IP (over it: 429) and per email domain (over it: review). See docs/abuse.md.')
+param rateLimitPerIp string = '1000'
+param rateLimitPerDomain string = '1000'
 
 @description('RATE_LIMIT_WINDOW_SECONDS: length of a rate-limit window.')
 param rateLimitWindowSeconds string = '600'
@@ -475,6 +475,7 @@ var appSettings = {
   RATE_LIMIT_PER_IP: rateLimitPerIp
   RATE_LIMIT_PER_DOMAIN: rateLimitPerDomain
   RATE_LIMIT_WINDOW_SECONDS: rateLimitWindowSeconds
+  RATE_LIMIT_SYNC_SECONDS: '1'
   TRUSTED_FORWARDED_HOPS: '1'
   // Signs the pages' form tokens: a random secret kept in Key Vault (versionless reference: the current version).
   FORM_TOKEN_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.uri}secrets/${formTokenSecretName}/)'

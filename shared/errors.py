@@ -131,7 +131,7 @@ class FormRejected(RequestError):
     title = "The form could not be accepted"
 
     def __init__(self, reason: str) -> None:
-        self.reason = reason  # invalid, too_fast, expired or honeypot: for logs and the page's wording
+        self.reason = reason  # invalid, too_fast, expired, missing or honeypot: for logs and the page's wording
         super().__init__("The form could not be accepted. Reload the page and try again.")
 
 

@@ -138,6 +138,7 @@ class Settings:
     rate_limit_per_ip: int
     rate_limit_per_domain: int
     rate_limit_window_seconds: float
+    rate_limit_sync_seconds: float
     trusted_forwarded_hops: int
     form_token_secret: str | None = field(repr=False)
     min_fill_seconds: float
@@ -217,6 +218,7 @@ SETTING_KEYS: Final = (
     "RATE_LIMIT_PER_IP",
     "RATE_LIMIT_PER_DOMAIN",
     "RATE_LIMIT_WINDOW_SECONDS",
+    "RATE_LIMIT_SYNC_SECONDS",
     "TRUSTED_FORWARDED_HOPS",
     "FORM_TOKEN_SECRET",
     "SIGNUP_MIN_FILL_SECONDS",
@@ -582,9 +584,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         terms_url=terms_url,
         terms_version=terms_version,
         cors_allowed_origins=r.default("CORS_ALLOWED_ORIGINS", (), _origins),
-        rate_limit_per_ip=r.default("RATE_LIMIT_PER_IP", 20, _non_negative_int),
-        rate_limit_per_domain=r.default("RATE_LIMIT_PER_DOMAIN", 200, _non_negative_int),
+        # Sized for a partner's onboarding day: a whole partner behind one egress IP (docs/abuse.md).
+        rate_limit_per_ip=r.default("RATE_LIMIT_PER_IP", 1000, _non_negative_int),
+        rate_limit_per_domain=r.default("RATE_LIMIT_PER_DOMAIN", 1000, _non_negative_int),
         rate_limit_window_seconds=r.default("RATE_LIMIT_WINDOW_SECONDS", 600.0, _positive_float),
+        rate_limit_sync_seconds=r.default("RATE_LIMIT_SYNC_SECONDS", 1.0, _positive_float),
         trusted_forwarded_hops=r.default("TRUSTED_FORWARDED_HOPS", 1, _non_negative_int),
         form_token_secret=r.optional("FORM_TOKEN_SECRET"),
         min_fill_seconds=r.default("SIGNUP_MIN_FILL_SECONDS", 3.0, _non_negative_float),

@@ -227,6 +227,7 @@ def test_every_settings_key_is_read() -> None:
             "RATE_LIMIT_PER_IP": "5",
             "RATE_LIMIT_PER_DOMAIN": "6",
             "RATE_LIMIT_WINDOW_SECONDS": "60",
+            "RATE_LIMIT_SYNC_SECONDS": "5",
             "TRUSTED_FORWARDED_HOPS": "2",
             "SIGNUP_MIN_FILL_SECONDS": "1",
             "CAPTCHA_PROVIDER": "turnstile",

@@ -9,7 +9,14 @@ import azure.functions as func
 
 from shared import problems
 from shared.abuse import VerificationUnavailable
-from shared.errors import RequestError, SignupForbidden, StorageError, ValidationFailed
+from shared.errors import (
+    ConcurrencyConflict,
+    FormRejected,
+    RequestError,
+    SignupForbidden,
+    StorageError,
+    ValidationFailed,
+)
 from shared.lifecycle.queue import decode_message
 from shared.lifecycle.validation import parse_submission
 from shared.services import get_services
@@ -42,8 +49,15 @@ async def submit_signup(req: func.HttpRequest) -> func.HttpResponse:
             # Bad input is answered before any setting or client is needed.
             form, extras = parse_submission(req.headers.get("Content-Type"), req.get_body())
             services = get_services()
-            form = await services.gate.check(form, extras, req.headers)
-            signup = await services.intake.submit(form)
+            passed = await services.gate.check(form, extras, req.headers)
+            form = passed.form
+            try:
+                # A form token's own id, so that the record's conditional insert refuses the token's reuse.
+                token_id = passed.signup_id if passed.from_token else None
+                signup = await services.intake.submit(form, signup_id=token_id)
+            except ConcurrencyConflict:
+                log.info("http.form_token_reused signup_id=%s", passed.signup_id)
+                raise FormRejected("reused") from None
         except ValidationFailed as exc:
             if page:
                 return await form_again(req, exc.errors)
