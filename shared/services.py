@@ -220,6 +220,7 @@ def build_services(settings: Settings) -> Services:
         denials=denials,
         audit=audit,
         approver_step=follow_ups.approver_step,
+        domain_allows=domain_budget.admit,
     )
     form_tokens = (
         FormTokens(settings.form_token_secret, settings.min_fill_seconds) if settings.form_token_secret else None
@@ -229,7 +230,7 @@ def build_services(settings: Settings) -> Services:
         captcha = CaptchaVerifier(settings.captcha_provider, settings.captcha_secret, settings.captcha_verify_url)
     return Services(
         settings=settings,
-        intake=Intake(store, signup_queue, lifecycle_timers, policy=policy),
+        intake=Intake(store, signup_queue, lifecycle_timers, policy=policy, index=index),
         worker=InvitationWorker(
             store,
             signup_queue,
