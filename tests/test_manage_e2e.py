@@ -116,7 +116,7 @@ async def test_review_approve_invite_with_groups_and_approver_mail(
     assert sid in [item["id"] for item in listed["items"]]
     first = await client.post(f"/api/manage/signups/{sid}/approve", json={"reason": "Known partner"}, headers=KEY)
     assert first.status_code == 200 and first.json()["result"] == "decided"
-    again = await client.post(f"/api/manage/signups/{sid}/approve", headers=KEY)
+    again = await client.post(f"/api/manage/signups/{sid}/approve", json={}, headers=KEY)
     assert again.status_code == 200 and again.json()["result"] == "already_decided"
     conflict = await client.post(f"/api/manage/signups/{sid}/deny", json={"reason": "Changed my mind"}, headers=KEY)
     assert conflict.status_code == 409 and problem_of(conflict.json())["current"]["status"] != "pending_approval"
