@@ -19,7 +19,7 @@ from .model import Empty, File, Inbound, Json, Outcome, Refused, Reply, Show
 
 log = logging.getLogger(__name__)
 
-NO_STORE: Final = {"Cache-Control": "no-store"}
+JSON_HEADERS: Final = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 STATIC_CACHE: Final = {"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"}
 PROBLEM_TEXTS: Final = {
     "/problems/captcha": "problem_captcha",
@@ -40,13 +40,13 @@ def wants_html(request: Inbound) -> bool:
 
 def problem_reply(problem: Problem, extra: Mapping[str, str] | None = None) -> Reply:
     """An ``application/problem+json`` reply."""
-    headers = {"Content-Type": CONTENT_TYPE, **NO_STORE, **problem.headers, **(extra or {})}
+    headers = {"Content-Type": CONTENT_TYPE, **JSON_HEADERS, **problem.headers, **(extra or {})}
     return Reply(problem.status, headers, json.dumps(problem.body).encode("utf-8"))
 
 
 def json_reply(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Reply:
     """A JSON reply that is never cached (it reflects live state)."""
-    return Reply(status, {**NO_STORE, **(headers or {})}, json.dumps(body).encode("utf-8"), "application/json")
+    return Reply(status, {**JSON_HEADERS, **(headers or {})}, json.dumps(body).encode("utf-8"), "application/json")
 
 
 async def present(outcome: Outcome, request: Inbound, *, page: bool, extra: Mapping[str, str]) -> Reply:
