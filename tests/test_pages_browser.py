@@ -268,3 +268,66 @@ async def test_no_sideways_scrolling_on_a_phone_or_at_200_percent(
     box = await page.locator("#email").bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
     await context.close()
+
+
+@pytest.fixture(scope="module")
+def easy_auth_site(
+    azurite: str, emulator_server: tuple[GraphEmulator, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The same pages behind the Easy Auth stand-in, with an approvers' role and a converters' role."""
+    logs = tmp_path_factory.mktemp("pages-easyauth")
+    env = host_env(
+        azurite,
+        emulator_server[1],
+        SIGNUP_POLICY=POLICY,
+        ORGANISATION_NAME="Contoso",
+        TERMS_URL="https://contoso.example/terms",
+        TERMS_VERSION="2026-01",
+        DEVHOST_EASY_AUTH="1",
+        MANAGE_EASY_AUTH_ROLE="Signup.Approve",
+        MANAGE_CONVERT_EASY_AUTH_ROLE="Signup.Convert",
+    )
+    port = free_port()
+    service: Service = start_devhost(port, env, logs, settings_file=logs / "none.json")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        service.stop()
+
+
+async def _signed_in(browser: Browser, site: str, roles: str) -> Page:
+    context = await browser.new_context(base_url=site)
+    page = await context.new_page()
+    await page.goto("/.auth/login/dev?post_login_redirect_uri=/api/manage?lang=en")
+    await page.fill("#name", "ann@contoso.com")
+    await page.fill("#roles", roles)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(re.compile(r"/api/manage"))
+    return page
+
+
+async def test_with_easy_auth_the_approver_decides_and_a_converter_sees_no_decisions(
+    browser: Browser, easy_auth_site: str, emulator: GraphEmulator
+) -> None:
+    """The page's JSON writes pass the cross-site rules with the session cookie; the page follows the role."""
+    guest = await browser.new_context(base_url=easy_auth_site)
+    form = await guest.new_page()
+    await form.goto("/api/signup?lang=en")
+    await fill_form(form, "kai@northwind.com")
+    await form.click("#submit")
+    await expect(form.locator("#status-message")).to_contain_text("Waiting for approval", timeout=30_000)
+
+    converter = await _signed_in(browser, easy_auth_site, "Signup.Convert")
+    await expect(converter.locator("#no-approver-role")).to_be_visible()
+    await expect(converter.locator(".request")).to_have_count(0)
+    assert await axe_violations(converter) == []
+    await converter.context.close()
+
+    approver = await _signed_in(browser, easy_auth_site, "Signup.Approve")
+    card = approver.locator(".request", has_text="kai@northwind.com")
+    await expect(card).to_be_visible(timeout=15_000)
+    await card.locator("button", has_text="Approve").click()  # no reason: the page sends {}
+    await expect(approver.locator("#manage-message")).to_contain_text("Approved.")
+    await expect(form.locator("#status-message")).to_contain_text(INVITED["en"], timeout=30_000)
+    await approver.context.close()
+    await guest.close()
