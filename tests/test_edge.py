@@ -64,6 +64,7 @@ async def test_a_failure_of_ours_is_a_500_problem_and_a_refusal_its_own_status()
         ({"Origin": "null"}, False),
         ({"Sec-Fetch-Site": "cross-site"}, False),
         ({"Origin": OWN, "Sec-Fetch-Site": "cross-site"}, False),
+        ({"Origin": "http://[::1"}, False),  # unparseable: refused, not a 500
     ],
 )
 def test_same_site(headers: dict[str, str], same: bool) -> None:

@@ -35,11 +35,14 @@ def same_site(headers: Mapping[str, str], request_url: str, public_url: str) -> 
         return True
     if origin.lower() == "null":
         return False
-    own = {_origin(public_url)}
-    netloc = _origin(request_url)[1]
-    # The host may see plain http behind the platform's TLS front end: the request's own host counts either way.
-    own |= {("https", netloc), ("http", netloc)}
-    return _origin(origin) in own
+    try:
+        own = {_origin(public_url)}
+        netloc = _origin(request_url)[1]
+        # The host may see plain http behind the platform's TLS front end: the request's own host counts either way.
+        own |= {("https", netloc), ("http", netloc)}
+        return _origin(origin) in own
+    except ValueError:  # an Origin no browser would send (urlsplit refuses it): not ours
+        return False
 
 
 def check_admin_write(headers: Mapping[str, str], request_url: str, public_url: str) -> None:
