@@ -115,6 +115,9 @@ param signupRetryMaxSeconds string = '300'
 @description('SIGNUP_RETRY_DEADLINE_SECONDS: how long a sign-up is retried before it is recorded as failed.')
 param signupRetryDeadlineSeconds string = '86400'
 
+@description('SIGNUP_DOUBT_CAP_SECONDS: how long after its deadline a request that may have invited keeps reading the directory before it ends unknown.')
+param signupDoubtCapSeconds string = '259200'
+
 @description('SIGNUP_REPEAT_WINDOW_SECONDS: window in which a repeated sign-up for the same address is answered with the earlier one.')
 param signupRepeatWindowSeconds string = '86400'
 
@@ -366,6 +369,7 @@ var appSettings = {
   SIGNUP_RETRY_INITIAL_SECONDS: signupRetryInitialSeconds
   SIGNUP_RETRY_MAX_SECONDS: signupRetryMaxSeconds
   SIGNUP_RETRY_DEADLINE_SECONDS: signupRetryDeadlineSeconds
+  SIGNUP_DOUBT_CAP_SECONDS: signupDoubtCapSeconds
   SIGNUP_REPEAT_WINDOW_SECONDS: signupRepeatWindowSeconds
   SIGNUP_QUEUED_GRACE_SECONDS: signupQueuedGraceSeconds
   SWEEP_SCHEDULE: sweepSchedule

@@ -112,6 +112,8 @@ def timers(settings: Settings) -> Timers:
         queued_grace=settings.queued_grace_seconds,
         lease=lease_seconds(settings),
         ambiguous_delay=min(AMBIGUOUS_DELAY, settings.retry_max_seconds),
+        doubt_cap=settings.doubt_cap_seconds,
+        pending_expiry=settings.pending_expiry_seconds,
     )
 
 
@@ -169,7 +171,6 @@ def build_services(settings: Settings) -> Services:
     index = TableDueIndex(table)
     signup_queue = StorageQueue(queue)
     lifecycle_timers = timers(settings)
-    admission = Admission(store, TableAddressBook(table), index, signup_queue, lifecycle_timers)
     # A Blob policy is read with the storage identity; with a connection string (Azurite) anonymously.
     policy = CachedPolicy(settings.signup_policy, storage_credential)
     log.info(
@@ -194,6 +195,16 @@ def build_services(settings: Settings) -> Services:
         contact=settings.organisation_contact,
     )
     denials = TableDenialMemory(table)
+    admission = Admission(
+        store,
+        TableAddressBook(table),
+        index,
+        signup_queue,
+        lifecycle_timers,
+        denials=denials,
+        audit=audit,
+        approver_step=follow_ups.approver_step,
+    )
     form_tokens = (
         FormTokens(settings.form_token_secret, settings.min_fill_seconds) if settings.form_token_secret else None
     )
@@ -202,24 +213,14 @@ def build_services(settings: Settings) -> Services:
         captcha = CaptchaVerifier(settings.captcha_provider, settings.captcha_secret, settings.captcha_verify_url)
     return Services(
         settings=settings,
-        intake=Intake(
-            store,
-            admission,
-            index,
-            lifecycle_timers,
-            policy=policy,
-            denials=denials,
-            audit=audit,
-            queue=signup_queue,
-            approver_step=follow_ups.approver_step,
-            pending_expiry=settings.pending_expiry_seconds,
-        ),
+        intake=Intake(store, signup_queue, lifecycle_timers, policy=policy),
         worker=InvitationWorker(
             store,
             signup_queue,
             directory,
             InvitationOptions.from_settings(settings),
             lifecycle_timers,
+            admission=admission,
             policy=policy,
             follow_ups=follow_ups,
             audit=audit,

@@ -83,6 +83,7 @@ class Settings:
     retry_initial_seconds: float
     retry_max_seconds: float
     retry_deadline_seconds: float
+    doubt_cap_seconds: float
     repeat_window_seconds: float
     queued_grace_seconds: float
     sweep_schedule: str
@@ -168,6 +169,7 @@ SETTING_KEYS: Final = (
     "SIGNUP_RETRY_INITIAL_SECONDS",
     "SIGNUP_RETRY_MAX_SECONDS",
     "SIGNUP_RETRY_DEADLINE_SECONDS",
+    "SIGNUP_DOUBT_CAP_SECONDS",
     "SIGNUP_REPEAT_WINDOW_SECONDS",
     "SIGNUP_QUEUED_GRACE_SECONDS",
     "SWEEP_SCHEDULE",
@@ -541,6 +543,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         retry_initial_seconds=r.default("SIGNUP_RETRY_INITIAL_SECONDS", 10.0, _positive_float),
         retry_max_seconds=r.default("SIGNUP_RETRY_MAX_SECONDS", 300.0, _positive_float),
         retry_deadline_seconds=r.default("SIGNUP_RETRY_DEADLINE_SECONDS", 86400.0, _positive_float),
+        doubt_cap_seconds=r.default("SIGNUP_DOUBT_CAP_SECONDS", 3 * 86400.0, _positive_float),
         repeat_window_seconds=r.default("SIGNUP_REPEAT_WINDOW_SECONDS", 86400.0, _positive_float),
         queued_grace_seconds=r.default("SIGNUP_QUEUED_GRACE_SECONDS", 600.0, _positive_float),
         sweep_schedule=r.default("SWEEP_SCHEDULE", "0 */1 * * * *", _ncrontab),

@@ -188,7 +188,7 @@ def test_template_settings_satisfy_load_settings(app_settings: dict[str, str]) -
     assert settings.graph_credential == "managed_identity"
     assert settings.storage_connection_string is None  # identity-based, no keys
     assert settings.graph_base_url.startswith("https://graph.microsoft.com")
-    # The policy document is the Blob in the container the template creates (README "Policy").
+    # The policy document is the Blob in the container the template creates (docs/policy.md).
     assert settings.signup_policy == "https://placeholder.blob.core.windows.net/policy/policy.json"
 
 

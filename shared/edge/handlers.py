@@ -13,7 +13,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import problems
 from ..access import may, roles_of
-from ..lifecycle.models import Status
 from ..lifecycle.validation import parse_submission
 from ..services import get_services
 from .model import File, Inbound, Json, Outcome, Refused, Show
@@ -39,9 +38,8 @@ async def submit_signup(request: Inbound) -> Outcome:
     signup = await services.intake.submit(form)
     parts = urlsplit(request.url)
     location = f"{parts.path.rstrip('/')}/{signup.id}"
-    # Every admitted sign-up is answered alike, linked to an earlier one or not. One waiting for
-    # review says so: "queued" would promise an invitation nobody has approved yet.
-    status = Status.PENDING_APPROVAL if signup.status is Status.PENDING_APPROVAL else Status.QUEUED
+    # Every sign-up is answered by its public face alone (queued, or pending_approval for a review).
+    status, _ = signup.public_face(signup.created_at)
     status_url = urlunsplit((parts.scheme, parts.netloc, location, "", ""))
     return Json(
         202,

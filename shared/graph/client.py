@@ -336,11 +336,17 @@ class MsGraphDirectory:
         *,
         limits: Sequence[str] = (WRITES,),
         priority: str = "normal",
+        fence: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[T, str | None]:
-        """One write through the pacer; 429s retried after Retry-After, everything else raised as classified."""
+        """One write through the pacer; 429s retried after Retry-After, everything else raised as classified.
+
+        ``fence`` (the caller's lease) runs after each wait and right before each send.
+        """
         waited = 0.0
         while True:
             waited += await self._slot(limits)
+            if fence is not None:
+                await fence()
             inspect = HeadersInspectionHandlerOption(inspect_request_headers=False)
             config: RequestConfiguration[Any] = RequestConfiguration(options=[inspect])
             config.headers.add(PRIORITY_HEADER, priority)
@@ -375,12 +381,15 @@ class MsGraphDirectory:
         data = json.loads(raw) if raw else {}
         return data if isinstance(data, dict) else {}
 
-    async def invite(self, invitation: Invitation) -> InvitationResult:
+    async def invite(
+        self, invitation: Invitation, *, fence: Callable[[], Awaitable[None]] | None = None
+    ) -> InvitationResult:
         body = to_graph_invitation(invitation)
         result, request_id = await self._write(
             lambda config: self._json(self._client.invitations.to_post_request_information(body, config)),
             limits=(WRITES, INVITATIONS),
             priority=invitation.priority,
+            fence=fence,
         )
         if not result:
             raise PermanentGraphError("Graph returned no invitation", code="EmptyResponse")

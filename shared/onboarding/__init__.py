@@ -14,7 +14,8 @@ invitation itself:
   carries ``inviteRedeemUrl`` instead (Microsoft leaves ``customizedMessageBody``
   out when an app invites, so this is how an organisation words its own mail).
 
-Mail goes at most once: the step is marked ``sending`` (a conditional write)
+Mail goes at most once: the step is marked ``sending`` (a conditional write
+with a write token, so an SDK-retried write that landed is recognised as ours)
 before the Graph call. A lost answer leaves it ``unknown``, never retried; a
 worker that died mid-call leaves it ``sending``, which a later delivery turns
 into ``unknown`` once the lease has passed. Only an answer proving Graph did
@@ -41,10 +42,12 @@ from ..errors import (
     TransientGraphError,
 )
 from ..graph.directory import Directory, MailMessage
-from ..lifecycle.intake import Timers
 from ..lifecycle.models import Signup, Status, Step, utcnow
 from ..lifecycle.queue import SignupQueue
 from ..lifecycle.store import SignupStore
+from ..lifecycle.timers import Timers
+from ..lifecycle.transitions import Event
+from ..lifecycle.writes import write
 from ..policy import PolicySource
 from ..policy.document import MailTemplate
 
@@ -213,7 +216,8 @@ class FollowUps:
         """Mark the step ``sending``, send once, and record what came of it."""
         assert self._sender is not None
         # Not _settle: a lost race here means another delivery may be sending; the worker re-reads and decides.
-        marked = await self._store.replace(signup.evolve(updated_at=self._clock(), **{attr: Step.SENDING}))
+        sending: dict[str, Any] = {attr: Step.SENDING}
+        marked = await write(self._store, signup, Event.STEP, clock=self._clock, **sending)
         try:
             await self._directory.send_mail(self._sender, message)
         except AmbiguousGraphError as exc:
@@ -272,7 +276,7 @@ class FollowUps:
         current = signup
         for _ in range(MAX_ROUNDS):
             try:
-                return await self._store.replace(current.evolve(updated_at=self._clock(), **changes))
+                return await write(self._store, current, Event.STEP, clock=self._clock, **changes)
             except ConcurrencyConflict:
                 fresh = await self._store.get(signup.id)
                 if fresh is None:
