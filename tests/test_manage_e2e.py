@@ -235,6 +235,7 @@ async def test_a_cross_site_approve_is_refused_even_with_a_session(easy_auth_hos
     async with httpx.AsyncClient(base_url=easy_auth_host, timeout=10) as approver:
         await approver.post("/.auth/login/dev", data={"name": "ann@contoso.com", "roles": "Signup.Approve"})
         sid = (await _submit(approver, "cody@northwind.com"))["id"]
+        await _until(approver, f"/api/manage/signups/{sid}", {"pending_approval"})
         url = f"/api/manage/signups/{sid}/approve"
         # <form enctype="text/plain" method="post"> auto-submitted by another site, the session cookie attached.
         forged = {"Content-Type": "text/plain", "Origin": "https://attacker.example", "Sec-Fetch-Site": "cross-site"}
@@ -266,6 +267,7 @@ async def test_a_cross_site_approve_is_refused_even_with_a_session(easy_auth_hos
 
 async def test_function_keys_get_the_same_rules(client: httpx.AsyncClient) -> None:
     sid = (await _submit(client, "dora@northwind.com"))["id"]
+    await _until(client, f"/api/manage/signups/{sid}", {"pending_approval"})
     url = f"/api/manage/signups/{sid}/approve"
     plain = await client.post(url, content=b"", headers={**KEY, "Content-Type": "text/plain"})
     assert plain.status_code == 415
@@ -284,6 +286,7 @@ async def test_approving_and_converting_are_separate_roles(easy_auth_host: str) 
     async with httpx.AsyncClient(base_url=easy_auth_host, timeout=10) as converter:
         await converter.post("/.auth/login/dev", data={"name": "cy@contoso.com", "roles": "Signup.Convert"})
         sid = (await _submit(converter, "eli@northwind.com"))["id"]
+        await _until(converter, f"/api/manage/signups/{sid}", {"pending_approval"})
         assert (await converter.get(f"/api/manage/signups/{sid}")).status_code == 200
         decided = await converter.post(f"/api/manage/signups/{sid}/approve", json={})
         assert decided.status_code == 403 and problem_of(decided.json())["type"] == "/problems/access-denied"
