@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from .abuse import CaptchaVerifier, FormTokens, SubmissionGate, TableRateLimiter
@@ -17,7 +17,6 @@ from .approval import Approvals, TableDenialMemory
 from .audit import TableAuditLog
 from .conversion.requests import ConversionRequests
 from .graph.budget import INVITATIONS, WRITES, SharedBucket, SharedGate, TableBudgetStore
-from .graph.client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
 from .graph.directory import InvitationOptions
 from .graph.pacing import WritePacer
 from .lifecycle.intake import Admission, Intake, Timers
@@ -28,7 +27,9 @@ from .lifecycle.worker import InvitationWorker
 from .onboarding import FollowUps
 from .policy import CachedPolicy, PolicySource
 from .settings import GRAPH_CLOUDS, Settings, get_settings
-from .storage import build_queue_client, build_storage_credential, build_table_client
+
+if TYPE_CHECKING:
+    from .graph.client import MsGraphDirectory
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,11 @@ def build_gate(settings: Settings, table: Any) -> SharedGate | None:
 
 def build_services(settings: Settings) -> Services:
     """Wire the real Azure Storage and Microsoft Graph implementations."""
+    # Imported here, on the first invocation, not when the host indexes the functions: msgraph-sdk, httpx and
+    # the Azure Storage SDKs are most of the app's import time (docs/benchmarks.md, "Cold start").
+    from .graph.client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
+    from .storage import build_queue_client, build_storage_credential, build_table_client
+
     storage_credential = build_storage_credential(settings)
     table = build_table_client(settings, storage_credential)
     queue = build_queue_client(settings, credential=storage_credential)

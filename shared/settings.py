@@ -233,6 +233,9 @@ SETTING_KEYS: Final = (
 EXTERNAL_KEYS: Final = ("FUNCTIONS_WORKER_RUNTIME", "IDENTITY_ENDPOINT", "IDENTITY_HEADER")
 
 
+_KEY_VAULT_REFERENCE: Final = "@microsoft.keyvault("
+
+
 class _Reader:
     """Reads keys from a mapping, collecting problems instead of raising at the first."""
 
@@ -243,6 +246,13 @@ class _Reader:
     def raw(self, key: str) -> str | None:
         value = self.env.get(key)
         if value is None or not value.strip():
+            return None
+        if value.strip().lower().startswith(_KEY_VAULT_REFERENCE):
+            # App Service passes a reference it could not resolve through unchanged: never use it as the value.
+            self.problems[key] = (
+                "a Key Vault reference the platform could not resolve: the app's identity needs Key Vault Secrets "
+                "User on the vault, and the secret must exist (docs/deploy.md, Secrets)"
+            )
             return None
         return value.strip()
 
@@ -259,7 +269,7 @@ class _Reader:
     def required(self, key: str, check: Callable[[str], Any] | None = None) -> Any:
         value = self.raw(key)
         if value is None:
-            self.problems[key] = "required but not set"
+            self.problems.setdefault(key, "required but not set")
             return None
         return self.optional(key, check)
 

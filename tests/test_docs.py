@@ -3,6 +3,7 @@ an anchor, to a heading that exists there (GitHub's heading ids)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -81,3 +82,31 @@ def test_slugs_follow_github() -> None:
     assert slug("One budget for every instance (`GRAPH_PACING_MODE=shared`, the default)") == (
         "one-budget-for-every-instance-graph_pacing_modeshared-the-default"
     )
+
+
+def _table_rows(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("|")]
+
+
+def test_every_template_parameter_is_in_the_deploy_table() -> None:
+    """Each ``param`` of infra/main.bicep has a row in docs/deploy.md's table naming it and its azd variable."""
+    text = (ROOT / "infra" / "main.bicep").read_text(encoding="utf-8")
+    params = re.findall(r"^param (\w+)", text, re.MULTILINE)
+    mapped = json.loads((ROOT / "infra" / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    rows = _table_rows(ROOT / "docs" / "deploy.md")
+    missing = []
+    for param in params:
+        variable = re.match(r"\$\{([A-Z0-9_]+)", mapped[param]["value"])
+        row = next((r for r in rows if f"`{param}`" in r), None)
+        if row is None or (variable and f"`{variable.group(1)}`" not in row):
+            missing.append(param)
+    assert len(params) >= 50
+    assert not missing, f"docs/deploy.md's parameter table lacks {missing}"
+
+
+def test_every_setting_is_documented() -> None:
+    """Each key of local.settings.sample.json is described on docs/settings.md."""
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text(encoding="utf-8"))["Values"]
+    text = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
+    missing = [key for key in sample if f"`{key}`" not in text]
+    assert not missing, f"no documentation for {missing}"
