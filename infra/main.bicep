@@ -120,6 +120,15 @@ param signupRetryDeadlineSeconds string = '86400'
 @description('SIGNUP_DOUBT_CAP_SECONDS: how long after its deadline a request that may have invited keeps reading the directory before it ends unknown.')
 param signupDoubtCapSeconds string = '259200'
 
+@description('Mail address for the operations alerts (docs/operations.md); empty: the alert rules fire in the portal only.')
+param alertEmail string = ''
+
+@description('Failed invitations within 15 minutes that raise an alert.')
+param alertFailedThreshold int = 10
+
+@description('Hours without a successful invitation, while sign-ups arrive, that raise an alert.')
+param alertNoInvitationHours int = 6
+
 @description('SIGNUP_REPEAT_WINDOW_SECONDS: window in which a repeated sign-up for the same address is answered with the earlier one.')
 param signupRepeatWindowSeconds string = '86400'
 
@@ -341,6 +350,20 @@ module monitoring 'br/public:avm/res/insights/component:0.8.0' = {
   }
 }
 
+// Alert rules (mailed to alertEmail) and a workbook over the app's OpenTelemetry data.
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.resourceId
+    alertEmail: alertEmail
+    failedThreshold: alertFailedThreshold
+    noInvitationHours: alertNoInvitationHours
+  }
+}
+
 // The two secrets live in Key Vault (RBAC mode, no access policies). The app reads them through
 // Key Vault references resolved with its identity (Key Vault Secrets User); whoever runs azd up may
 // read and set them (Key Vault Secrets Officer), which azd's secretOrRandomPassword needs.
@@ -468,6 +491,9 @@ var appSettings = {
   // Application Insights, Entra-authenticated ingestion as the identity.
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identity.outputs.clientId}'
+  // host.json's telemetryMode OpenTelemetry: the Python worker joins the host's traces (shared/telemetry).
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
+  TELEMETRY_CONSOLE: 'false'
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+from . import telemetry
 from .abuse import CaptchaVerifier, FormTokens, SubmissionGate, TableRateLimiter
 from .admin.replay import Replayer
 from .approval import Approvals, TableDenialMemory
@@ -146,6 +147,7 @@ def build_gate(settings: Settings, table: Any) -> SharedGate | None:
 
 def build_services(settings: Settings) -> Services:
     """Wire the real Azure Storage and Microsoft Graph implementations."""
+    telemetry.configure(console=settings.telemetry_console)
     # Imported here, on the first invocation, not when the host indexes the functions: msgraph-sdk, httpx and
     # the Azure Storage SDKs are most of the app's import time (docs/benchmarks.md, "Cold start").
     from .graph.client import MsGraphDirectory, build_credential, build_graph_client, build_http_client

@@ -135,6 +135,7 @@ class Settings:
     pending_expiry_seconds: float
     brand_logo_url: str | None
     brand_primary_colour: str
+    telemetry_console: bool
     terms_url: str | None
     terms_version: str | None
     cors_allowed_origins: tuple[str, ...]
@@ -215,6 +216,7 @@ SETTING_KEYS: Final = (
     "APPROVAL_PENDING_EXPIRY_SECONDS",
     "BRAND_LOGO_URL",
     "BRAND_PRIMARY_COLOUR",
+    "TELEMETRY_CONSOLE",
     "TERMS_URL",
     "TERMS_VERSION",
     "CORS_ALLOWED_ORIGINS",
@@ -599,6 +601,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         pending_expiry_seconds=r.default("APPROVAL_PENDING_EXPIRY_SECONDS", 14 * 86400.0, _positive_float),
         brand_logo_url=r.optional("BRAND_LOGO_URL", _url),
         brand_primary_colour=r.default("BRAND_PRIMARY_COLOUR", "#0f6cbd", _accessible_colour),
+        telemetry_console=r.default("TELEMETRY_CONSOLE", False, _boolean),
         terms_url=terms_url,
         terms_version=terms_version,
         cors_allowed_origins=r.default("CORS_ALLOWED_ORIGINS", (), _origins),

@@ -50,6 +50,7 @@ HOST_KEYS = {
     "AzureWebJobsStorage__blobServiceUri",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_ENABLE_OPENTELEMETRY",  # the Python worker's switch for telemetryMode OpenTelemetry
 }
 # Built-in Azure role definition ids, as Microsoft documents them.
 AZURE_ROLES = {
@@ -527,3 +528,32 @@ def test_funcignore_keeps_dev_and_infra_files_out_of_the_package() -> None:
     ignored = set((INFRA.parent / ".funcignore").read_text().split())
     assert {"infra", "bench", "devhost", "graph_emulator", "tests", "scripts", "docs"} <= ignored
     assert ".github" in ignored or ".git*" in ignored
+
+
+def _emitted_metrics() -> set[str]:
+    """Every metric name the code records through shared.telemetry (count/record calls)."""
+    names = set()
+    for path in (INFRA.parent / "shared").rglob("*.py"):
+        names |= set(re.findall(r'telemetry\.(?:count|record)\(\s*"([a-z_.]+)"', path.read_text()))
+    return names
+
+
+def test_every_alert_and_workbook_query_names_what_the_code_emits() -> None:
+    """A rule over a metric or log key nobody emits would never fire: each name in alerts.bicep's queries is
+    recorded by the code (metrics) or logged by it (``worker.poison*``, ``sweeper.requeued``)."""
+    text = (INFRA / "app" / "alerts.bicep").read_text()
+    queried = set(re.findall(r'name (?:==|in \() ?"([a-z_.]+)"', text)) | set(re.findall(r'"(signup\.[a-z_]+)"', text))
+    emitted = _emitted_metrics()
+    assert queried and queried <= emitted, sorted(queried - emitted)
+    logged = " ".join(p.read_text() for p in (INFRA.parent / "shared").rglob("*.py"))
+    for prefix in re.findall(r'message startswith \\?"([a-z_.]+)\\?"', text):
+        assert f'"{prefix}' in logged, prefix
+    assert re.search(r"alertRules 'Microsoft\.Insights/scheduledQueryRules@", text)
+
+
+def test_the_alerts_module_is_deployed_with_the_app_insights_component(main: dict[str, Any]) -> None:
+    """main.bicep deploys the alerts against the component the app reports to, with the mail parameter."""
+    text = (INFRA / "main.bicep").read_text()
+    block = text[text.index("module alerts 'app/alerts.bicep'") :]
+    block = block[: block.index("\n}\n")]
+    assert "appInsightsId: monitoring.outputs.resourceId" in block and "alertEmail: alertEmail" in block

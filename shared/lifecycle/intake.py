@@ -27,6 +27,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from .. import telemetry
 from ..errors import SignupForbidden, StorageError, ValidationFailed
 from ..policy import Action, Decision, FixedPolicy, PolicySource
 from ..policy.document import NO_POLICY
@@ -69,10 +70,17 @@ class Intake:
         when ``signup_id`` (from a single-use form token) was used already, and ``StorageError``
         (nothing kept) when storage fails.
         """
+        with telemetry.span("signup.intake", domain=form.domain) as current:
+            signup = await self._submit(form, signup_id)
+            current.set_attribute("signup.id", signup.id)
+            return signup
+
+    async def _submit(self, form: SignupForm, signup_id: str | None) -> Signup:
         decision = (await self._policy.current()).decide(form.domain)
         answers = self._answers(form, decision)
         now = self._clock()
         denied = decision.action is Action.DENY
+        telemetry.count("signup.decisions", action=decision.action.value)
         signup = Signup(
             id=signup_id or self._new_id(now),
             email=form.email,
@@ -90,6 +98,7 @@ class Intake:
             language=form.language,
             answers=answers,
             terms_version=form.terms_version,
+            trace_parent=telemetry.traceparent(),
         )
         created = await self._store.create(signup)
         if denied:

@@ -178,6 +178,7 @@ class Signup:
     followup_attempts: int = 0  # retries of the steps after the invitation (groups, the mail)
     # A conversion of an internal user (shared.conversion): {"user": id or UPN, "email", and the options}.
     conversion: dict[str, Any] | None = None
+    trace_parent: str | None = None  # the W3C traceparent of intake's span: every delivery continues that trace
     last_attempt_at: datetime | None = None  # when the last POST was claimed (the doubt's settling time counts from it)
     write_token: str | None = None
     etag: str | None = None

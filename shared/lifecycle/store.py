@@ -204,6 +204,7 @@ _FIELDS: Final = {
     "decisionReason": "decision_reason",
     "followupAttempts": "followup_attempts",
     "lastAttemptAt": "last_attempt_at",
+    "traceParent": "trace_parent",
     "writeToken": "write_token",
 }
 _MOMENTS: Final = frozenset(

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
+from .. import telemetry
 from ..audit import AuditEntry, AuditLog
 from ..errors import ConcurrencyConflict, IllegalTransition, StorageError
 from . import doubt
@@ -72,6 +73,7 @@ class SweepReport:
     moved: int = 0
     dropped: int = 0
     skipped: list[str] = field(default_factory=list)
+    oldest_due: float | None = None  # seconds since the oldest due entry this run found fell due
     complete: bool = True
 
 
@@ -117,6 +119,8 @@ class Sweeper:
                 break
             entries = await self._index.page(minute, min(self._page_size, self._max_entries - report.entries))
             report.entries += len(entries)
+            if entries and report.oldest_due is None:
+                report.oldest_due = (now - bucket_start(minute)).total_seconds()
             handled = [entry for entry in entries if await self._visit(entry, now, report)]
             for entry in entries:
                 if entry not in handled and await self._set_aside(entry, now, report):
@@ -137,6 +141,7 @@ class Sweeper:
                 break
             report.minutes += 1
             minute = next_bucket(minute)
+        telemetry.record("sweeper.oldest_due_age", report.oldest_due or 0.0, "s")
         log.info(
             "sweeper.swept minutes=%s entries=%s requeued=%s failed=%s revived=%s expired=%s moved=%s dropped=%s "
             "skipped=%s complete=%s",
@@ -279,6 +284,7 @@ class Sweeper:
             return True
         revived = await self._admission.revive(signup, Event.REVIVE)
         report.revived.append(signup.id)
+        telemetry.count("sweeper.revivals")
         log.warning("sweeper.revived signup_id=%s status=%s", signup.id, revived.status.value)
         return True
 

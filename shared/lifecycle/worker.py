@@ -48,6 +48,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
+from .. import telemetry
 from ..audit import AuditEntry, AuditLog
 from ..errors import (
     AmbiguousGraphError,
@@ -147,9 +148,20 @@ class InvitationWorker:
         self._jitter = jitter
 
     async def process(self, signup_id: str) -> Outcome:
-        """Handle one delivery. Raises only when storage fails (the host then redelivers)."""
+        """Handle one delivery, as a span of the sign-up's trace. Raises only when storage fails (the host
+        then redelivers)."""
+        signup = await self._store.get(signup_id)
+        if signup is None:
+            log.warning("worker.missing signup_id=%s", signup_id)
+            return Outcome.MISSING
+        with telemetry.span("signup.deliver", parent=signup.trace_parent, signup__id=signup_id) as current:
+            outcome = await self._process(signup)
+            current.set_attribute("signup.outcome", outcome.value)
+            return outcome
+
+    async def _process(self, signup: Signup | None) -> Outcome:
+        signup_id = signup.id if signup is not None else ""
         for _ in range(MAX_CONFLICT_ROUNDS):
-            signup = await self._store.get(signup_id)
             if signup is None:
                 log.warning("worker.missing signup_id=%s", signup_id)
                 return Outcome.MISSING
@@ -157,6 +169,7 @@ class InvitationWorker:
                 return await self._step(signup)
             except ConcurrencyConflict:
                 log.info("worker.conflict signup_id=%s", signup_id)
+            signup = await self._store.get(signup_id)
         await self._queue.enqueue(signup_id, 1.0)
         return Outcome.RESCHEDULED
 
@@ -627,6 +640,10 @@ class InvitationWorker:
                 if signup.evolve(status=Status.INVITED, **final).follow_up_open:
                     final["due_at"] = now  # the sweeper's view: work left, due now
         written = await self._write(signup, event, **final)
+        telemetry.count("signup.final", status=written.status.value, code=written.error_code or "")
+        if invited:
+            telemetry.record("signup.time_to_invite", (now - written.created_at).total_seconds(), "s")
+            telemetry.record("signup.attempts", written.attempts, "1")
         if self._audit is not None:
             detail = {"code": written.error_code} if written.error_code else {"mailed": written.invitation_mailed}
             await self._audit.append(AuditEntry(signup.id, now, written.status.value, "worker", detail))

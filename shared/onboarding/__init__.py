@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any, Final
 
+from .. import telemetry
 from ..approval.mail import NAME_LIMIT, approver_mail, shortened
 from ..audit import AuditEntry, AuditLog
 from ..errors import (
@@ -222,6 +223,7 @@ class FollowUps:
             await self._directory.send_mail(self._sender, message)
         except AmbiguousGraphError as exc:
             log.warning("onboarding.mail_unknown signup_id=%s step=%s error=%s", signup.id, attr, exc.code)
+            telemetry.count("mail.in_doubt", step=attr)
             done = await self._settle(marked, **{attr: Step.UNKNOWN})
             await self._audit.append(AuditEntry(signup.id, done.updated_at, f"{event}_unknown", "worker", {}))
             return done
@@ -236,6 +238,7 @@ class FollowUps:
             due = await self._settle(marked, **{attr: Step.DUE})
             return await self._reschedule(due, exc)
         done = await self._settle(marked, **{attr: Step.DONE})
+        telemetry.count("mail.sent", step=attr)
         recipients = {"recipients": len(message.to)}
         await self._audit.append(AuditEntry(signup.id, done.updated_at, f"{event}_sent", "worker", recipients))
         log.info("onboarding.mail_sent signup_id=%s step=%s", signup.id, attr)
