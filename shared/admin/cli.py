@@ -7,6 +7,8 @@
     signup-admin convert USERS.csv --report REPORT.csv [--dry-run] [options]
                                                           convert internal users to B2B (README
                                                           "Converting internal users"); resumable
+    signup-admin lifecycle --dry-run                     print what the guest-lifecycle rules would do to
+                                                          each registered guest, and why; writes nothing
 
 Settings come from the environment, as in the app; a ``local.settings.json`` in
 the current folder fills in what the environment leaves unset. Exit status: 0
@@ -65,6 +67,8 @@ def parser() -> argparse.ArgumentParser:
         help="afterwards set userType to Guest (billing by MAU; see the README before you use it)",
     )
     convert.add_argument("--concurrency", type=int, default=8, help="conversions in flight (default 8)")
+    lifecycle = commands.add_parser("lifecycle", help="the guest-lifecycle rules applied to registered guests")
+    lifecycle.add_argument("--dry-run", action="store_true", help="print what would happen and why; change nothing")
     return root
 
 
@@ -143,6 +147,17 @@ async def _convert(args: argparse.Namespace) -> int:
     return 1 if unsettled else 0
 
 
+async def _lifecycle(args: argparse.Namespace) -> int:
+    from .lifecycle_report import dry_run
+
+    counts = await dry_run(lambda text: print(text, flush=True))
+    print(
+        "lifecycle (dry run): "
+        + (", ".join(f"{n} {step}" for step, n in sorted(counts.items())) or "no guests registered")
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``signup-admin`` console script."""
     args = parser().parse_args(argv)
@@ -152,9 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "convert" and not args.users.exists():
         print(f"signup-admin convert: {args.users} does not exist", file=sys.stderr)
         return 2
+    if args.command == "lifecycle" and not args.dry_run:
+        print("signup-admin lifecycle: only --dry-run is available yet; the guest sweep acts", file=sys.stderr)
+        return 2
     _load_local_settings(Path.cwd() / "local.settings.json")
+    commands = {"convert": _convert, "replay": _replay, "lifecycle": _lifecycle}
     try:
-        return asyncio.run(_convert(args) if args.command == "convert" else _replay(args))
+        return asyncio.run(commands[args.command](args))
     except ConfigurationError as exc:
         print(f"signup-admin: {exc}", file=sys.stderr)
         return 2

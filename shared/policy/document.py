@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from ..errors import ConfigurationError
 from ..graph.directory import InvitationOptions
 from ..lifecycle.validation import InvalidEmail, normalise_email
+from .lifecycle_rules import LifecycleRules, parse_lifecycle_rules
 
 
 class Action(StrEnum):
@@ -60,6 +61,7 @@ PROFILE_KEYS: Final = frozenset(
         "questions",
         "mailTemplate",
         "requesterTextInMail",
+        "lifecycle",
     }
 )
 PROFILE_REQUIRED: Final = ("name", "domains", "action", "groups")
@@ -124,6 +126,7 @@ class Profile:
     mail_template: MailTemplate | None = None
     # False: the requester's own text (name, company, justification, answers) stays out of every mail.
     requester_text_in_mail: bool = True
+    lifecycle: LifecycleRules | None = None  # None: the profile's guests are never reviewed or touched
 
     def invitation_options(self, base: InvitationOptions) -> InvitationOptions:
         """``base`` (the settings' options) with this profile's redirect, user type, language and sponsors."""
@@ -370,6 +373,9 @@ class _Checker:
         text_in_mail = value.get("requesterTextInMail", True)
         if not isinstance(text_in_mail, bool):
             self.fail(f"{path}.requesterTextInMail", "must be true or false")
+        rules = (
+            parse_lifecycle_rules(value["lifecycle"], f"{path}.lifecycle", self.fail) if "lifecycle" in value else None
+        )
         seen: set[str] = set()
         for i, question in enumerate(questions):
             if question.id in seen:
@@ -390,6 +396,7 @@ class _Checker:
             questions=tuple(questions),
             mail_template=template,
             requester_text_in_mail=text_in_mail is not False,
+            lifecycle=rules,
         )
 
 
