@@ -176,6 +176,9 @@ param approvalPendingExpirySeconds string = '1209600'
 @description('MANAGE_EASY_AUTH_ROLE: only with enableEntraAuth: the app role a signed-in approver needs for /api/manage (the routes then take Easy Auth principals, not function keys). The app refuses to start with it set while Easy Auth is off.')
 param manageAppRole string = ''
 
+@description('MANAGE_CONVERT_EASY_AUTH_ROLE: only with manageAppRole: the app role a signed-in admin needs to convert internal users (POST /api/manage/conversions), a role apart from the approvers\' because a conversion cannot be undone. Empty: nobody converts through Easy Auth.')
+param manageConvertAppRole string = ''
+
 // ---------------------------------------------------------------------------------------------------
 // The pages: branding, terms and abuse controls (docs/pages.md)
 // ---------------------------------------------------------------------------------------------------
@@ -427,6 +430,8 @@ var appSettings = {
   SIGNUP_QUEUE: signupQueueName
   SIGNUP_TABLE: signupTableName
   SIGNUP_POLICY: '${storage.outputs.serviceEndpoints.blob}${policyContainerName}/${signupPolicyBlobName}'
+  // The policy is on the app's own account: no other host may receive the storage token.
+  SIGNUP_POLICY_ALLOWED_HOSTS: ''
   // Invitation.
   INVITE_REDIRECT_URL: inviteRedirectUrl
   INVITE_USER_TYPE: inviteUserType
@@ -466,6 +471,7 @@ var appSettings = {
   APPROVAL_PENDING_EXPIRY_SECONDS: approvalPendingExpirySeconds
   // Trusted only with Easy Auth in front (the platform then sets WEBSITE_AUTH_ENABLED=true).
   MANAGE_EASY_AUTH_ROLE: manageAppRole
+  MANAGE_CONVERT_EASY_AUTH_ROLE: manageConvertAppRole
   // The pages.
   BRAND_LOGO_URL: brandLogoUrl
   BRAND_PRIMARY_COLOUR: brandPrimaryColour
