@@ -27,7 +27,9 @@ token, as in Graph. Past 80 % of a limit, responses carry
 Faults (``Fault``) fail a request by kind: a status (``400`` ... ``504``) or a lost
 answer (``timeout``, ``drop``), neither of which acts; or ``acted504``,
 ``acteddrop``, ``actedtimeout``, which perform the write first and then lose the
-answer, as when Graph created the invitation and the gateway failed. Every
+answer, as when Graph created the invitation and the gateway failed; or
+``misdirected``, which performs the write and answers 201 naming another
+``invitedUser.id``. Every
 invitation Graph performs with ``sendInvitationMessage: true`` counts one
 Microsoft mail to that address.
 
@@ -100,6 +102,7 @@ FAULT_KINDS = (
     "504",
     "timeout",
     "drop",
+    "misdirected",
     *ACTED_KINDS,
 )
 FAULT_ERRORS = {
@@ -287,6 +290,7 @@ class GraphEmulator:
             "proxyAddresses": [],
             "onPremisesUserPrincipalName": None,
             "onPremisesSyncEnabled": None,
+            "identities": [],
             **props,
         }
         if user.get("mail") and not user["proxyAddresses"]:
@@ -346,6 +350,15 @@ class GraphEmulator:
         fault = self._fault(operation, address)
         if fault is None:
             return perform()
+        if fault.kind == "misdirected":
+            # The write is done, and the answer names another user (a conversion must notice).
+            done = perform()
+            if done.status == 201 and isinstance(done, web.Response) and done.body is not None:
+                request[REC].fault = fault.kind
+                body = json.loads(bytes(done.body))  # type: ignore[arg-type]
+                body["invitedUser"] = {"id": str(uuid.uuid4())}
+                return web.json_response(body, status=201, headers={"request-id": request[RID]})
+            return done
         if fault.kind not in ACTED_KINDS:
             return await self._apply_fault(fault, request, request[RID])
         done = perform()
@@ -608,7 +621,8 @@ class GraphEmulator:
                     return graph_error(
                         400, "BadRequest", "The invited user's mail must match invitedUserEmailAddress.", rid
                     )
-                if user.get("externalUserState"):
+                federated = any((i or {}).get("signInType") == "federated" for i in user.get("identities") or [])
+                if user.get("externalUserState") or user.get("creationType") == "Invitation" or federated:
                     return graph_error(400, "BadRequest", "The user is already an external user.", rid)
                 user["externalUserState"] = "PendingAcceptance"
         else:
