@@ -663,7 +663,10 @@ class GraphEmulator:
             "invitedUser": {"id": user["id"]},
         }
         mailed = bool(invitation["sendInvitationMessage"])
-        self.invitations.append({"email": email.lower(), "user_id": user["id"], "seq": rec.seq, "mailed": mailed})
+        reset = bool(body.get("resetRedemption"))
+        self.invitations.append(
+            {"email": email.lower(), "user_id": user["id"], "seq": rec.seq, "mailed": mailed, "reset": reset}
+        )
         if mailed:
             self.mails[email.lower()] = self.mails.get(email.lower(), 0) + 1
         return web.json_response(invitation, status=201, headers=self._write_headers(rid, used))
