@@ -223,6 +223,25 @@ async def test_a_failed_reread_keeps_the_doubt(
     assert reset.body["resetRedemption"] is True and reset.body["sendInvitationMessage"] is False
 
 
+@pytest.mark.parametrize("acted", [True, False])
+async def test_a_doubt_under_one_name_survives_a_duplicate_row_under_the_other(
+    directory: MsGraphDirectory, emulator: GraphEmulator, tmp_path: Path, acted: bool
+) -> None:
+    """Ctrl-C twice left the user's first name Attempting while its second name was written Duplicate."""
+    [user] = emulator.seed(conversion_users(1)) and list(emulator.users.values())
+    report = tmp_path / "report.csv"
+    writer = ReportWriter(report)
+    writer.write(user=user["id"], outcome="Attempting", userId=user["id"])
+    writer.write(user=user["userPrincipalName"], outcome="Duplicate", userId=user["id"])
+    writer.close()
+    if acted:
+        user["externalUserState"] = "PendingAcceptance"
+    summary = await run_bulk(directory, [user["id"], user["userPrincipalName"]], report)
+    assert summary.outcomes == Counter({"Converted": 1}) and summary.skipped == 1
+    assert last_rows(report)[user["id"]]["outcome"] == "Converted"
+    assert len(posts(emulator)) == (0 if acted else 1)  # converted exactly once either way
+
+
 async def test_a_failed_user_type_change_is_retried(
     directory: MsGraphDirectory, emulator: GraphEmulator, tmp_path: Path
 ) -> None:
@@ -424,3 +443,14 @@ async def test_the_worker_finishes_a_conversion_whose_answer_was_lost(host: str,
     [mail] = emulator.sent_mails
     assert mail["to"] == [user["mail"]] and "login.microsoftonline.com/redeem" in mail["body"]
     assert reference(users, 0) == user["id"]
+
+
+@pytest.mark.e2e
+async def test_the_worker_retries_a_failed_user_type_change(host: str, emulator: GraphEmulator) -> None:
+    [user] = emulator.seed(conversion_users(1)) and list(emulator.users.values())
+    emulator.faults.append(Fault("503", operation="user-update", times=1, retry_after=None))
+    async with httpx.AsyncClient(base_url=host, timeout=10) as http:
+        view = await _converted(http, {"user": user["id"], "setGuestUserType": True})
+    assert view["status"] == "invited" and emulator.users[user["id"]]["userType"] == "Guest"
+    assert len([r for r in emulator.requests if r.operation == "user-update"]) == 2
+    assert len([p for p in posts(emulator) if not p.body.get("resetRedemption")]) == 1  # converted once

@@ -214,7 +214,8 @@ class BulkConversion:
             by_id = self._state.by_user_id.get(user.id)
             if twin != reference:
                 return self._row(reference, DUPLICATE, f"the same user as {twin} in this run", verdict)
-            if by_id is not None and by_id.reference != reference:
+            own_doubt = earlier is not None and earlier.outcome in IN_DOUBT | CONVERTED_PENDING
+            if by_id is not None and by_id.reference != reference and not own_doubt:
                 if by_id.outcome in IN_DOUBT | CONVERTED_PENDING:
                     earlier = by_id  # the doubt was recorded under the user's other name
                 elif self._settled(by_id):

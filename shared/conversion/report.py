@@ -223,7 +223,8 @@ class ReportState:
                 continue
             earlier = Earlier(reference, outcome, record.get("userId", ""))
             self.by_reference[reference] = earlier
-            if earlier.user_id:
+            if earlier.user_id and outcome != DUPLICATE:
+                # A Duplicate row only points at the other name: that name's own rows say what happened.
                 self.by_user_id[earlier.user_id] = earlier
 
 
