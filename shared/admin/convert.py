@@ -132,6 +132,8 @@ async def run(args: argparse.Namespace) -> int:
             if answer.strip().lower() not in {"y", "yes"}:
                 print("convert: nothing changed")
                 return 0
+        if args.dry_run:
+            dry_report_path(args.report).unlink(missing_ok=True)  # each dry run's rows alone
         writer = ReportWriter(dry_report_path(args.report) if args.dry_run else args.report)
         try:
             bulk = await _pass(converter, options, state, writer, args, fmt, total, dry=args.dry_run, mailer=mailer)

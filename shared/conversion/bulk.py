@@ -79,6 +79,7 @@ class Summary:
 
     outcomes: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
+    earlier: Counter[str] = field(default_factory=Counter)  # the outcomes of the users skipped as settled
     interrupted: bool = False
     fatal: GraphError | None = None  # the authentication or permission error that stopped the run
 
@@ -86,9 +87,11 @@ class Summary:
         """0 settled as asked; 1 some refused by a pre-check; 2 rerun needed; 3 configuration (permissions)."""
         if self.fatal is not None:
             return 3
-        if self.interrupted or any(self.outcomes[o] for o in (FAILED, UNKNOWN, DEFERRED, USER_TYPE_PENDING)):
+        # The whole report counts: a Failed or refused user skipped as settled still needs the admin.
+        seen = self.outcomes + self.earlier
+        if self.interrupted or any(seen[o] for o in (FAILED, UNKNOWN, DEFERRED, USER_TYPE_PENDING)):
             return 2
-        if any(self.outcomes[o] for o in REFUSED):
+        if any(seen[o] for o in REFUSED):
             return 1
         return 0
 
@@ -146,8 +149,11 @@ class BulkConversion:
                 if self.stop.is_set():
                     break
                 key = user.casefold()
-                if key in seen or self._settled(self._state.by_reference.get(user)):
+                earlier = self._state.by_reference.get(user)
+                if key in seen or self._settled(earlier):
                     self.summary.skipped += 1
+                    if key not in seen and earlier is not None:
+                        self.summary.earlier[earlier.outcome] += 1
                     self._progress("skipped")
                     continue
                 seen.add(key)
