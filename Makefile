@@ -9,7 +9,7 @@ VENVINFRA := .venv-infra
 # The browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: run test test-313 check check-infra lint screenshots bench bench-intake bench-drain bench-outage bench-scale bench-convert setup clean
+.PHONY: run test test-313 check check-infra lint screenshots bench bench-intake bench-drain bench-outage bench-scale bench-convert bench-coldstart setup clean
 
 setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 
@@ -85,7 +85,7 @@ screenshots: setup
 	$(PY) -m pytest -m browser -q tests/test_pages_browser.py
 	@ls screenshots/
 
-bench: bench-intake bench-drain bench-outage bench-scale bench-convert
+bench: bench-intake bench-drain bench-outage bench-scale bench-convert bench-coldstart
 
 bench-intake: setup
 	$(PY) -m bench.intake
@@ -101,6 +101,10 @@ bench-scale: setup
 
 bench-convert: setup
 	$(PY) -m bench.convert
+
+## import function_app in 10 fresh processes: median time and peak RSS, the heaviest modules (-X importtime).
+bench-coldstart: setup
+	$(PY) -m bench.coldstart
 
 clean:
 	rm -rf $(VENV) $(VENV313) $(VENVINFRA) node_modules .azurite .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,10 @@
 // Everything `azd up` deploys for the sign-up portal: a resource group with a Flex Consumption (FC1)
 // function app, one user-assigned managed identity used for everything, storage with shared-key access
-// off, Application Insights with Entra-only ingestion, a Log Analytics workspace, the role assignments,
-// and (unless turned off) the identity's Microsoft Graph application permissions.
-// README "Deploy to Azure" documents every parameter with its azd environment variable.
+// off, a Key Vault (RBAC) for the two secrets, Application Insights with Entra-only ingestion, a Log
+// Analytics workspace and the role assignments. The identity's Microsoft Graph application permissions
+// are granted after provisioning by the azd hook (scripts/azd_hooks.py deploys app/graph-permissions.bicep,
+// retrying while the new identity replicates in the directory).
+// docs/deploy.md, "Parameters", documents every parameter with its azd environment variable.
 targetScope = 'subscription'
 
 // ---------------------------------------------------------------------------------------------------
@@ -27,7 +29,7 @@ param pythonVersion string = '3.11'
 @allowed(['512', '2048', '4096'])
 param instanceMemoryMB string = '2048'
 
-@description('Most instances the app scales out to (1-1000). See README "Pacing" before raising it.')
+@description('Most instances the app scales out to (1-1000). See docs/graph-and-pacing.md before raising it.')
 param maximumInstanceCount string = '100'
 
 @description('Object id of a user or service principal given Storage Blob Data Contributor on the "policy" container only (azd fills in the signed-in deployer). Empty: none.')
@@ -77,7 +79,7 @@ param graphTimeoutSeconds string = '30'
 @description('GRAPH_PACING_ENABLED: client-side pacing inside Graph\'s write budget.')
 param graphPacingEnabled bool = true
 
-@description('GRAPH_WRITE_BUDGET: writes per window this app may make, shared by every instance (README "Pacing").')
+@description('GRAPH_WRITE_BUDGET: writes per window this app may make, shared by every instance (docs/graph-and-pacing.md).')
 param graphWriteBudget string = '3000'
 
 @description('GRAPH_WRITE_WINDOW_SECONDS: length of the write-budget window.')
@@ -115,6 +117,18 @@ param signupRetryMaxSeconds string = '300'
 @description('SIGNUP_RETRY_DEADLINE_SECONDS: how long a sign-up is retried before it is recorded as failed.')
 param signupRetryDeadlineSeconds string = '86400'
 
+@description('SIGNUP_DOUBT_CAP_SECONDS: how long after its deadline a request that may have invited keeps reading the directory before it ends unknown.')
+param signupDoubtCapSeconds string = '259200'
+
+@description('Mail address for the operations alerts (docs/operations.md); empty: the alert rules fire in the portal only.')
+param alertEmail string = ''
+
+@description('Failed invitations within 15 minutes that raise an alert.')
+param alertFailedThreshold int = 10
+
+@description('Hours without a successful invitation, while sign-ups arrive, that raise an alert.')
+param alertNoInvitationHours int = 6
+
 @description('SIGNUP_REPEAT_WINDOW_SECONDS: window in which a repeated sign-up for the same address is answered with the earlier one.')
 param signupRepeatWindowSeconds string = '86400'
 
@@ -128,7 +142,7 @@ param sweepSchedule string = '0 */1 * * * *'
 // Microsoft Graph application permissions of the managed identity
 // ---------------------------------------------------------------------------------------------------
 
-@description('Grant the identity its Graph app roles in this deployment (the deployer needs AppRoleAssignment.ReadWrite.All and Application.Read.All, e.g. Privileged Role Administrator). False: an administrator grants them once by hand (README).')
+@description('Grant the identity its Graph app roles after provisioning (the postprovision hook; the deployer needs AppRoleAssignment.ReadWrite.All and Application.Read.All, e.g. Privileged Role Administrator). Public cloud only: the Graph Bicep extension does not deploy to national clouds. False: an administrator grants them once by hand (docs/deploy.md).')
 param grantGraphPermissions bool = true
 
 @description('Also grant GroupMember.ReadWrite.All (add guests to groups).')
@@ -137,11 +151,11 @@ param grantGroupMemberReadWrite bool = false
 @description('Also grant User.ReadWrite.All (convert internal users to B2B, reset redemption).')
 param grantUserReadWrite bool = false
 
-@description('Also grant Mail.Send (the portal sends its own mail; limit it to one mailbox, see README).')
+@description('Also grant Mail.Send (the portal sends its own mail; limit it to one mailbox, see docs/deploy.md).')
 param grantMailSend bool = false
 
 // ---------------------------------------------------------------------------------------------------
-// Approval, mail and audit (README "Approval")
+// Approval, mail and audit (docs/approval-and-access.md)
 // ---------------------------------------------------------------------------------------------------
 
 @description('MAIL_SENDER: the mailbox (UPN or object id) the portal sends approver and invitation mail from. Empty: no mail (needs grantMailSend).')
@@ -163,7 +177,7 @@ param approvalPendingExpirySeconds string = '1209600'
 param manageAppRole string = ''
 
 // ---------------------------------------------------------------------------------------------------
-// The pages: branding, terms and abuse controls (README "The pages")
+// The pages: branding, terms and abuse controls (docs/pages.md)
 // ---------------------------------------------------------------------------------------------------
 
 @description('BRAND_LOGO_URL: https URL of the logo on the pages (empty: none).')
@@ -192,9 +206,17 @@ param signupMinFillSeconds string = '3'
 @description('CAPTCHA_PROVIDER: none, turnstile, hcaptcha or recaptcha (then CAPTCHA_SITE_KEY and CAPTCHA_SECRET).')
 @allowed(['none', 'turnstile', 'hcaptcha', 'recaptcha'])
 param captchaProvider string = 'none'
+
+@description('CAPTCHA_SITE_KEY: the provider\'s public site key (not a secret: the page shows it).')
 param captchaSiteKey string = ''
+
+@description('CAPTCHA_SECRET: written to the Key Vault secret "captcha-secret", which the app reads through a Key Vault reference. Empty: the secret in the vault is left as it is (set it there with az keyvault secret set, or azd env set-secret).')
 @secure()
 param captchaSecret string = ''
+
+@description('FORM_TOKEN_SECRET: written to the Key Vault secret "form-token-secret". azd reads it back from the vault on every provision and generates it only when the vault has none (main.parameters.json: secretOrRandomPassword), so it stays the same across deployments.')
+@secure()
+param formTokenSecret string
 
 // ---------------------------------------------------------------------------------------------------
 // HTTP front door: Easy Auth
@@ -225,6 +247,11 @@ var signupTableName = 'signups'
 var auditTableName = 'signupaudit'
 // The sign-up policy document lives in this container (SIGNUP_POLICY).
 var policyContainerName = 'policy'
+// Names of the Key Vault secrets the app settings reference (and azd's secretOrRandomPassword reads back).
+var formTokenSecretName = 'form-token-secret'
+var captchaSecretName = 'captcha-secret'
+// One retention for the logs and the Application Insights component on top of them.
+var logRetentionDays = 30
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -300,7 +327,7 @@ module logAnalytics 'br/public:avm/res/operational-insights/workspace:0.16.1' = 
     name: 'log-signup-${resourceToken}'
     location: location
     tags: tags
-    dataRetention: 30
+    dataRetention: logRetentionDays
     features: {
       disableLocalAuth: true
     }
@@ -316,17 +343,82 @@ module monitoring 'br/public:avm/res/insights/component:0.8.0' = {
     tags: tags
     workspaceResourceId: logAnalytics.outputs.resourceId
     disableLocalAuth: true // ingestion only with an Entra token (APPLICATIONINSIGHTS_AUTHENTICATION_STRING)
-    retentionInDays: 90
+    retentionInDays: logRetentionDays // a workspace-based component keeps its data in the workspace
+  }
+}
+
+// Alert rules (mailed to alertEmail) and a workbook over the app's OpenTelemetry data.
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.resourceId
+    alertEmail: alertEmail
+    failedThreshold: alertFailedThreshold
+    noInvitationHours: alertNoInvitationHours
+  }
+}
+
+// The two secrets live in Key Vault (RBAC mode, no access policies). The app reads them through
+// Key Vault references resolved with its identity (Key Vault Secrets User); whoever runs azd up may
+// read and set them (Key Vault Secrets Officer), which azd's secretOrRandomPassword needs.
+var appSecretReaders = [
+  {
+    principalId: identity.outputs.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionIdOrName: 'Key Vault Secrets User'
+  }
+]
+var deployerSecretOfficers = empty(policyUploaderPrincipalId) ? [] : [
+  {
+    principalId: policyUploaderPrincipalId
+    roleDefinitionIdOrName: 'Key Vault Secrets Officer'
+  }
+]
+
+module keyVault 'br/public:avm/res/key-vault/vault:0.13.3' = {
+  name: 'key-vault'
+  scope: rg
+  params: {
+    name: 'kv-signup-${resourceToken}'
+    location: location
+    tags: tags
+    sku: 'standard'
+    enableRbacAuthorization: true
+    enableVaultForDeployment: false
+    enableVaultForTemplateDeployment: false
+    enableVaultForDiskEncryption: false
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 7
+    // Off so that `azd down --purge` can purge the vault and the environment can be created again under
+    // the same name; both secrets can be made again (a new form secret only voids forms open at the time).
+    enablePurgeProtection: false
+    publicNetworkAccess: 'Enabled' // Flex Consumption without a virtual network reaches it publicly
+    roleAssignments: concat(appSecretReaders, deployerSecretOfficers)
+  }
+}
+
+module secrets 'app/secrets.bicep' = {
+  name: 'secrets'
+  scope: rg
+  params: {
+    keyVaultName: keyVault.outputs.name
+    formTokenSecretName: formTokenSecretName
+    formTokenSecret: formTokenSecret
+    captchaSecretName: captchaSecretName
+    captchaSecret: captchaSecret
   }
 }
 
 // ---------------------------------------------------------------------------------------------------
-// App settings: the function app's whole configuration (README "Settings"). No secrets: every
-// connection is the managed identity's.
+// App settings: the function app's whole configuration (docs/settings.md). No secret values: every
+// connection is the managed identity's, and the two secrets are Key Vault references.
 // ---------------------------------------------------------------------------------------------------
 
 var appSettings = {
-  // Host storage, identity-based (README "Settings"; graph/FACTS.md).
+  // Host storage, identity-based (docs/settings.md; graph/FACTS.md).
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identity.outputs.clientId
   AzureWebJobsStorage__blobServiceUri: storage.outputs.serviceEndpoints.blob
@@ -361,6 +453,7 @@ var appSettings = {
   SIGNUP_RETRY_INITIAL_SECONDS: signupRetryInitialSeconds
   SIGNUP_RETRY_MAX_SECONDS: signupRetryMaxSeconds
   SIGNUP_RETRY_DEADLINE_SECONDS: signupRetryDeadlineSeconds
+  SIGNUP_DOUBT_CAP_SECONDS: signupDoubtCapSeconds
   SIGNUP_REPEAT_WINDOW_SECONDS: signupRepeatWindowSeconds
   SIGNUP_QUEUED_GRACE_SECONDS: signupQueuedGraceSeconds
   SWEEP_SCHEDULE: sweepSchedule
@@ -383,16 +476,18 @@ var appSettings = {
   RATE_LIMIT_PER_DOMAIN: rateLimitPerDomain
   RATE_LIMIT_WINDOW_SECONDS: rateLimitWindowSeconds
   TRUSTED_FORWARDED_HOPS: '1'
-  // Signs the pages' form tokens, which only prove a page was fetched a few seconds before its post (an
-  // anti-bot signal, not an access control): a value no one outside the subscription can derive is enough.
-  FORM_TOKEN_SECRET: guid(subscription().id, rg.id, resourceToken, 'form-token')
+  // Signs the pages' form tokens: a random secret kept in Key Vault (versionless reference: the current version).
+  FORM_TOKEN_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.uri}secrets/${formTokenSecretName}/)'
   SIGNUP_MIN_FILL_SECONDS: signupMinFillSeconds
   CAPTCHA_PROVIDER: captchaProvider
   CAPTCHA_SITE_KEY: captchaSiteKey
-  CAPTCHA_SECRET: captchaSecret
+  CAPTCHA_SECRET: (captchaProvider == 'none') ? '' : '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.uri}secrets/${captchaSecretName}/)'
   // Application Insights, Entra-authenticated ingestion as the identity.
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identity.outputs.clientId}'
+  // host.json's telemetryMode OpenTelemetry: the Python worker joins the host's traces (shared/telemetry).
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
+  TELEMETRY_CONSOLE: 'false'
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -421,6 +516,7 @@ module functionApp 'app/function-app.bicep' = {
     tags: union(tags, { 'azd-service-name': 'api' })
     planResourceId: plan.outputs.resourceId
     identityResourceId: identity.outputs.resourceId
+    keyVaultReferenceIdentityResourceId: identity.outputs.resourceId
     deploymentContainerUrl: '${storage.outputs.serviceEndpoints.blob}${deploymentContainerName}'
     pythonVersion: pythonVersion
     instanceMemoryMB: int(instanceMemoryMB)
@@ -430,11 +526,11 @@ module functionApp 'app/function-app.bicep' = {
     authClientId: authClientId
     authTenantId: empty(authTenantId) ? tenant().tenantId : authTenantId
   }
-  dependsOn: [rbac] // the host starts with its storage roles in place
+  dependsOn: [rbac, secrets] // the host starts with its storage roles and its secrets in place
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Access: Azure roles and Microsoft Graph application permissions
+// Access: Azure roles. The Graph app roles are granted by the postprovision hook (see the top).
 // ---------------------------------------------------------------------------------------------------
 
 module rbac 'app/rbac.bicep' = {
@@ -446,17 +542,6 @@ module rbac 'app/rbac.bicep' = {
     identityPrincipalId: identity.outputs.principalId
     policyContainerName: policyContainerName
     policyUploaderPrincipalId: policyUploaderPrincipalId
-  }
-}
-
-module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermissions) {
-  name: 'graph-permissions'
-  scope: rg
-  params: {
-    identityPrincipalId: identity.outputs.principalId
-    grantGroupMemberReadWrite: grantGroupMemberReadWrite
-    grantUserReadWrite: grantUserReadWrite
-    grantMailSend: grantMailSend
   }
 }
 
@@ -474,4 +559,9 @@ output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output POLICY_CONTAINER_URL string = '${storage.outputs.serviceEndpoints.blob}${policyContainerName}'
 output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
-output GRAPH_PERMISSIONS_GRANTED bool = grantGraphPermissions
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+// What the postprovision hook grants (scripts/azd_hooks.py reads these from the azd environment).
+output GRAPH_GRANT_ENABLED bool = grantGraphPermissions
+output GRAPH_GRANT_GROUP_MEMBER_READWRITE bool = grantGroupMemberReadWrite
+output GRAPH_GRANT_USER_READWRITE bool = grantUserReadWrite
+output GRAPH_GRANT_MAIL_SEND bool = grantMailSend

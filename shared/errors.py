@@ -16,6 +16,7 @@ Every error the domain raises on purpose derives from ``PortalError``::
     │   ├── CaptchaFailed           the CAPTCHA provider did not vouch for the request (400)
     │   ├── TooManyRequests         a rate limit per client IP or email domain (429, Retry-After)
     │   └── DecisionConflict        someone decided first, or it is no longer pending (409)
+    ├── IllegalTransition           a status write the lifecycle's table does not declare (a bug)
     ├── StorageError                Table or Queue storage failed (503 at intake)
     │   └── ConcurrencyConflict     an ETag-conditional write lost a race
     └── GraphError                  Microsoft Graph refused or failed a call
@@ -173,6 +174,10 @@ class DecisionConflict(RequestError):
     def __init__(self, detail: str, current: object = None) -> None:
         self.current = current  # the record as it stands, for the answer
         super().__init__(detail)
+
+
+class IllegalTransition(PortalError):
+    """A status write that ``shared.lifecycle.transitions`` does not declare, or whose guard refused it."""
 
 
 class StorageError(PortalError):

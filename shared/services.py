@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+from . import telemetry
 from .abuse import CaptchaVerifier, FormTokens, SubmissionGate, TableRateLimiter
 from .admin.replay import Replayer
 from .approval import Approvals, TableDenialMemory
 from .audit import TableAuditLog
 from .conversion.requests import ConversionRequests
 from .graph.budget import INVITATIONS, WRITES, SharedBucket, SharedGate, TableBudgetStore
-from .graph.client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
 from .graph.directory import InvitationOptions
 from .graph.pacing import WritePacer
 from .lifecycle.intake import Admission, Intake, Timers
@@ -28,7 +28,9 @@ from .lifecycle.worker import InvitationWorker
 from .onboarding import FollowUps
 from .policy import CachedPolicy, PolicySource
 from .settings import GRAPH_CLOUDS, Settings, get_settings
-from .storage import build_queue_client, build_storage_credential, build_table_client
+
+if TYPE_CHECKING:
+    from .graph.client import MsGraphDirectory
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,8 @@ def timers(settings: Settings) -> Timers:
         queued_grace=settings.queued_grace_seconds,
         lease=lease_seconds(settings),
         ambiguous_delay=min(AMBIGUOUS_DELAY, settings.retry_max_seconds),
+        doubt_cap=settings.doubt_cap_seconds,
+        pending_expiry=settings.pending_expiry_seconds,
     )
 
 
@@ -143,6 +147,12 @@ def build_gate(settings: Settings, table: Any) -> SharedGate | None:
 
 def build_services(settings: Settings) -> Services:
     """Wire the real Azure Storage and Microsoft Graph implementations."""
+    telemetry.configure(console=settings.telemetry_console)
+    # Imported here, on the first invocation, not when the host indexes the functions: msgraph-sdk, httpx and
+    # the Azure Storage SDKs are most of the app's import time (docs/benchmarks.md, "Cold start").
+    from .graph.client import MsGraphDirectory, build_credential, build_graph_client, build_http_client
+    from .storage import build_queue_client, build_storage_credential, build_table_client
+
     storage_credential = build_storage_credential(settings)
     table = build_table_client(settings, storage_credential)
     queue = build_queue_client(settings, credential=storage_credential)
@@ -169,7 +179,6 @@ def build_services(settings: Settings) -> Services:
     index = TableDueIndex(table)
     signup_queue = StorageQueue(queue)
     lifecycle_timers = timers(settings)
-    admission = Admission(store, TableAddressBook(table), index, signup_queue, lifecycle_timers)
     # A Blob policy is read with the storage identity; with a connection string (Azurite) anonymously.
     policy = CachedPolicy(settings.signup_policy, storage_credential)
     log.info(
@@ -194,6 +203,16 @@ def build_services(settings: Settings) -> Services:
         contact=settings.organisation_contact,
     )
     denials = TableDenialMemory(table)
+    admission = Admission(
+        store,
+        TableAddressBook(table),
+        index,
+        signup_queue,
+        lifecycle_timers,
+        denials=denials,
+        audit=audit,
+        approver_step=follow_ups.approver_step,
+    )
     form_tokens = (
         FormTokens(settings.form_token_secret, settings.min_fill_seconds) if settings.form_token_secret else None
     )
@@ -202,24 +221,14 @@ def build_services(settings: Settings) -> Services:
         captcha = CaptchaVerifier(settings.captcha_provider, settings.captcha_secret, settings.captcha_verify_url)
     return Services(
         settings=settings,
-        intake=Intake(
-            store,
-            admission,
-            index,
-            lifecycle_timers,
-            policy=policy,
-            denials=denials,
-            audit=audit,
-            queue=signup_queue,
-            approver_step=follow_ups.approver_step,
-            pending_expiry=settings.pending_expiry_seconds,
-        ),
+        intake=Intake(store, signup_queue, lifecycle_timers, policy=policy),
         worker=InvitationWorker(
             store,
             signup_queue,
             directory,
             InvitationOptions.from_settings(settings),
             lifecycle_timers,
+            admission=admission,
             policy=policy,
             follow_ups=follow_ups,
             audit=audit,

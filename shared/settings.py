@@ -81,6 +81,7 @@ class Settings:
     retry_initial_seconds: float
     retry_max_seconds: float
     retry_deadline_seconds: float
+    doubt_cap_seconds: float
     repeat_window_seconds: float
     queued_grace_seconds: float
     sweep_schedule: str
@@ -130,6 +131,7 @@ class Settings:
     pending_expiry_seconds: float
     brand_logo_url: str | None
     brand_primary_colour: str
+    telemetry_console: bool
     terms_url: str | None
     terms_version: str | None
     cors_allowed_origins: tuple[str, ...]
@@ -164,6 +166,7 @@ SETTING_KEYS: Final = (
     "SIGNUP_RETRY_INITIAL_SECONDS",
     "SIGNUP_RETRY_MAX_SECONDS",
     "SIGNUP_RETRY_DEADLINE_SECONDS",
+    "SIGNUP_DOUBT_CAP_SECONDS",
     "SIGNUP_REPEAT_WINDOW_SECONDS",
     "SIGNUP_QUEUED_GRACE_SECONDS",
     "SWEEP_SCHEDULE",
@@ -207,6 +210,7 @@ SETTING_KEYS: Final = (
     "APPROVAL_PENDING_EXPIRY_SECONDS",
     "BRAND_LOGO_URL",
     "BRAND_PRIMARY_COLOUR",
+    "TELEMETRY_CONSOLE",
     "TERMS_URL",
     "TERMS_VERSION",
     "CORS_ALLOWED_ORIGINS",
@@ -225,6 +229,9 @@ SETTING_KEYS: Final = (
 EXTERNAL_KEYS: Final = ("FUNCTIONS_WORKER_RUNTIME", "IDENTITY_ENDPOINT", "IDENTITY_HEADER")
 
 
+_KEY_VAULT_REFERENCE: Final = "@microsoft.keyvault("
+
+
 class _Reader:
     """Reads keys from a mapping, collecting problems instead of raising at the first."""
 
@@ -235,6 +242,13 @@ class _Reader:
     def raw(self, key: str) -> str | None:
         value = self.env.get(key)
         if value is None or not value.strip():
+            return None
+        if value.strip().lower().startswith(_KEY_VAULT_REFERENCE):
+            # App Service passes a reference it could not resolve through unchanged: never use it as the value.
+            self.problems[key] = (
+                "a Key Vault reference the platform could not resolve: the app's identity needs Key Vault Secrets "
+                "User on the vault, and the secret must exist (docs/deploy.md, Secrets)"
+            )
             return None
         return value.strip()
 
@@ -251,7 +265,7 @@ class _Reader:
     def required(self, key: str, check: Callable[[str], Any] | None = None) -> Any:
         value = self.raw(key)
         if value is None:
-            self.problems[key] = "required but not set"
+            self.problems.setdefault(key, "required but not set")
             return None
         return self.optional(key, check)
 
@@ -520,6 +534,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         retry_initial_seconds=r.default("SIGNUP_RETRY_INITIAL_SECONDS", 10.0, _positive_float),
         retry_max_seconds=r.default("SIGNUP_RETRY_MAX_SECONDS", 300.0, _positive_float),
         retry_deadline_seconds=r.default("SIGNUP_RETRY_DEADLINE_SECONDS", 86400.0, _positive_float),
+        doubt_cap_seconds=r.default("SIGNUP_DOUBT_CAP_SECONDS", 3 * 86400.0, _positive_float),
         repeat_window_seconds=r.default("SIGNUP_REPEAT_WINDOW_SECONDS", 86400.0, _positive_float),
         queued_grace_seconds=r.default("SIGNUP_QUEUED_GRACE_SECONDS", 600.0, _positive_float),
         sweep_schedule=r.default("SWEEP_SCHEDULE", "0 */1 * * * *", _ncrontab),
@@ -563,6 +578,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         pending_expiry_seconds=r.default("APPROVAL_PENDING_EXPIRY_SECONDS", 14 * 86400.0, _positive_float),
         brand_logo_url=r.optional("BRAND_LOGO_URL", _url),
         brand_primary_colour=r.default("BRAND_PRIMARY_COLOUR", "#0f6cbd", _accessible_colour),
+        telemetry_console=r.default("TELEMETRY_CONSOLE", False, _boolean),
         terms_url=terms_url,
         terms_version=terms_version,
         cors_allowed_origins=r.default("CORS_ALLOWED_ORIGINS", (), _origins),

@@ -12,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.data.tables.aio import TableClient
-from azure.storage.queue import TextBase64EncodePolicy
-from azure.storage.queue.aio import QueueClient
 
 from .errors import StorageError
 from .settings import Settings
+
+if TYPE_CHECKING:
+    # azure-storage-queue brings aiohttp, requests and cryptography with it: imported when a queue client is
+    # built (the first invocation), not when the host indexes the functions (docs/benchmarks.md, "Cold start").
+    from azure.storage.queue.aio import QueueClient
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,9 @@ def build_table_client(settings: Settings, credential: Any = None, table_name: s
 
 def build_queue_client(settings: Settings, queue_name: str | None = None, credential: Any = None) -> QueueClient:
     """A Queue client whose message encoding matches host.json (base64)."""
+    from azure.storage.queue import TextBase64EncodePolicy
+    from azure.storage.queue.aio import QueueClient
+
     name = queue_name or settings.signup_queue
     policy = TextBase64EncodePolicy()
     if settings.storage_connection_string:

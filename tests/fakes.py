@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from shared.errors import ConcurrencyConflict, StorageError
 from shared.graph.directory import DirectoryUser, Invitation, InvitationResult, MailMessage
 from shared.lifecycle.models import Signup, Status
 from shared.lifecycle.store import AddressClaim, DueEntry
+from shared.lifecycle.transitions import check_edge
 
 
 class FakeStore:
@@ -29,7 +30,7 @@ class FakeStore:
         self.before_replace: Callable[[Signup], None] | None = None
 
     def _stamp(self, signup: Signup) -> Signup:
-        stamped = dataclasses.replace(signup, etag=f'W/"{next(self._etags)}"')
+        stamped = dataclasses.replace(signup, etag=f'W/"{next(self._etags)}"', origin=signup.status)
         self.records[signup.id] = stamped
         self.writes.append(stamped)
         return stamped
@@ -39,6 +40,7 @@ class FakeStore:
             raise StorageError("create failed")
         if signup.id in self.records:
             raise ConcurrencyConflict("exists")
+        check_edge(None, signup.status)
         return self._stamp(signup)
 
     async def get(self, signup_id: str) -> Signup | None:
@@ -56,6 +58,7 @@ class FakeStore:
         current = self.records.get(signup.id)
         if current is None or current.etag != signup.etag:
             raise ConcurrencyConflict("etag mismatch")
+        check_edge(signup.origin, signup.status)
         stamped = self._stamp(signup)
         if self.land_then_conflict:
             self.land_then_conflict -= 1
@@ -66,6 +69,9 @@ class FakeStore:
         if self.fail_delete:
             raise StorageError("delete failed")
         self.records.pop(signup_id, None)
+
+    async def received_in(self, bucket: str) -> list[Signup]:
+        return [s for s in self.records.values() if s.id.startswith(bucket) and s.status is Status.RECEIVED]
 
     async def failed(self, since: datetime | None, until: datetime | None) -> AsyncIterator[Signup]:
         for signup in list(self.records.values()):
@@ -206,10 +212,14 @@ class FakeDirectory:
         self.users[mail.lower()] = user
         return user
 
-    async def invite(self, invitation: Invitation) -> InvitationResult:
-        self.invitations.append(invitation)
+    async def invite(
+        self, invitation: Invitation, *, fence: Callable[[], Awaitable[None]] | None = None
+    ) -> InvitationResult:
         if self.delay:
             await asyncio.sleep(self.delay)
+        if fence is not None:
+            await fence()
+        self.invitations.append(invitation)
         outcome = self.outcomes.pop(0) if self.outcomes else None
         acted = outcome is None or isinstance(outcome, tuple)
         self._acted.append(acted)

@@ -12,7 +12,6 @@ from shared.errors import (
     AmbiguousGraphError,
     DecisionConflict,
     PermanentGraphError,
-    SignupForbidden,
     TransientGraphError,
     UnknownSignup,
 )
@@ -175,12 +174,23 @@ async def test_two_approvers_racing_get_one_outcome_and_the_loser_is_told() -> N
 
 
 async def test_a_denied_address_is_refused_without_review_until_the_memory_lapses() -> None:
+    """A remembered denial ends the repeat denied without a new review or mail, yet its requester sees what any
+    request under review shows (then expired), so the answer reveals nothing about an approver's decision."""
     kit = review_kit()
     sid = await kit.submit("sam@northwind.com")
+    await kit.deliver_due()
     view = await kit.approvals.deny(sid, KEY_CALLER, "Unknown company")
     assert view["status"] == "denied" and view["decision"]["by"] == "function-key"
-    with pytest.raises(SignupForbidden):
-        await kit.submit("SAM@northwind.com")
+    mails = len(kit.directory.sent_mails)
+    repeat = await kit.submit("SAM@northwind.com")
+    assert kit.record(repeat).status is Status.DENIED and kit.record(repeat).policy_reason == "denied-before"
+    public = await kit.intake.public_status(repeat)
+    assert public is not None and public["status"] == "pending_approval" and public["error"] is None
+    await kit.deliver_due()
+    assert len(kit.directory.sent_mails) == mails  # no approvers' mail for it
+    kit.pass_time(kit.pending_expiry + 1)
+    public = await kit.intake.public_status(repeat)
+    assert public is not None and public["status"] == "expired"
     kit.pass_time(kit.denial_memory + 1)
     again = await kit.submit("sam@northwind.com")
     assert kit.record(again).status is Status.PENDING_APPROVAL

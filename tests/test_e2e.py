@@ -16,7 +16,7 @@ from azure.storage.queue.aio import QueueClient
 from devhost.processes import Service, free_port, start_devhost
 from graph_emulator.server import Fault, GraphEmulator
 from shared.storage import expand_connection_string
-from tests.conftest import host_env, problem_of
+from tests.conftest import FUNCTION_KEY, host_env, problem_of
 
 pytestmark = pytest.mark.e2e
 
@@ -240,3 +240,23 @@ def test_host_log_never_holds_an_email_address(host: dict[str, Any]) -> None:
         "pat@contoso.com",
     ):
         assert address.lower() not in log.lower()
+
+
+async def test_the_anonymous_view_reveals_nothing_about_the_directory(
+    client: httpx.AsyncClient, emulator: GraphEmulator
+) -> None:
+    """Issue 18: a member's private address (here its otherMails, as a password-reset address is kept) and a fresh
+    address give anonymous answers of the same shape, both ending as a completed request; the admin view still
+    says ExistingMember. Nothing tells an anonymous caller who is in the directory."""
+    emulator.add_user(mail="kim@contoso.com", otherMails=["kim.home@fabrikam.com"], userPrincipalName="kim@contoso.com")
+    answers, views = [], []
+    for address in ("kim.home@fabrikam.com", "fresh.person@fabrikam.com"):
+        accepted = await client.post("/api/signups", json={"email": address, "displayName": "K"})
+        assert accepted.status_code == 202
+        answers.append(accepted.json())
+        views.append(await _until(client, accepted.json()["statusUrl"], {"invited", "failed"}))
+    assert [a["status"] for a in answers] == ["queued", "queued"]
+    assert [(v["status"], v["error"], sorted(v)) for v in views] == [("invited", None, sorted(views[1]))] * 2
+    key = {"x-functions-key": FUNCTION_KEY}
+    detail = (await client.get(f"/api/manage/signups/{answers[0]['id']}", headers=key)).json()
+    assert (detail["status"], detail["error"]["code"]) == ("failed", "ExistingMember")

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
+from shared.errors import ConfigurationError
 from shared.settings import EXTERNAL_KEYS, SETTING_KEYS, load_settings
 
 INFRA = Path(__file__).resolve().parent.parent / "infra"
@@ -49,6 +50,7 @@ HOST_KEYS = {
     "AzureWebJobsStorage__blobServiceUri",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_ENABLE_OPENTELEMETRY",  # the Python worker's switch for telemetryMode OpenTelemetry
 }
 # Built-in Azure role definition ids, as Microsoft documents them.
 AZURE_ROLES = {
@@ -120,6 +122,8 @@ class Resolver:
     @staticmethod
     def placeholder(expression: str) -> str:
         """A stand-in of the right shape for a value known only at deployment."""
+        if expression == "keyVault.outputs.uri":
+            return "https://placeholder.vault.azure.net/"
         if ".serviceEndpoints." in expression:
             return f"https://placeholder.{expression.rsplit('.', 1)[-1]}.core.windows.net/"
         if expression.endswith(("clientId", "principalId", "tenantId")):
@@ -142,9 +146,21 @@ class Resolver:
                 return "00000000-0000-4000-8000-000000000000"
             assert function["type"] == "string", f"app setting built with {function['type']}(): add it to Resolver"
             return self.scalar_of(function["parameters"]["value_to_convert"])
+        if isinstance(node, dict) and node.get("operator", {}).get("type") == "conditional":
+            operands = node["operator"]["operands"]
+            chosen = "true_value" if self.condition(operands["condition"]) else "false_value"
+            return self.value(operands[chosen])
         if isinstance(node, dict) and "operator" in node:
             return self.placeholder(_accessor(node))
         raise AssertionError(f"an app setting must be a string expression, got {node!r}")
+
+    def condition(self, node: Any) -> bool:
+        """``a == b`` or ``a != b`` over parameters (at their defaults) and literals."""
+        kind = node["operator"]["type"]
+        assert kind in ("equals", "not_equals"), f"condition {kind} in an app setting: add it to Resolver"
+        operands = node["operator"]["operands"]
+        same = self.value(operands["operand_1"]) == self.value(operands["operand_2"])
+        return same if kind == "equals" else not same
 
     def scalar_of(self, node: Any) -> str:
         if isinstance(node, str) and node in self.params and self.params[node]["default"] is not None:
@@ -154,9 +170,25 @@ class Resolver:
 
 @pytest.fixture(scope="module")
 def app_settings(main: dict[str, Any]) -> dict[str, str]:
-    """The function app's settings as the template sets them, resolved as the module docstring says."""
+    """The function app's settings as the template sets them, resolved as the module docstring says; a Key Vault
+    reference as the platform resolves it, to the secret's value."""
     resolver = Resolver(main)
-    return {key: resolver.value(value) for key, value in main["variables"]["appSettings"]["value"].items()}
+    settings = {key: resolver.value(value) for key, value in main["variables"]["appSettings"]["value"].items()}
+    return {
+        key: "value-of-the-key-vault-secret" if value.startswith("@Microsoft.KeyVault(") else value
+        for key, value in settings.items()
+    }
+
+
+def test_an_unresolved_key_vault_reference_is_refused(main: dict[str, Any]) -> None:
+    """App Service passes a reference it cannot resolve (no role on the vault, no secret) through unchanged;
+    the app must not sign form tokens with the reference's public text."""
+    resolver = Resolver(main)
+    raw = {key: resolver.value(value) for key, value in main["variables"]["appSettings"]["value"].items()}
+    assert raw["FORM_TOKEN_SECRET"].startswith("@Microsoft.KeyVault(SecretUri=")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(raw)
+    assert "FORM_TOKEN_SECRET" in str(raised.value) and "Key Vault Secrets User" in str(raised.value)
 
 
 def _function_app_module(main: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +220,7 @@ def test_template_settings_satisfy_load_settings(app_settings: dict[str, str]) -
     assert settings.graph_credential == "managed_identity"
     assert settings.storage_connection_string is None  # identity-based, no keys
     assert settings.graph_base_url.startswith("https://graph.microsoft.com")
-    # The policy document is the Blob in the container the template creates (README "Policy").
+    # The policy document is the Blob in the container the template creates (docs/policy.md).
     assert settings.signup_policy == "https://placeholder.blob.core.windows.net/policy/policy.json"
 
 
@@ -272,7 +304,6 @@ def test_site_hardening_and_easy_auth() -> None:
     doc = _parse(INFRA / "app" / "function-app.bicep")
     site = _config(doc["modules"]["site"])["params"]
     assert site["httpsOnly"] is True
-    assert site["siteConfig"]["ftpsState"] == "Disabled"
     assert site["siteConfig"]["minTlsVersion"] == "1.2"
     assert {(p["name"], p["allow"]) for p in site["basicPublishingCredentialsPolicies"]} == {
         ("ftp", False),
@@ -333,10 +364,15 @@ def test_graph_app_roles_are_the_documented_ones() -> None:
 
 
 def test_azd_parameters_match_the_template(main: dict[str, Any]) -> None:
-    """main.parameters.json maps every parameter to an azd variable whose default is the template's."""
+    """main.parameters.json maps every parameter to an azd variable whose default is the template's; the form
+    secret comes from azd's secretOrRandomPassword, reading the vault secret the template writes."""
     mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert set(mapped) == set(main["parameters"])
     for name, entry in mapped.items():
+        if name == "formTokenSecret":
+            assert entry["value"] == "$(secretOrRandomPassword ${AZURE_KEY_VAULT_NAME} form-token-secret)"
+            assert main["variables"]["formTokenSecretName"]["value"] == "form-token-secret"
+            continue
         match = re.fullmatch(r"\$\{([A-Z][A-Z0-9_]*)(?:=(.*))?\}", entry["value"])
         assert match, (name, entry)
         default = main["parameters"][name]["default"]
@@ -346,8 +382,178 @@ def test_azd_parameters_match_the_template(main: dict[str, Any]) -> None:
             assert match.group(2) == Resolver.scalar(default), name
 
 
+# siteConfig properties Flex Consumption refuses (ARM error 51021; the app settings reference, "Flex
+# Consumption plan deprecations"; Azure/terraform-azurerm-avm-res-web-site#345).
+FLEX_REJECTED_SITE_CONFIG = {
+    "ftpsState",
+    "use32BitWorkerProcess",
+    "netFrameworkVersion",
+    "functionsRuntimeScaleMonitoringEnabled",
+    "preWarmedInstanceCount",
+    "linuxFxVersion",
+    "windowsFxVersion",
+    "javaVersion",
+    "powerShellVersion",
+}
+
+
+def test_site_config_sets_nothing_flex_rejects() -> None:
+    """Flex Consumption refuses the whole site when siteConfig names one of these; the AVM module's default
+    siteConfig sets ftpsState, so the template must pass its own."""
+    site = _config(_parse(INFRA / "app" / "function-app.bicep")["modules"]["site"])["params"]
+    assert "siteConfig" in site
+    assert set(site["siteConfig"]) & FLEX_REJECTED_SITE_CONFIG == set()
+    assert "http20Enabled" not in site["siteConfig"]  # in no Flex reference sample
+
+
+def test_app_insights_retention_is_the_workspaces(main: dict[str, Any]) -> None:
+    """A workspace-based component keeps its data in the workspace: one retention for both."""
+    workspace = _config(main["modules"]["logAnalytics"])["params"]["dataRetention"]
+    component = _config(main["modules"]["monitoring"])["params"]["retentionInDays"]
+    assert workspace == component == "logRetentionDays"
+    assert main["variables"]["logRetentionDays"]["value"] == 30
+
+
+KEY_VAULT_REFERENCE = re.compile(
+    r"@Microsoft\.KeyVault\(SecretUri=https://placeholder\.vault\.azure\.net/secrets/([a-z0-9-]+)/\)"
+)
+
+
+def test_secrets_are_key_vault_references(main: dict[str, Any]) -> None:
+    """FORM_TOKEN_SECRET and CAPTCHA_SECRET are Key Vault references to secrets the template writes, resolved
+    with the app's identity, which may read the vault's secrets (RBAC, no access policies)."""
+    resolver = Resolver(main)
+    raw = main["variables"]["appSettings"]["value"]
+    form = KEY_VAULT_REFERENCE.fullmatch(resolver.value(raw["FORM_TOKEN_SECRET"]))
+    assert form and form.group(1) == main["variables"]["formTokenSecretName"]["value"]
+    # CAPTCHA_SECRET: empty while no CAPTCHA is configured, a reference once one is.
+    assert resolver.value(raw["CAPTCHA_SECRET"]) == ""
+    captcha = raw["CAPTCHA_SECRET"]["operator"]["operands"]["false_value"]
+    captcha_ref = KEY_VAULT_REFERENCE.fullmatch(resolver.value(captcha))
+    assert captcha_ref and captcha_ref.group(1) == main["variables"]["captchaSecretName"]["value"]
+    # Every Key Vault reference names a secret app/secrets.bicep writes.
+    secrets_doc = _parse(INFRA / "app" / "secrets.bicep")
+    written = {
+        _config(r)["name"]
+        for r in secrets_doc["resources"].values()
+        if r["type"] == "Microsoft.KeyVault/vaults/secrets"
+    }
+    module = _config(main["modules"]["secrets"])["params"]
+    assert {module[name] for name in written} == {"formTokenSecretName", "captchaSecretName"}
+
+    vault = _config(main["modules"]["keyVault"])["params"]
+    assert main["modules"]["keyVault"]["detail"]["full"].startswith("public:avm/res/key-vault/vault:")
+    assert vault["enableRbacAuthorization"] is True
+    assert "accessPolicies" not in vault
+    assert vault["enableVaultForTemplateDeployment"] is False
+    readers = main["variables"]["appSecretReaders"]["value"]
+    assert [(_accessor(r["principalId"]), r["roleDefinitionIdOrName"]) for r in readers] == [
+        ("identity.outputs.principalId", "Key Vault Secrets User")
+    ]
+    site = _function_app_module(main)
+    assert _accessor(site["keyVaultReferenceIdentityResourceId"]) == "identity.outputs.resourceId"
+    inner = _config(_parse(INFRA / "app" / "function-app.bicep")["modules"]["site"])["params"]
+    assert inner["keyVaultAccessIdentityResourceId"] == "keyVaultReferenceIdentityResourceId"
+    assert "secrets" in _config(main["modules"]["functionApp"]).get("dependsOn", [])
+
+
+def _secure_params(doc: dict[str, Any]) -> set[str]:
+    return {n for n, p in doc.get("parameters", {}).items() if any(d["type"] == "secure" for d in p["decorators"])}
+
+
+def _names_in(node: Any) -> set[str]:
+    """Every identifier or ${...} reference anywhere in a parsed expression."""
+    found: set[str] = set()
+    if isinstance(node, str):
+        found.add(node)
+        found.update(m.strip().split(".")[0] for m in re.findall(r"\$\{([^}]*)\}", node))
+    elif isinstance(node, dict):
+        for value in node.values():
+            found |= _names_in(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _names_in(value)
+    return found
+
+
+SECRET_NAME = re.compile(r"secret|password", re.IGNORECASE)
+
+
+def test_no_secret_flows_into_a_non_secure_place() -> None:
+    """A secret stays in @secure() parameters from main.parameters.json to the Key Vault secret resource: never
+    in a variable, an output, a registry module (whose parameters cannot be checked here), or a local module's
+    parameter that is not @secure(). Every parameter named like a secret is @secure(), and main.parameters.json
+    holds no secret value, only references azd resolves."""
+    for path in sorted(INFRA.rglob("*.bicep")):
+        doc = _parse(path)
+        secure = _secure_params(doc)
+        named = {n for n in doc.get("parameters", {}) if SECRET_NAME.search(n) and not n.endswith("Name")}
+        assert named <= secure, f"{path.name}: parameters named like secrets but not @secure(): {named - secure}"
+        for name, variable in doc.get("variables", {}).items():
+            assert not _names_in(variable["value"]) & secure, f"{path.name}: variable {name} holds a secret"
+        for name, output in doc.get("outputs", {}).items():
+            assert not _names_in(output) & secure, f"{path.name}: output {name} holds a secret"
+            assert not SECRET_NAME.search(name), f"{path.name}: output {name}"
+        for name, module in doc.get("modules", {}).items():
+            for param, value in (_config(module).get("params") or {}).items():
+                if not _names_in(value) & secure:
+                    continue
+                assert module["type"] == "local", f"{path.name}: a secret goes to registry module {name}"
+                callee = _parse((path.parent / module["detail"]["path"]).resolve())
+                assert param in _secure_params(callee), f"{path.name}: a secret goes to {name}.{param}, not @secure()"
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    for name in _secure_params(_parse(INFRA / "main.bicep")):
+        value = mapped[name]["value"]
+        assert re.fullmatch(r"\$\{[A-Z_]+=?\}|\$\(secretOrRandomPassword \$\{[A-Z_]+\} [a-z-]+\)", value), (name, value)
+
+
+def test_the_secret_scan_sees_a_leak(tmp_path: Path) -> None:
+    """The scan above fails on a secret passed to a non-secure module parameter and on a secret output."""
+    (tmp_path / "inner.bicep").write_text("param value string\n")
+    (tmp_path / "outer.bicep").write_text(
+        "@secure()\nparam mySecret string\nmodule m 'inner.bicep' = {\n  name: 'm'\n  params: {\n"
+        "    value: mySecret\n  }\n}\noutput leaked string = mySecret\n"
+    )
+    doc = _parse(tmp_path / "outer.bicep")
+    secure = _secure_params(doc)
+    assert secure == {"mySecret"}
+    assert _names_in(doc["outputs"]["leaked"]) & secure
+    inner = _parse(tmp_path / "inner.bicep")
+    assert _names_in(_config(doc["modules"]["m"])["params"]["value"]) & secure
+    assert "value" not in _secure_params(inner)
+
+
 def test_funcignore_keeps_dev_and_infra_files_out_of_the_package() -> None:
     """The deployed package holds the app only."""
     ignored = set((INFRA.parent / ".funcignore").read_text().split())
-    assert {"infra", "bench", "devhost", "graph_emulator", "tests"} <= ignored
+    assert {"infra", "bench", "devhost", "graph_emulator", "tests", "scripts", "docs"} <= ignored
     assert ".github" in ignored or ".git*" in ignored
+
+
+def _emitted_metrics() -> set[str]:
+    """Every metric name the code records through shared.telemetry (count/record calls)."""
+    names = set()
+    for path in (INFRA.parent / "shared").rglob("*.py"):
+        names |= set(re.findall(r'telemetry\.(?:count|record)\(\s*"([a-z_.]+)"', path.read_text()))
+    return names
+
+
+def test_every_alert_and_workbook_query_names_what_the_code_emits() -> None:
+    """A rule over a metric or log key nobody emits would never fire: each name in alerts.bicep's queries is
+    recorded by the code (metrics) or logged by it (``worker.poison*``, ``sweeper.requeued``)."""
+    text = (INFRA / "app" / "alerts.bicep").read_text()
+    queried = set(re.findall(r'name (?:==|in \() ?"([a-z_.]+)"', text)) | set(re.findall(r'"(signup\.[a-z_]+)"', text))
+    emitted = _emitted_metrics()
+    assert queried and queried <= emitted, sorted(queried - emitted)
+    logged = " ".join(p.read_text() for p in (INFRA.parent / "shared").rglob("*.py"))
+    for prefix in re.findall(r'message startswith \\?"([a-z_.]+)\\?"', text):
+        assert f'"{prefix}' in logged, prefix
+    assert re.search(r"alertRules 'Microsoft\.Insights/scheduledQueryRules@", text)
+
+
+def test_the_alerts_module_is_deployed_with_the_app_insights_component(main: dict[str, Any]) -> None:
+    """main.bicep deploys the alerts against the component the app reports to, with the mail parameter."""
+    text = (INFRA / "main.bicep").read_text()
+    block = text[text.index("module alerts 'app/alerts.bicep'") :]
+    block = block[: block.index("\n}\n")]
+    assert "appInsightsId: monitoring.outputs.resourceId" in block and "alertEmail: alertEmail" in block

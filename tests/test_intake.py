@@ -188,7 +188,8 @@ async def test_a_signup_for_review_waits_unqueued(policy: Policy, email: str, pr
     assert (record.status, record.policy_action, record.policy_profile) == (Status.PENDING_APPROVAL, "review", profile)
     assert record.deadline == record.created_at + timedelta(seconds=kit.pending_expiry)
     assert kit.index.entries() == [DueEntry(bucket_of(record.deadline), sid)]
-    assert kit.addresses.claims == {} and kit.queue.messages == []
+    # One open review per address: the pending request holds the claim (a repeat links to it).
+    assert [c.signup_id for c in kit.addresses.claims.values()] == [sid] and kit.queue.messages == []
     assert await kit.worker.process(sid) is Outcome.NOT_ADMITTED
     assert await kit.worker.finalise_poisoned(sid) is Outcome.NOT_ADMITTED
     assert kit.record(sid).status is Status.PENDING_APPROVAL and kit.directory.invitations == []
@@ -219,3 +220,16 @@ async def test_a_profile_gone_from_the_policy_falls_back_to_the_settings_options
     await kit.run_until_quiet()
     assert kit.record(sid).status is Status.INVITED
     assert kit.directory.invitations[0].options == OPTIONS
+
+
+async def test_intake_writes_one_record_and_one_message_and_nothing_else() -> None:
+    """The HTTP trigger's durable work (issue 17): one insert (received) and one enqueue; the claim, due
+    entry, audit rows and denial lookup wait for admission behind the queue."""
+    kit = Kit()
+    sid = await kit.submit(admit=False)
+    assert [(w.id, w.status) for w in kit.store.writes] == [(sid, Status.RECEIVED)]
+    assert kit.queue.sent == [(sid, 0.0)]
+    assert kit.index.entries() == [] and kit.addresses.claims == {} and await kit.history(sid) == []
+    assert sid.startswith(kit.clock.now.strftime("%Y%m%d%H%M"))  # the id names its minute: its own due entry
+    assert await kit.deliver_due() == [Outcome.INVITED]
+    assert await kit.history(sid) == ["received", "policy", "invited"]

@@ -206,6 +206,8 @@ def test_every_settings_key_is_read() -> None:
             "SIGNUP_RETRY_INITIAL_SECONDS": "1",
             "SIGNUP_RETRY_MAX_SECONDS": "2",
             "SIGNUP_RETRY_DEADLINE_SECONDS": "60",
+            "SIGNUP_DOUBT_CAP_SECONDS": "120",
+            "TELEMETRY_CONSOLE": "true",
             "SIGNUP_REPEAT_WINDOW_SECONDS": "30",
             "SIGNUP_QUEUED_GRACE_SECONDS": "45",
             "SWEEP_SCHEDULE": "*/5 * * * * *",

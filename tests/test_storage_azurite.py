@@ -14,7 +14,7 @@ from azure.data.tables.aio import TableClient
 from azure.storage.queue.aio import QueueClient
 
 from shared.errors import ConcurrencyConflict, StorageError
-from shared.lifecycle.intake import Admission, Intake, Timers
+from shared.lifecycle.intake import Intake, Timers
 from shared.lifecycle.models import Status
 from shared.lifecycle.queue import StorageQueue
 from shared.lifecycle.store import DueEntry, TableAddressBook, TableDueIndex, TableSignupStore, address_key, bucket_of
@@ -49,10 +49,8 @@ async def table(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def _intake(table: TableClient, store: TableSignupStore, queue: StorageQueue, **kwargs: Any) -> Intake:
-    index = TableDueIndex(table)
-    admission = Admission(store, TableAddressBook(table), index, queue, Timers())
     kwargs.setdefault("policy", FixedPolicy(APPROVE_ALL))
-    return Intake(store, admission, index, Timers(), **kwargs)
+    return Intake(store, queue, Timers(), **kwargs)
 
 
 async def test_record_round_trip_and_etag_conflict(
@@ -66,11 +64,12 @@ async def test_record_round_trip_and_etag_conflict(
         "sam@fabrikam.com",
         "Sam Guest",
         "Project Falcon",
-        Status.QUEUED,
+        Status.RECEIVED,
     )
     assert loaded.created_at == created.created_at.replace(microsecond=created.created_at.microsecond)
 
-    updated = await store.replace(loaded.evolve(status=Status.INVITING, attempts=1))
+    admitted = await store.replace(loaded.evolve(status=Status.QUEUED))
+    updated = await store.replace(admitted.evolve(status=Status.INVITING, attempts=1))
     assert updated.etag != loaded.etag
     with pytest.raises(ConcurrencyConflict):
         await store.replace(loaded.evolve(status=Status.FAILED))
@@ -118,7 +117,7 @@ async def test_enqueue_failure_rolls_back_the_record(
     )
     bad_client = build_queue_client(broken)
     ids: list[str] = []
-    intake = _intake(table, store, StorageQueue(bad_client), new_id=lambda: ids.append("B" * 22) or ids[-1])
+    intake = _intake(table, store, StorageQueue(bad_client), new_id=lambda now: ids.append("B" * 22) or ids[-1])
     try:
         with pytest.raises(StorageError):
             await intake.submit(FORM)
@@ -134,8 +133,9 @@ async def test_table_entity_holds_what_the_worker_writes(
     created = await _intake(table, store, queue).submit(FORM)
     loaded = await store.get(created.id)
     assert loaded is not None
+    queued = await store.replace(loaded.evolve(status=Status.QUEUED))
     await store.replace(
-        loaded.evolve(
+        queued.evolve(
             status=Status.INVITED,
             invitation_id="i",
             invited_user_id="u",

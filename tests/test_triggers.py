@@ -52,10 +52,10 @@ async def test_storage_outage_is_503_with_retry_after(services: Services, app_en
         }
     )
     queue_client = build_queue_client(broken)
-    services.intake._admission._queue = StorageQueue(queue_client)
+    services.intake._queue = StorageQueue(queue_client)
     created: list[str] = []
     original = services.intake._new_id
-    services.intake._new_id = lambda: created.append(original()) or created[-1]
+    services.intake._new_id = lambda now: created.append(original(now)) or created[-1]
     try:
         response = await submit_signup(_request("POST", b'{"email": "a@fabrikam.com", "displayName": "A"}'))
     finally:
@@ -124,7 +124,7 @@ async def test_a_blocked_domain_is_a_403_problem_and_the_refusal_is_recorded(ser
     """The policy refuses the domain: 403 /problems/forbidden saying nothing of the policy; a denied record."""
     created: list[str] = []
     original = services.intake._new_id
-    services.intake._new_id = lambda: created.append(original()) or created[-1]
+    services.intake._new_id = lambda now: created.append(original(now)) or created[-1]
     response = await submit_signup(_request("POST", b'{"email": "a@blocked.example.com", "displayName": "A"}'))
     assert response.status_code == 403
     assert response.headers["Content-Type"] == "application/problem+json"

@@ -10,7 +10,6 @@ import azure.functions as func
 from shared import problems
 from shared.abuse import VerificationUnavailable
 from shared.errors import RequestError, SignupForbidden, StorageError, ValidationFailed
-from shared.lifecycle.models import Status
 from shared.lifecycle.queue import decode_message
 from shared.lifecycle.validation import parse_submission
 from shared.services import get_services
@@ -67,12 +66,11 @@ async def submit_signup(req: func.HttpRequest) -> func.HttpResponse:
             language = form.language or "en"
             return func.HttpResponse(status_code=303, headers={"Location": f"/api/signup/{signup.id}?lang={language}"})
         status_url = urlunsplit((parts.scheme, parts.netloc, location, "", ""))
-        # Every admitted sign-up is answered alike, linked to an earlier one or not. One waiting for
-        # review says so: "queued" would promise an invitation nobody has approved yet.
-        status = Status.PENDING_APPROVAL if signup.status is Status.PENDING_APPROVAL else Status.QUEUED
+        # Every sign-up is answered by its public face alone (queued, or pending_approval for a review).
+        face, _ = signup.public_face(signup.created_at)
         return json_response(
             202,
-            {"id": signup.id, "status": status.value, "statusUrl": status_url},
+            {"id": signup.id, "status": face.value, "statusUrl": status_url},
             {"Location": location, **cors},
         )
 

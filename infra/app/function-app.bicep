@@ -39,6 +39,9 @@ param authClientId string = ''
 @description('Tenant of that app registration.')
 param authTenantId string = tenant().tenantId
 
+@description('Resource id of the user-assigned identity that resolves the app settings\' Key Vault references.')
+param keyVaultReferenceIdentityResourceId string
+
 module site 'br/public:avm/res/web/site:0.24.0' = {
   name: 'site'
   params: {
@@ -53,6 +56,8 @@ module site 'br/public:avm/res/web/site:0.24.0' = {
     managedIdentities: {
       userAssignedResourceIds: [identityResourceId]
     }
+    // Key Vault references (@Microsoft.KeyVault(SecretUri=...)) are resolved with this identity, not a system one.
+    keyVaultAccessIdentityResourceId: keyVaultReferenceIdentityResourceId
     functionAppConfig: {
       deployment: {
         storage: {
@@ -74,13 +79,16 @@ module site 'br/public:avm/res/web/site:0.24.0' = {
         version: pythonVersion
       }
     }
+    // Flex Consumption refuses a site whose siteConfig names a property it does not support (ARM error 51021:
+    // ftpsState, use32BitWorkerProcess, netFrameworkVersion, functionsRuntimeScaleMonitoringEnabled,
+    // preWarmedInstanceCount, linuxFxVersion; the app settings reference, "Flex Consumption plan deprecations").
+    // The AVM module's default siteConfig sets ftpsState, so this object must be given in full. http20Enabled
+    // is left out as Microsoft's Flex samples leave it out; FTP is off through basicPublishingCredentialsPolicies.
     siteConfig: {
       alwaysOn: false // Flex Consumption scales to zero
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
-      http20Enabled: true
       // Platform CORS off: it would answer every route's preflight and override the app's own CORS, which
-      // opens POST /api/signups alone to CORS_ALLOWED_ORIGINS (README "The pages").
+      // opens POST /api/signups alone to CORS_ALLOWED_ORIGINS (docs/pages.md).
       cors: {
         allowedOrigins: []
         supportCredentials: false

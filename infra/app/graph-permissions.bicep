@@ -1,8 +1,10 @@
 // Microsoft Graph application permissions (app role assignments) of the app's managed identity,
-// through the Microsoft Graph Bicep extension (alias in ../bicepconfig.json). Deploying this file needs
-// a deployer allowed to grant app roles: AppRoleAssignment.ReadWrite.All and Application.Read.All,
-// which the Privileged Role Administrator (or Global Administrator) role carries. A deployer without
-// them sets grantGraphPermissions=false and hands README's one command to an administrator.
+// through the Microsoft Graph Bicep extension (alias in ../bicepconfig.json; public cloud only). azd's
+// postprovision hook (scripts/azd_hooks.py) deploys this file after main.bicep, retrying while the new
+// identity replicates in the directory. Deploying it needs a deployer allowed to grant app roles:
+// AppRoleAssignment.ReadWrite.All and Application.Read.All, which the Privileged Role Administrator (or
+// Global Administrator) role carries. A deployer without them sets GRANT_GRAPH_PERMISSIONS=false and hands
+// the commands in docs/deploy.md to an administrator.
 extension microsoftGraphV1
 
 @description('Object (principal) id of the managed identity\'s service principal.')

@@ -11,8 +11,6 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
-
 log = logging.getLogger(__name__)
 
 
@@ -57,18 +55,20 @@ class CaptchaVerifier:
         self.provider = PROVIDERS[provider]
         self._secret = secret
         self._url = verify_url or self.provider.verify_url
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
 
     async def verify(self, token: str | None, remote_ip: str | None) -> bool:
         """True when the provider vouches for ``token``; ``CaptchaUnavailable`` when it cannot be reached."""
         if not token:
             return False
+        import aiohttp  # only when a CAPTCHA is configured and checked, not on every cold start
+
         form = {"secret": self._secret, "response": token}
         if remote_ip:
             form["remoteip"] = remote_ip
         try:
             async with (
-                aiohttp.ClientSession(timeout=self._timeout) as http,
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout)) as http,
                 http.post(self._url, data=form) as response,
             ):
                 if response.status >= 500:

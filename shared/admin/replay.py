@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..errors import ConcurrencyConflict
-from ..lifecycle.intake import Admission
+from ..lifecycle.admission import Admission
 from ..lifecycle.models import Signup, Status, is_signup_id
 from ..lifecycle.store import SignupStore
+from ..lifecycle.transitions import Event
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,10 @@ class Replayer:
         if dry_run:
             return ReplayResult(signup.id, "dry-run", f"would replay ({signup.error_code})", signup.domain)
         try:
-            admitted = await self._admission.admit(signup, fresh=False)
+            # A fresh look at the directory: whatever made it fail may have changed.
+            admitted = await self._admission.revive(
+                signup, Event.REPLAY, maybe_invited=False, directory_before=None, existing_user_id=None
+            )
         except ConcurrencyConflict:
             return ReplayResult(signup.id, "skipped", "changed while replaying; run again", signup.domain)
         log.info("admin.replayed signup_id=%s code=%s status=%s", signup.id, signup.error_code, admitted.status.value)

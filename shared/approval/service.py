@@ -7,9 +7,10 @@ was recorded answers 200 with ``result: already_decided`` (and finishes any step
 the first call left undone); asking for the other outcome, or deciding a
 request that is no longer pending, raises ``DecisionConflict`` (409).
 
-Approving admits the sign-up as intake admits an approved one (the address's
-claim, then the queue); its due-index entry is written before the record
-changes, so a crash between the steps leaves work the sweeper finds. Denying
+Approving goes through the lifecycle's admission (``Admission.approve``): the
+due-index entry, the address claim re-asserted in the same conditional step (or
+a link to the address's current owner), then the queue; a crash between the
+steps leaves work the sweeper finds. Denying
 remembers the address (``DenialMemory``) so that it is refused at intake without
 a new review until the memory lapses.
 """
@@ -25,9 +26,12 @@ from typing import Any, Final
 from ..access import Caller
 from ..audit import AuditEntry, AuditLog
 from ..errors import ConcurrencyConflict, DecisionConflict, StorageError, UnknownSignup, ValidationFailed
-from ..lifecycle.intake import Admission, Timers
+from ..lifecycle.admission import Admission
 from ..lifecycle.models import Signup, Status, is_signup_id, utcnow
-from ..lifecycle.store import DueEntry, DueIndex, SignupStore, bucket_of
+from ..lifecycle.store import DueIndex, SignupStore
+from ..lifecycle.timers import Timers
+from ..lifecycle.transitions import Event
+from ..lifecycle.writes import write
 from .denials import DenialMemory
 from .views import admin_view
 
@@ -122,6 +126,14 @@ class Approvals:
             raise UnknownSignup()
         return signup
 
+    async def _pending(self, signup_id: str) -> Signup:
+        """The request to decide; one the worker has not admitted yet is admitted here first (its delivery
+        then finds it decided), so a decision never races the admission it depends on."""
+        signup = await self._get(signup_id)
+        if signup.status is Status.RECEIVED:
+            signup = await self._admission.admit(signup, enqueue=False)
+        return signup
+
     async def detail(self, signup_id: str) -> dict[str, Any]:
         """One sign-up with its history."""
         signup = await self._get(signup_id)
@@ -130,23 +142,16 @@ class Approvals:
     async def approve(self, signup_id: str, caller: Caller, reason: str | None) -> dict[str, Any]:
         """Approve a pending sign-up: it is admitted (queued, or linked to the address's owner)."""
         for _ in range(MAX_ROUNDS):
-            signup = await self._get(signup_id)
+            try:
+                signup = await self._pending(signup_id)
+            except ConcurrencyConflict:
+                continue
             if signup.status is not Status.PENDING_APPROVAL:
                 return await self._already(signup, "approved")
             now = self._clock()
-            due = now + timedelta(seconds=self._timers.queued_grace)
-            await self._index.add(DueEntry(bucket_of(due), signup.id))
             try:
-                approved = await self._store.replace(
-                    signup.evolve(
-                        status=Status.QUEUED,
-                        decided_by=caller.actor,
-                        decided_at=now,
-                        decision_reason=reason,
-                        due_at=due,
-                        deadline=now + timedelta(seconds=self._timers.deadline),
-                        updated_at=now,
-                    )
+                admitted = await self._admission.approve(
+                    signup, decided_by=caller.actor, decided_at=now, decision_reason=reason
                 )
             except ConcurrencyConflict:
                 continue
@@ -154,27 +159,29 @@ class Approvals:
                 AuditEntry(signup.id, now, "approved", caller.actor, {"reason": reason} if reason else {})
             )
             log.info("approval.approved signup_id=%s domain=%s actor_kind=%s", signup.id, signup.domain, caller.kind)
-            admitted = await self._admission.admit(approved, fresh=True)
             return {**admin_view(admitted), "result": "decided"}
         raise StorageError(f"sign-up {signup_id} kept changing")
 
     async def deny(self, signup_id: str, caller: Caller, reason: str) -> dict[str, Any]:
         """Deny a pending sign-up and remember the address."""
         for _ in range(MAX_ROUNDS):
-            signup = await self._get(signup_id)
+            try:
+                signup = await self._pending(signup_id)
+            except ConcurrencyConflict:
+                continue
             if signup.status is not Status.PENDING_APPROVAL:
                 return await self._already(signup, "denied")
             now = self._clock()
             try:
-                denied = await self._store.replace(
-                    signup.evolve(
-                        status=Status.DENIED,
-                        decided_by=caller.actor,
-                        decided_at=now,
-                        decision_reason=reason,
-                        due_at=None,
-                        updated_at=now,
-                    )
+                denied = await write(
+                    self._store,
+                    signup,
+                    Event.DENY,
+                    clock=self._clock,
+                    decided_by=caller.actor,
+                    decided_at=now,
+                    decision_reason=reason,
+                    due_at=None,
                 )
             except ConcurrencyConflict:
                 continue
@@ -197,7 +204,7 @@ class Approvals:
         detail = {"reason": signup.decision_reason} if signup.decision_reason else {}
         await self._audit.append(AuditEntry(signup.id, decided_at, outcome, signup.decided_by or "", detail))
         if outcome == "approved" and signup.status is Status.QUEUED:
-            signup = await self._admission.admit(signup, fresh=True)
+            await self._admission.requeue(signup)
         elif outcome == "denied":
             until = decided_at + self._denial_memory
             await self._denials.remember(signup.email, signup.id, until)

@@ -1,4 +1,10 @@
-"""One conversion asked for through the admin route: recorded and queued like a sign-up."""
+"""One conversion asked for through the admin route: recorded and queued like a sign-up.
+
+The record is written ``received`` and its id queued; the worker admits it like
+any sign-up (``shared.lifecycle.admission``: the address claim, so a conversion
+and a sign-up for one address never both invite), then converts it. A lost
+message is found by the sweeper from the minute in the record's id.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,10 @@ from datetime import datetime, timedelta
 from ..access import Caller
 from ..audit import AuditEntry, AuditLog
 from ..errors import StorageError
-from ..lifecycle.intake import Timers
 from ..lifecycle.models import Signup, Status, new_signup_id, utcnow
 from ..lifecycle.queue import SignupQueue
-from ..lifecycle.store import DueEntry, DueIndex, SignupStore, bucket_of
+from ..lifecycle.store import DueIndex, SignupStore
+from ..lifecycle.timers import Timers
 from .converter import ConversionOptions
 
 log = logging.getLogger(__name__)
@@ -30,7 +36,7 @@ class ConversionRequests:
         timers: Timers,
         *,
         clock: Callable[[], datetime] = utcnow,
-        new_id: Callable[[], str] = new_signup_id,
+        new_id: Callable[[datetime], str] = new_signup_id,
     ) -> None:
         self._store = store
         self._index = index
@@ -45,12 +51,12 @@ class ConversionRequests:
         now = self._clock()
         due = now + timedelta(seconds=self._timers.queued_grace)
         signup = Signup(
-            id=self._new_id(),
+            id=self._new_id(now),
             email=email or "",
             display_name=reference,
             company=None,
             justification=None,
-            status=Status.QUEUED,
+            status=Status.RECEIVED,
             created_at=now,
             updated_at=now,
             deadline=now + timedelta(seconds=self._timers.deadline),
@@ -63,7 +69,6 @@ class ConversionRequests:
             decided_at=now,
             conversion={"user": reference, "email": email, **options.to_json()},
         )
-        await self._index.add(DueEntry(bucket_of(due), signup.id))
         created = await self._store.create(signup)
         await self._audit.append(
             AuditEntry(created.id, now, "received", caller.actor, {"conversion": reference, **options.to_json()})

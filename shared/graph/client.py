@@ -65,6 +65,7 @@ from msgraph.generated.users.item.send_mail.send_mail_post_request_body import S
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 from msgraph_core import GraphClientFactory
 
+from .. import telemetry
 from ..errors import AmbiguousGraphError, GraphError, PermanentGraphError, TransientGraphError
 from ..settings import Settings
 from .budget import INVITATIONS, WRITES, SharedGate
@@ -185,6 +186,15 @@ def _header(headers: Any, name: str) -> str | None:
         if key.lower() == name.lower():
             return str(next(iter(value), "")) if isinstance(value, (set, list, tuple)) else str(value)
     return None
+
+
+def answer_class(error: GraphError) -> str:
+    """The class of a failed Graph answer for the ``graph.answers`` metric: 429, transient, ambiguous, permanent."""
+    if error.status == 429:
+        return "429"
+    if isinstance(error, AmbiguousGraphError):
+        return "ambiguous"
+    return "transient" if isinstance(error, TransientGraphError) else "permanent"
 
 
 def classify(exc: BaseException, *, write: bool) -> GraphError:
@@ -348,18 +358,26 @@ class MsGraphDirectory:
         *,
         limits: Sequence[str] = (WRITES,),
         priority: str = "normal",
+        fence: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[T, str | None]:
-        """One write through the pacer; 429s retried after Retry-After, everything else raised as classified."""
+        """One write through the pacer; 429s retried after Retry-After, everything else raised as classified.
+
+        ``fence`` (the caller's lease) runs after each wait and right before each send.
+        """
         waited = 0.0
         while True:
             waited += await self._slot(limits)
+            if fence is not None:
+                await fence()
             inspect = HeadersInspectionHandlerOption(inspect_request_headers=False)
             config: RequestConfiguration[Any] = RequestConfiguration(options=[inspect])
             config.headers.add(PRIORITY_HEADER, priority)
             try:
-                result = await call(config)
+                with telemetry.span("graph.write", graph__limits=",".join(limits), graph__priority=priority):
+                    result = await call(config)
             except Exception as exc:
                 error = classify(exc, write=True)
+                telemetry.count("graph.answers", graph__class=answer_class(error), graph__status=error.status or 0)
                 if isinstance(error, TransientGraphError) and error.status == 429:
                     self._pacer.throttled(error.retry_after)
                     if self._gate is not None:
@@ -369,6 +387,7 @@ class MsGraphDirectory:
                     if waited + self._pacer.estimate() <= self._max_throttle_wait:
                         continue
                 raise error from exc
+            telemetry.count("graph.answers", graph__class="ok", graph__status=200)
             headers = inspect.response_headers
             fraction = _header(headers, "x-ms-throttle-limit-percentage")
             if fraction:
@@ -387,12 +406,15 @@ class MsGraphDirectory:
         data = json.loads(raw) if raw else {}
         return data if isinstance(data, dict) else {}
 
-    async def invite(self, invitation: Invitation) -> InvitationResult:
+    async def invite(
+        self, invitation: Invitation, *, fence: Callable[[], Awaitable[None]] | None = None
+    ) -> InvitationResult:
         body = to_graph_invitation(invitation)
         result, request_id = await self._write(
             lambda config: self._json(self._client.invitations.to_post_request_information(body, config)),
             limits=(WRITES, INVITATIONS),
             priority=invitation.priority,
+            fence=fence,
         )
         if not result:
             raise PermanentGraphError("Graph returned no invitation", code="EmptyResponse")

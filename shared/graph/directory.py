@@ -6,6 +6,7 @@ use it against the Graph emulator, or a fake of this protocol.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -92,8 +93,14 @@ class MailMessage:
 class Directory(Protocol):
     """The Graph calls the portal makes."""
 
-    async def invite(self, invitation: Invitation) -> InvitationResult:
-        """Send ``POST /invitations``; at most one HTTP request per call that Graph may act on."""
+    async def invite(
+        self, invitation: Invitation, *, fence: Callable[[], Awaitable[None]] | None = None
+    ) -> InvitationResult:
+        """Send ``POST /invitations``; at most one HTTP request per call that Graph may act on.
+
+        ``fence`` runs after every wait (the pacer, the shared budget, a 429's pause) and right before
+        each POST; if it raises, nothing is sent and its exception propagates.
+        """
         ...
 
     async def find_users_by_email(self, email: str) -> list[DirectoryUser]:

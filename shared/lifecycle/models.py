@@ -41,12 +41,13 @@ import secrets
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 
 class Status(StrEnum):
-    """Where a sign-up stands."""
+    """Where a sign-up stands (``shared.lifecycle.transitions`` declares how it moves)."""
 
+    RECEIVED = "received"  # recorded by intake; admission (claim, review or queue) not done yet
     QUEUED = "queued"
     INVITING = "inviting"
     RETRYING = "retrying"
@@ -56,11 +57,18 @@ class Status(StrEnum):
     PENDING_APPROVAL = "pending_approval"
     DENIED = "denied"
     EXPIRED = "expired"
+    UNKNOWN = "unknown"  # may have invited, and Graph stayed unreadable past the doubt cap; holds the address
 
     @property
     def terminal(self) -> bool:
         """True for statuses the worker never acts on again (a linked one follows another)."""
-        return self in {Status.INVITED, Status.FAILED, Status.LINKED, Status.DENIED, Status.EXPIRED}
+        return self in {Status.INVITED, Status.FAILED, Status.LINKED, Status.DENIED, Status.EXPIRED, Status.UNKNOWN}
+
+
+# Failures that reveal a directory fact (the address is a member's, or in the tenant's own domains): the
+# anonymous view shows them as a completed request, so nobody learns who is in the directory by signing up.
+DIRECTORY_FACT_CODES: Final = frozenset({"ExistingMember", "TenantDomain"})
+REMEMBERED_DENIAL: Final = "denied-before"
 
 
 class Step(StrEnum):
@@ -92,12 +100,16 @@ class DirectoryBefore(StrEnum):
 
 
 _ID_BYTES = 16
-_SIGNUP_ID = re.compile(rf"^[A-Za-z0-9_-]{{{math.ceil(_ID_BYTES * 4 / 3)}}}$")  # unpadded base64url
+_RANDOM = math.ceil(_ID_BYTES * 4 / 3)  # unpadded base64url
+# The minute it was received (UTC, as the due index writes minutes), then 128 random bits. Ids of the
+# older shape (the random part alone) are still read.
+_SIGNUP_ID = re.compile(rf"^(\d{{12}})?[A-Za-z0-9_-]{{{_RANDOM}}}$")
+ID_MINUTE_FORMAT: Final = "%Y%m%d%H%M"
 
 
-def new_signup_id() -> str:
-    """An unguessable id: 128 random bits, URL-safe."""
-    return secrets.token_urlsafe(_ID_BYTES)
+def new_signup_id(now: datetime | None = None) -> str:
+    """An unguessable id that begins with the minute it was received: the record is its own first due entry."""
+    return (now or utcnow()).astimezone(UTC).strftime(ID_MINUTE_FORMAT) + secrets.token_urlsafe(_ID_BYTES)
 
 
 def new_write_token() -> str:
@@ -166,8 +178,11 @@ class Signup:
     followup_attempts: int = 0  # retries of the steps after the invitation (groups, the mail)
     # A conversion of an internal user (shared.conversion): {"user": id or UPN, "email", and the options}.
     conversion: dict[str, Any] | None = None
+    trace_parent: str | None = None  # the W3C traceparent of intake's span: every delivery continues that trace
+    last_attempt_at: datetime | None = None  # when the last POST was claimed (the doubt's settling time counts from it)
     write_token: str | None = None
     etag: str | None = None
+    origin: Status | None = None  # the status as read from storage (None: not stored yet); the store checks edges
 
     @property
     def domain(self) -> str:
@@ -189,16 +204,40 @@ class Signup:
         changes.setdefault("updated_at", utcnow())
         return replace(self, **changes)
 
-    def public_view(self) -> dict[str, Any]:
-        """What an anonymous caller with the id may see: never the email, user id, redeem URL or a policy reason."""
-        error = None
-        if self.status is Status.FAILED:
-            error = {"code": self.error_code, "message": self.error_message}
+    def public_face(self, now: datetime, owner: Signup | None = None) -> tuple[Status, bool]:
+        """The status an anonymous requester sees, and whether to show the error.
+
+        It depends only on what this requester did and what was decided about this request: a
+        member's address looks completed, a remembered denial looks like a review that expires, and
+        a linked request shows its own progress (``owner``'s outcome only once it is final).
+        """
+        own_waiting = Status.PENDING_APPROVAL if self.policy_action == "review" else Status.QUEUED
+        if self.status is Status.RECEIVED:
+            return own_waiting, False
+        if self.status is Status.FAILED and self.error_code in DIRECTORY_FACT_CODES:
+            return Status.INVITED, False
+        if self.status is Status.DENIED and self.policy_reason == REMEMBERED_DENIAL:
+            return (Status.PENDING_APPROVAL if now < self.deadline else Status.EXPIRED), False
+        if self.status is Status.LINKED:
+            if owner is not None and owner.status in {Status.INVITED, Status.UNKNOWN}:
+                return owner.status, False
+            if owner is not None and owner.status is Status.FAILED and owner.error_code in DIRECTORY_FACT_CODES:
+                return Status.INVITED, False
+            if self.policy_action == "review" and now >= self.deadline:
+                return Status.EXPIRED, False
+            return own_waiting, False
+        return self.status, self.status in {Status.FAILED, Status.UNKNOWN}
+
+    def public_view(self, now: datetime | None = None, owner: Signup | None = None) -> dict[str, Any]:
+        """What an anonymous caller with the id may see: never the email, user id, redeem URL, a policy
+        reason, or anything about the directory or another request (``public_face``)."""
+        face, show_error = self.public_face(now or utcnow(), owner)
+        error = {"code": self.error_code, "message": self.error_message} if show_error else None
         return {
             "id": self.id,
-            "status": self.status.value,
+            "status": face.value,
             "createdAt": iso(self.created_at),
-            "updatedAt": iso(self.updated_at),
-            "nextAttemptAt": iso(self.due_at) if self.status is Status.RETRYING and self.due_at else None,
+            "updatedAt": iso(self.updated_at if face is self.status else self.created_at),
+            "nextAttemptAt": iso(self.due_at) if face is Status.RETRYING and self.due_at else None,
             "error": error,
         }

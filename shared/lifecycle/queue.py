@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from azure.core.exceptions import AzureError
-from azure.storage.queue.aio import QueueClient
 
 from ..errors import StorageError
 from ..storage import EnsureOnce
+
+if TYPE_CHECKING:
+    from azure.storage.queue.aio import QueueClient  # a type only: the SDK loads when a client is built
 
 MAX_VISIBILITY_DELAY: Final = 7 * 24 * 3600
 

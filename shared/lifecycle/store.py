@@ -6,9 +6,12 @@ One table holds four kinds of entity, told apart by their keys::
     <sign-up id>                signup     a sign-up (``SignupStore``)
     address-<sha256 of address> claim      the sign-up that owns an address now (``AddressBook``)
     due-<YYYYMMDDHHMM>          <id>       the due-time index: a sign-up to look at after that minute
+    due-skipped                 <id>       entries the sweeper could not handle after repeated tries
     sweeper                     cursor     the last index minute the sweeper finished (``DueIndex``)
 
-Every sign-up is its own partition, so intake scales out. Writes after creation
+Every sign-up is its own partition, so intake scales out. A sign-up's id begins
+with the minute it was received, so the sweeper finds the records of a minute
+that were never admitted with one partition-range query (``received_in``). Writes after creation
 are ETag-conditional; a lost race raises ``ConcurrencyConflict`` (or returns
 False where the caller decides again). The due index is one partition per
 minute, so the sweeper reads the minutes that have passed, in bounded pages,
@@ -39,6 +42,7 @@ from azure.data.tables.aio import TableClient
 from ..errors import ConcurrencyConflict, StorageError
 from ..storage import EnsureOnce
 from .models import DirectoryBefore, Signup, Status, Step
+from .transitions import check_edge
 
 ROW_KEY: Final = "signup"
 CLAIM_ROW: Final = "claim"
@@ -46,6 +50,7 @@ ADDRESS_PREFIX: Final = "address-"
 DUE_PREFIX: Final = "due-"
 BUCKET_FORMAT: Final = "%Y%m%d%H%M"
 CURSOR_KEY: Final = ("sweeper", "cursor")
+SKIPPED_BUCKET: Final = "skipped"  # entries the sweeper set aside after repeated failures (an admin looks)
 BATCH_LIMIT: Final = 100  # an entity group transaction holds at most 100 operations
 MAX_SCAN_PAGES: Final = 10
 
@@ -109,6 +114,10 @@ class SignupStore(Protocol):
 
     def failed(self, since: datetime | None, until: datetime | None) -> AsyncIterator[Signup]:
         """Failed sign-ups created in ``[since, until)`` (an admin scan, paged; never on the request path)."""
+        ...
+
+    async def received_in(self, bucket: str) -> list[Signup]:
+        """Records still ``received`` whose id begins with the minute ``bucket`` (the sweeper's first look)."""
         ...
 
     async def page(self, status: Status | None, size: int, token: str | None) -> tuple[list[Signup], str | None]:
@@ -194,9 +203,13 @@ _FIELDS: Final = {
     "decidedAt": "decided_at",
     "decisionReason": "decision_reason",
     "followupAttempts": "followup_attempts",
+    "lastAttemptAt": "last_attempt_at",
+    "traceParent": "trace_parent",
     "writeToken": "write_token",
 }
-_MOMENTS: Final = frozenset({"createdAt", "updatedAt", "deadline", "dueAt", "leaseUntil", "invitedAt", "decidedAt"})
+_MOMENTS: Final = frozenset(
+    {"createdAt", "updatedAt", "deadline", "dueAt", "leaseUntil", "invitedAt", "decidedAt", "lastAttemptAt"}
+)
 
 
 def to_entity(signup: Signup) -> dict[str, Any]:
@@ -247,6 +260,7 @@ def from_entity(entity: Mapping[str, Any], etag: str | None) -> Signup:
         status=Status(entity["status"]),
         directory_before=DirectoryBefore(before) if before else None,
         etag=etag,
+        origin=Status(entity["status"]),
     )
     return Signup(**values)
 
@@ -308,10 +322,11 @@ class TableSignupStore:
         self._table = _Table(client)
 
     async def create(self, signup: Signup) -> Signup:
+        check_edge(None, signup.status)
         etag = await self._table.insert(to_entity(signup))
         if etag is None:
             raise ConcurrencyConflict(f"sign-up {signup.id} already exists")
-        return dataclasses.replace(signup, etag=etag)
+        return dataclasses.replace(signup, etag=etag, origin=signup.status)
 
     async def get(self, signup_id: str) -> Signup | None:
         entity = await self._table.read(signup_id, ROW_KEY)
@@ -320,10 +335,11 @@ class TableSignupStore:
     async def replace(self, signup: Signup) -> Signup:
         if signup.etag is None:
             raise ValueError("replace needs the ETag the record was read with")
+        check_edge(signup.origin, signup.status)
         etag = await self._table.replace(to_entity(signup), signup.etag)
         if etag is None:
             raise ConcurrencyConflict(f"sign-up {signup.id} changed underneath")
-        return dataclasses.replace(signup, etag=etag)
+        return dataclasses.replace(signup, etag=etag, origin=signup.status)
 
     async def delete(self, signup_id: str) -> None:
         try:
@@ -347,6 +363,18 @@ class TableSignupStore:
                 yield from_entity(entity, entity.metadata.get("etag"))
         except AzureError as exc:
             raise StorageError(f"could not list failed sign-ups: {type(exc).__name__}") from exc
+
+    async def received_in(self, bucket: str) -> list[Signup]:
+        await self._table.ready()
+        query = "PartitionKey ge @lo and PartitionKey lt @hi and RowKey eq @row and status eq @status"
+        parameters = {"lo": bucket, "hi": bucket + "~", "row": ROW_KEY, "status": Status.RECEIVED.value}
+        try:
+            return [
+                from_entity(entity, entity.metadata.get("etag"))
+                async for entity in self._table.client.query_entities(query, parameters=parameters)
+            ]
+        except AzureError as exc:
+            raise StorageError(f"could not list received sign-ups of {bucket}: {type(exc).__name__}") from exc
 
     async def page(self, status: Status | None, size: int, token: str | None) -> tuple[list[Signup], str | None]:
         await self._table.ready()

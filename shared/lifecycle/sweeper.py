@@ -1,30 +1,35 @@
-"""The sweeper: finds sign-ups whose timer passed with no live work, and sets them going again.
+"""The sweeper: finds requests whose timer passed with no live work, and sets them going again.
 
-Intake writes one due-index entry per sign-up (the minute its queued grace ends).
-The sweeper, a timer function, reads the minutes that have fully passed, from
-its cursor on, in bounded pages, and looks at each entry's sign-up::
+Admission writes one due-index entry per request (the minute its queued grace
+ends); intake writes none, because a request's id begins with the minute it was
+received, so the sweeper also reads the ``received`` records of the minute one
+grace ago (``SignupStore.received_in``). The sweeper, a timer function, reads
+the minutes that have fully passed, from its cursor on, in bounded pages, and
+looks at each entry's request::
 
-    missing, failed, denied, expired, invited ───► drop the entry
-      with nothing left to do
-    pending_approval past its deadline ──────────► expired
-    pending_approval, approvers' mail overdue ───► re-enqueue it (the worker sends the mail)
-    pending_approval otherwise ──────────────────► move the entry to its expiry
-    invited with groups or a mail left ──────────► as any other overdue sign-up below
-    linked, owner present ────────────────────────► drop the entry (the owner has its own)
-    linked, owner gone (its intake rolled back) ──► admit it again: own the address, queue it
-    not due yet (queued within its grace, lease ──► move the entry to the minute it is due
-      live, retry scheduled later)
-    past the deadline ────────────────────────────► failed (the last transient code)
-    overdue: queued whose message was lost, an ──► re-enqueue it, and look again after a
-      expired lease, a retry long overdue,           grace that doubles with each nudge
-      an intake orphan
+    missing, failed, denied, expired, unknown, ──► drop the entry
+      invited with nothing left to do
+    received (its message was lost) ──────────────► re-enqueue it (the worker admits it)
+    pending_approval past its expiry ─────────────► expired
+    pending_approval, approvers' mail overdue ────► re-enqueue it (the worker sends the mail)
+    pending_approval otherwise ───────────────────► move the entry to its expiry
+    linked, owner not final ──────────────────────► look again later
+    linked, owner invited or in doubt ────────────► drop the entry (it follows the owner)
+    linked, owner ended without inviting ─────────► revive: admitted again, its own attempt
+    not due yet (lease live, retry later) ────────► move the entry to the minute it is due
+    past the deadline ────────────────────────────► doubt.give_up: failed, or (may have invited)
+                                                     queued for a read-only check, unknown at the cap
+    overdue (message lost, lease expired, ...) ───► re-enqueue it, and look again after a grace
+                                                     that doubles with each nudge, capped at the deadline
 
 A moved entry is written before the old one is deleted, so every non-final
-sign-up always has an entry at or before its due time. Re-enqueueing is safe at
-any moment: the worker's state machine ignores or reschedules a message that
-comes too early or twice. The cursor is advanced only past minutes whose
-entries were all handled; an ETag on the cursor keeps two sweepers from both
-advancing it.
+request always has an entry at or before its due time. Re-enqueueing is safe at
+any moment: the worker ignores or reschedules a message that comes too early or
+twice. An entry that cannot be handled (a storage fault, a record that does not
+parse) is moved to a later minute with one more nudge, and after ``MAX_NUDGES``
+to the ``skipped`` partition with an error log, so one bad entry never holds the
+cursor. The cursor advances past each minute once handled; an ETag on the
+cursor keeps two sweepers from both advancing it.
 """
 
 from __future__ import annotations
@@ -35,19 +40,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
+from .. import telemetry
 from ..audit import AuditEntry, AuditLog
-from ..errors import ConcurrencyConflict, StorageError
-from .intake import Admission, Timers
-from .models import Signup, Status, Step, utcnow
+from ..errors import ConcurrencyConflict, IllegalTransition, StorageError
+from . import doubt
+from .admission import Admission
+from .models import DIRECTORY_FACT_CODES, Signup, Status, Step, utcnow
 from .queue import SignupQueue
-from .store import DueEntry, DueIndex, SignupStore, bucket_of, next_bucket
-from .worker import PUBLIC_MESSAGES
+from .store import SKIPPED_BUCKET, DueEntry, DueIndex, SignupStore, bucket_of, bucket_start, next_bucket
+from .timers import Timers
+from .transitions import Event
+from .writes import write
 
 log = logging.getLogger(__name__)
 
 # Clocks of the instances that write entries may run this far behind the sweeper's.
 CLOCK_SKEW: Final = timedelta(seconds=30)
 MAX_NUDGE_DELAY: Final = 3600.0
+MAX_NUDGES: Final = 8  # an entry that failed this often is set aside (the skipped partition), not retried
 
 
 @dataclass
@@ -62,6 +72,8 @@ class SweepReport:
     expired: list[str] = field(default_factory=list)
     moved: int = 0
     dropped: int = 0
+    skipped: list[str] = field(default_factory=list)
+    oldest_due: float | None = None  # seconds since the oldest due entry this run found fell due
     complete: bool = True
 
 
@@ -107,13 +119,21 @@ class Sweeper:
                 break
             entries = await self._index.page(minute, min(self._page_size, self._max_entries - report.entries))
             report.entries += len(entries)
+            if entries and report.oldest_due is None:
+                report.oldest_due = (now - bucket_start(minute)).total_seconds()
             handled = [entry for entry in entries if await self._visit(entry, now, report)]
+            for entry in entries:
+                if entry not in handled and await self._set_aside(entry, now, report):
+                    handled.append(entry)
             await self._index.remove(handled)
             if len(handled) < len(entries):
                 report.complete = False  # storage trouble: keep the cursor here, try again next run
                 break
             if len(entries) == self._page_size:
                 continue  # the minute has more entries
+            if not await self._received(minute, now, report):
+                report.complete = False
+                break
             etag = await self._index.advance(minute, etag)
             if etag is None:
                 log.info("sweeper.cursor_moved_elsewhere minute=%s", minute)
@@ -121,9 +141,10 @@ class Sweeper:
                 break
             report.minutes += 1
             minute = next_bucket(minute)
+        telemetry.record("sweeper.oldest_due_age", report.oldest_due or 0.0, "s")
         log.info(
             "sweeper.swept minutes=%s entries=%s requeued=%s failed=%s revived=%s expired=%s moved=%s dropped=%s "
-            "complete=%s",
+            "skipped=%s complete=%s",
             report.minutes,
             report.entries,
             len(report.requeued),
@@ -132,19 +153,51 @@ class Sweeper:
             len(report.expired),
             report.moved,
             report.dropped,
+            len(report.skipped),
             report.complete,
         )
         return report
+
+    async def _received(self, minute: str, now: datetime, report: SweepReport) -> bool:
+        """Requests received one grace before ``minute`` and never admitted (their message was lost)."""
+        grace = timedelta(seconds=self._timers.queued_grace)
+        origin = bucket_of(bucket_start(minute) - grace)
+        try:
+            for signup in await self._store.received_in(origin):
+                await self._index.add(DueEntry(bucket_of(now + grace), signup.id))
+                await self._queue.enqueue(signup.id)
+                report.requeued.append(signup.id)
+                log.warning("sweeper.received_requeued signup_id=%s", signup.id)
+        except StorageError as exc:
+            log.warning("sweeper.received_failed minute=%s error=%s", origin, type(exc).__name__)
+            return False
+        return True
+
+    async def _set_aside(self, entry: DueEntry, now: datetime, report: SweepReport) -> bool:
+        """An entry that could not be handled: retry it in a later minute, or skip it after ``MAX_NUDGES``."""
+        try:
+            if entry.nudges + 1 >= MAX_NUDGES:
+                await self._index.add(DueEntry(SKIPPED_BUCKET, entry.signup_id, entry.nudges + 1))
+                report.skipped.append(entry.signup_id)
+                log.error("sweeper.entry_skipped signup_id=%s nudges=%s", entry.signup_id, entry.nudges + 1)
+            else:
+                delay = min(MAX_NUDGE_DELAY, self._timers.queued_grace * 2**entry.nudges)
+                later = bucket_of(now + timedelta(seconds=delay))
+                await self._index.add(DueEntry(later, entry.signup_id, entry.nudges + 1))
+        except StorageError:
+            return False
+        return True
 
     async def _visit(self, entry: DueEntry, now: datetime, report: SweepReport) -> bool:
         """Act on one entry; True when the entry can be deleted."""
         try:
             signup = await self._store.get(entry.signup_id)
-            if signup is None or signup.status in {Status.FAILED, Status.DENIED, Status.EXPIRED} or self._done(signup):
+            final = {Status.FAILED, Status.DENIED, Status.EXPIRED, Status.UNKNOWN}
+            if signup is None or signup.status in final or self._done(signup):
                 report.dropped += 1
                 return True
             if signup.status is Status.LINKED:
-                return await self._linked(signup, report)
+                return await self._linked(signup, entry, now, report)
             if signup.status is Status.PENDING_APPROVAL:
                 return await self._pending(signup, entry, now, report)
             due = self._due(signup)
@@ -153,30 +206,39 @@ class Sweeper:
                 report.moved += 1
                 return True
             if now >= signup.deadline and signup.status is not Status.INVITED:
-                await self._store.replace(
-                    signup.evolve(
-                        status=Status.FAILED,
-                        error_code=signup.error_code or "DeadlineExceeded",
-                        error_message=PUBLIC_MESSAGES["transient"],
-                        lease_until=None,
-                        due_at=None,
-                        updated_at=now,
-                    )
-                )
-                report.failed.append(signup.id)
-                log.warning("sweeper.deadline signup_id=%s status=%s", signup.id, signup.status.value)
-                return True
-            await self._queue.enqueue(signup.id)
-            delay = min(MAX_NUDGE_DELAY, self._timers.queued_grace * 2 ** (entry.nudges + 1))
-            await self._index.add(DueEntry(bucket_of(now + timedelta(seconds=delay)), signup.id, entry.nudges + 1))
-            report.requeued.append(signup.id)
-            log.warning(
-                "sweeper.requeued signup_id=%s status=%s nudges=%s", signup.id, signup.status.value, entry.nudges + 1
-            )
+                return await self._deadline(signup, entry, now, report)
+            await self._nudge(signup, entry, now, report)
             return True
-        except (StorageError, ConcurrencyConflict) as exc:
+        except (StorageError, ConcurrencyConflict, IllegalTransition) as exc:
             log.warning("sweeper.entry_failed signup_id=%s error=%s", entry.signup_id, type(exc).__name__)
             return False
+
+    async def _nudge(self, signup: Signup, entry: DueEntry, now: datetime, report: SweepReport) -> None:
+        """Re-enqueue an overdue request; look again after a doubling grace, never later than its deadline."""
+        await self._queue.enqueue(signup.id)
+        delay = min(MAX_NUDGE_DELAY, self._timers.queued_grace * 2 ** (entry.nudges + 1))
+        again = now + timedelta(seconds=delay)
+        if signup.deadline > now and signup.status is not Status.INVITED:
+            again = min(again, signup.deadline)
+        await self._index.add(DueEntry(bucket_of(again), signup.id, entry.nudges + 1))
+        report.requeued.append(signup.id)
+        log.warning(
+            "sweeper.requeued signup_id=%s status=%s nudges=%s", signup.id, signup.status.value, entry.nudges + 1
+        )
+
+    async def _deadline(self, signup: Signup, entry: DueEntry, now: datetime, report: SweepReport) -> bool:
+        """Past the deadline: the doubt rule decides (``doubt.give_up``)."""
+        if signup.status is Status.RECEIVED or signup.maybe_invited:
+            # Never admitted, or may have invited: the worker settles it (admission, or a read-only check).
+            await self._nudge(signup, entry, now, report)
+            return True
+        event, changes = doubt.give_up(
+            signup, now, self._timers, code=signup.error_code or "DeadlineExceeded", kind="transient"
+        )
+        await write(self._store, signup, event, clock=self._clock, **changes)
+        report.failed.append(signup.id)
+        log.warning("sweeper.deadline signup_id=%s status=%s", signup.id, signup.status.value)
+        return True
 
     @staticmethod
     def _done(signup: Signup) -> bool:
@@ -186,7 +248,7 @@ class Sweeper:
     async def _pending(self, signup: Signup, entry: DueEntry, now: datetime, report: SweepReport) -> bool:
         """A request waiting for review: expire it at its deadline; until then see its approvers' mail goes."""
         if now >= signup.deadline:
-            expired = await self._store.replace(signup.evolve(status=Status.EXPIRED, due_at=None, updated_at=now))
+            expired = await write(self._store, signup, Event.EXPIRE, clock=self._clock, due_at=None)
             if self._audit is not None:
                 await self._audit.append(AuditEntry(signup.id, now, "expired", "sweeper", {}))
             report.expired.append(expired.id)
@@ -205,13 +267,24 @@ class Sweeper:
         report.moved += 1
         return True
 
-    async def _linked(self, signup: Signup, report: SweepReport) -> bool:
+    async def _linked(self, signup: Signup, entry: DueEntry, now: datetime, report: SweepReport) -> bool:
+        """A linked request follows its owner; it gets its own turn when the owner ended without inviting."""
         owner = await self._store.get(signup.linked_to or "")
-        if owner is not None:
+        if owner is not None and not owner.status.terminal:
+            again = min(now + timedelta(seconds=MAX_NUDGE_DELAY), max(owner.due_at or now, now) + timedelta(minutes=1))
+            await self._index.add(DueEntry(bucket_of(again), signup.id, entry.nudges))
+            report.moved += 1
+            return True
+        invited = owner is not None and (
+            owner.status in {Status.INVITED, Status.UNKNOWN}
+            or (owner.status is Status.FAILED and owner.error_code in DIRECTORY_FACT_CODES)
+        )
+        if invited:
             report.dropped += 1
             return True
-        revived = await self._admission.admit(signup, fresh=False)
+        revived = await self._admission.revive(signup, Event.REVIVE)
         report.revived.append(signup.id)
+        telemetry.count("sweeper.revivals")
         log.warning("sweeper.revived signup_id=%s status=%s", signup.id, revived.status.value)
         return True
 

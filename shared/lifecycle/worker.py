@@ -1,22 +1,25 @@
-"""The invitation worker: an explicit state machine over the sign-up's Table entity.
+"""The invitation worker: drives one request through ``transitions``, one delivery at a time.
 
-One queue delivery runs ``process``; every write is ETag-conditional and a lost
-race re-reads and decides again::
+One queue delivery runs ``process``; every write is a declared transition,
+ETag-conditional (``writes.write``), and a lost race re-reads and decides again::
 
-    read ──► missing / invited / failed / linked / denied / expired ► done (nothing to do)
-      ├───► pending_approval ─────────────────────────────────► done (waits for an approver)
+    read ──► missing / final / linked ────────────────────────► done (nothing to do)
+      ├───► received ──► admission (claim, review or queue) ───► go on in place when queued
+      ├───► pending_approval ─────────────────────────────────► its approvers' mail, or done
       ├───► inviting, lease live ─────────────────────────────► re-enqueue for the lease's end
       ├───► retrying, not due yet ────────────────────────────► re-enqueue for the due time
-      ├───► past the deadline ────────────────────────────────► failed (last transient code)
+      ├───► past the deadline ──► in doubt: read only (settle_doubt) ──► invited | failed | unknown
+      │                         └► no doubt: failed (the last transient code)
       └───► queued, retrying and due, or inviting with the lease expired:
               an address in one of the tenant's verified domains ─► failed (TenantDomain)
               read the directory first when nothing is known yet, or when an
               earlier attempt may have acted (maybe_invited):
                  a member of this tenant ─────────────────────► failed (ExistingMember)
                  a guest who already redeemed ────────────────► invited (no write, no mail)
-              claim: inviting, attempts+1, lease, maybe_invited=true
-              POST /invitations (once per claim; silently, sendInvitationMessage=false,
-                                 when an earlier attempt may have mailed already)
+                 nobody, long enough after the last POST ─────► the doubt is settled: Graph did not act
+              POST /invitations, fenced: after the pacer's wait and right before each POST the
+                 worker checks the address claim and takes the lease with a conditional write
+                 (inviting, attempts+1, maybe_invited=true); a lost fence sends nothing
                  ├── success ─────────────────────────────────► invited (ids, redeem URL)
                  ├── permanent ───────────────────────────────► failed (Graph's code)
                  ├── transient (Graph did not act) ───────────► retrying (maybe_invited as before)
@@ -24,15 +27,15 @@ race re-reads and decides again::
 
 A retry is scheduled here, not by the host: the record gets the next due time
 (exponential backoff with jitter, capped) and the message is re-enqueued with
-that visibility delay; the delivery then completes normally.
+that visibility delay; the delivery then completes normally. Ending a request
+(deadline, poison, too many faults) goes through ``doubt.give_up``, so a
+request that may have invited never ends ``failed`` unread.
 
-A sign-up that names a policy profile is invited with that profile's redirect
-URL, user type, language and sponsors (``Profile.invitation_options`` over the
-settings' options); without one, or when the profile is gone from the policy,
-with the settings' options. The host's
-``maxDequeueCount`` and the poison queue remain only for crashes and bugs:
-``finalise_poisoned`` re-enqueues what can still finish and never raises. What a
-lost message or a dead worker leaves behind, the sweeper finds in the due index.
+The lease covers the fence's write, one POST (bounded by the Graph timeout) and
+the outcome's write: every wait before it (the pacer, the shared budget, 429
+pauses) happens before the fence, and the fence renews the lease before every
+POST. A sign-up that names a policy profile is invited with that profile's
+options (``Profile.invitation_options`` over the settings' options).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
+from .. import telemetry
 from ..audit import AuditEntry, AuditLog
 from ..errors import (
     AmbiguousGraphError,
@@ -55,24 +59,24 @@ from ..errors import (
 )
 from ..graph.directory import Directory, DirectoryUser, Invitation, InvitationOptions
 from ..policy import PolicySource
-from .intake import Timers
-from .models import DirectoryBefore, Signup, Status, Step, new_write_token, utcnow
+from . import doubt
+from .admission import Admission
+from .models import DirectoryBefore, Signup, Status, Step, utcnow
 from .queue import SignupQueue
 from .store import SignupStore
+from .timers import Timers
+from .transitions import Event
+from .writes import write
 
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_ROUNDS: Final = 5
 MAX_FAULTS: Final = 3  # unexpected exceptions or poisonings before a sign-up is given up
 EARLY_TOLERANCE: Final = timedelta(seconds=1)
-PUBLIC_MESSAGES: Final = {
-    "permanent": "The directory refused the invitation.",
-    "member": "This address belongs to an account of the organisation; it cannot be invited as a guest.",
-    "transient": "The directory could not be reached in time; the sign-up was not completed.",
-    "internal": "The sign-up could not be processed.",
-    "poisoned": "The sign-up could not be processed after repeated attempts.",
-    "conversion": "The account does not meet the conditions for conversion to a B2B user.",
-}
+
+
+class ClaimLost(Exception):
+    """The address's claim names another request at the fence: nothing is sent."""
 
 
 class FollowUpRunner(Protocol):
@@ -114,7 +118,7 @@ def directory_state(users: list[DirectoryUser], email: str) -> tuple[DirectoryBe
 
 
 class InvitationWorker:
-    """Drives one sign-up from ``queued`` to ``invited`` or ``failed``, scheduling its own retries."""
+    """Drives one sign-up from ``received`` to a final status, scheduling its own retries."""
 
     def __init__(
         self,
@@ -124,6 +128,7 @@ class InvitationWorker:
         options: InvitationOptions,
         timers: Timers,
         *,
+        admission: Admission,
         clock: Callable[[], datetime] = utcnow,
         jitter: Callable[[], float] = random.random,
         policy: PolicySource | None = None,
@@ -131,6 +136,7 @@ class InvitationWorker:
         audit: AuditLog | None = None,
     ) -> None:
         self._store = store
+        self._admission = admission
         self._policy = policy
         self._follow_ups = follow_ups
         self._audit = audit
@@ -142,50 +148,74 @@ class InvitationWorker:
         self._jitter = jitter
 
     async def process(self, signup_id: str) -> Outcome:
-        """Handle one delivery. Raises only when storage fails (the host then redelivers)."""
+        """Handle one delivery, as a span of the sign-up's trace. Raises only when storage fails (the host
+        then redelivers)."""
+        signup = await self._store.get(signup_id)
+        if signup is None:
+            log.warning("worker.missing signup_id=%s", signup_id)
+            return Outcome.MISSING
+        with telemetry.span("signup.deliver", parent=signup.trace_parent, signup__id=signup_id) as current:
+            outcome = await self._process(signup)
+            current.set_attribute("signup.outcome", outcome.value)
+            return outcome
+
+    async def _process(self, signup: Signup | None) -> Outcome:
+        signup_id = signup.id if signup is not None else ""
         for _ in range(MAX_CONFLICT_ROUNDS):
-            signup = await self._store.get(signup_id)
             if signup is None:
                 log.warning("worker.missing signup_id=%s", signup_id)
                 return Outcome.MISSING
-            now = self._clock()
-            if self._follow_ups is not None and self._has_steps(signup):
-                retry_due = signup.due_at if signup.followup_attempts else None  # a scheduled retry of a step
-                if retry_due is not None and retry_due > now + EARLY_TOLERANCE:
-                    await self._queue.enqueue(signup_id, (retry_due - now).total_seconds())
-                    return Outcome.RESCHEDULED
-                try:
-                    await self._follow_ups.run(signup)
-                except ConcurrencyConflict:
-                    log.info("worker.conflict signup_id=%s", signup_id)
-                    continue
-                return Outcome.FOLLOWED_UP
-            if signup.status.terminal:
-                log.info("worker.already_done signup_id=%s status=%s", signup_id, signup.status.value)
-                return Outcome.ALREADY_DONE
-            if signup.status is Status.PENDING_APPROVAL:
-                log.info("worker.not_admitted signup_id=%s", signup_id)
-                return Outcome.NOT_ADMITTED
-            wake = self._wake_time(signup, now)
-            if wake is not None:
-                await self._queue.enqueue(signup_id, (wake - now).total_seconds())
-                log.info(
-                    "worker.not_yet signup_id=%s status=%s wake_in=%.0f",
-                    signup_id,
-                    signup.status.value,
-                    (wake - now).total_seconds(),
-                )
-                return Outcome.RESCHEDULED
             try:
-                if now >= signup.deadline:
-                    await self._finish(signup, self._failure(signup.error_code or "DeadlineExceeded", "transient"))
-                    log.warning("worker.deadline signup_id=%s attempts=%s", signup_id, signup.attempts)
-                    return Outcome.FAILED
-                return await self._attempt(signup)
+                return await self._step(signup)
             except ConcurrencyConflict:
                 log.info("worker.conflict signup_id=%s", signup_id)
+            signup = await self._store.get(signup_id)
         await self._queue.enqueue(signup_id, 1.0)
         return Outcome.RESCHEDULED
+
+    async def _step(self, signup: Signup) -> Outcome:
+        now = self._clock()
+        if signup.status is Status.RECEIVED:
+            if now >= signup.deadline:
+                await self._end(signup, "DeadlineExceeded", "transient")
+                return Outcome.FAILED
+            signup = await self._admission.admit(signup, enqueue=False)
+            if signup.status is Status.PENDING_APPROVAL and signup.approver_mail is Step.DUE and self._follow_ups:
+                await self._follow_ups.run(signup)
+                return Outcome.FOLLOWED_UP
+            if signup.status is not Status.QUEUED:
+                return Outcome.NOT_ADMITTED if signup.status is Status.PENDING_APPROVAL else Outcome.ALREADY_DONE
+        if self._follow_ups is not None and self._has_steps(signup):
+            retry_due = signup.due_at if signup.followup_attempts else None  # a scheduled retry of a step
+            if retry_due is not None and retry_due > now + EARLY_TOLERANCE:
+                await self._queue.enqueue(signup.id, (retry_due - now).total_seconds())
+                return Outcome.RESCHEDULED
+            await self._follow_ups.run(signup)
+            return Outcome.FOLLOWED_UP
+        if signup.status.terminal:
+            log.info("worker.already_done signup_id=%s status=%s", signup.id, signup.status.value)
+            return Outcome.ALREADY_DONE
+        if signup.status is Status.PENDING_APPROVAL:
+            log.info("worker.not_admitted signup_id=%s", signup.id)
+            return Outcome.NOT_ADMITTED
+        wake = self._wake_time(signup, now)
+        if wake is not None:
+            await self._queue.enqueue(signup.id, (wake - now).total_seconds())
+            log.info(
+                "worker.not_yet signup_id=%s status=%s wake_in=%.0f",
+                signup.id,
+                signup.status.value,
+                (wake - now).total_seconds(),
+            )
+            return Outcome.RESCHEDULED
+        if now >= signup.deadline or signup.faults >= MAX_FAULTS:
+            # Given up (deadline, poison, too many faults): in doubt, only a read may settle it.
+            if signup.maybe_invited:
+                return await self._settle_doubt(signup)
+            await self._end(signup, signup.error_code or "DeadlineExceeded", "transient")
+            log.warning("worker.deadline signup_id=%s attempts=%s", signup.id, signup.attempts)
+            return Outcome.FAILED
+        return await self._attempt(signup)
 
     @staticmethod
     def _has_steps(signup: Signup) -> bool:
@@ -202,66 +232,111 @@ class InvitationWorker:
             return signup.due_at
         return None
 
+    async def _read(self, signup: Signup) -> tuple[DirectoryBefore, str | None]:
+        return directory_state(await self._directory.find_users_by_email(signup.email), signup.email)
+
+    async def _settle_doubt(self, signup: Signup) -> Outcome:
+        """Past the deadline, in doubt: read the directory (no POST, no mail) until it answers, or the cap."""
+        now = self._clock()
+        try:
+            state, user_id = await self._read(signup)
+        except GraphError as exc:
+            return await self._end(signup, exc.code or "DirectoryUnreadable", "transient")
+        before = signup.directory_before
+        if state is DirectoryBefore.ABSENT:
+            if before in {None, DirectoryBefore.ABSENT} and doubt.settled_absent(signup, now, self._timers):
+                # Nobody there, long enough after the last POST: Graph did not act.
+                await self._end(signup, signup.error_code or "DeadlineExceeded", "transient", maybe_invited=False)
+                return Outcome.FAILED
+            return await self._end(signup, signup.error_code or "DeadlineExceeded", "transient")
+        if state is DirectoryBefore.MEMBER and before in {None, DirectoryBefore.ABSENT}:
+            await self._end(signup, "ExistingMember", "member", maybe_invited=False)
+            return Outcome.FAILED
+        # The guest is there: our lost answer created it (or it existed and a read cannot tell): invited.
+        await self._finish(signup, Event.INVITED, self._invited(None, user_id, None, mailed=None))
+        log.info("worker.doubt_settled_invited signup_id=%s", signup.id)
+        return Outcome.INVITED
+
     async def _attempt(self, signup: Signup) -> Outcome:
         if signup.conversion is not None:
             return await self._convert(signup, signup.conversion)
         before, existing = signup.directory_before, signup.existing_user_id
-        silent = False
+        in_doubt, silent = signup.maybe_invited, False
         if before is None:
             # The tenant's own verified domains hold members, never guests: refuse before any write.
             try:
                 tenant_domain = signup.domain in await self._directory.verified_domains()
             except PermanentGraphError as exc:
-                await self._finish(signup, self._failure(exc.code, "permanent", exc))
-                return Outcome.FAILED
+                return await self._refuse(signup, exc.code, "permanent", exc)
             except (TransientGraphError, AmbiguousGraphError) as exc:
                 return await self._retry(signup, exc, maybe_invited=signup.maybe_invited)
             if tenant_domain:
                 log.warning("worker.tenant_domain signup_id=%s domain=%s", signup.id, signup.domain)
-                await self._finish(signup, self._failure("TenantDomain", "member"))
-                return Outcome.FAILED
-        if before is None or signup.maybe_invited:
+                return await self._refuse(signup, "TenantDomain", "member")
+        if before is None or in_doubt:
             try:
-                now_state, user_id = directory_state(
-                    await self._directory.find_users_by_email(signup.email), signup.email
-                )
+                now_state, user_id = await self._read(signup)
             except PermanentGraphError as exc:
-                await self._finish(signup, self._failure(exc.code, "permanent", exc))
-                return Outcome.FAILED
+                if in_doubt:  # a refused read settles nothing: read again later
+                    return await self._retry(signup, exc, maybe_invited=True)
+                return await self._refuse(signup, exc.code, "permanent", exc)
             except (TransientGraphError, AmbiguousGraphError) as exc:
                 return await self._retry(signup, exc, maybe_invited=signup.maybe_invited)
             if before is None:
                 before, existing = now_state, user_id
                 if before is DirectoryBefore.MEMBER:
                     log.warning("worker.member_address signup_id=%s domain=%s", signup.id, signup.domain)
-                    await self._finish(
-                        signup,
-                        self._failure("ExistingMember", "member"),
-                        directory_before=before,
-                        existing_user_id=existing,
+                    return await self._refuse(
+                        signup, "ExistingMember", "member", directory_before=before, existing_user_id=existing
                     )
-                    return Outcome.FAILED
                 if before is DirectoryBefore.GUEST_ACCEPTED:
-                    # Already a guest who redeemed: no invitation, no mail. README: "Repeat sign-ups".
+                    # Already a guest who redeemed: no invitation, no mail. docs/lifecycle.md: "Repeat sign-ups".
                     await self._finish(
                         signup,
+                        Event.INVITED,
                         self._invited(None, existing, "Accepted", mailed=False),
                         directory_before=before,
                         existing_user_id=existing,
                     )
                     log.info("worker.existing_guest signup_id=%s domain=%s", signup.id, signup.domain)
                     return Outcome.INVITED
-            if signup.maybe_invited:
-                # Graph acted if the guest appeared since; for a guest who existed already we cannot
-                # tell, so we assume it did. Either way a silent re-invite recovers the redeem URL.
-                silent = before is not DirectoryBefore.ABSENT or now_state is not DirectoryBefore.ABSENT
+            if in_doubt:
+                nobody = before is DirectoryBefore.ABSENT and now_state is DirectoryBefore.ABSENT
+                if nobody and doubt.settled_absent(signup, self._clock(), self._timers):
+                    in_doubt = False  # the earlier attempt did not act: invite as if for the first time
+                elif nobody:
+                    return await self._retry(signup, None, maybe_invited=True)
+                else:
+                    # Graph acted if the guest appeared since; for a guest who existed already we cannot
+                    # tell, so we assume it did. Either way a silent re-invite recovers the redeem URL.
+                    silent = True
         options = await self._options_for(signup)
-        claimed = await self._claim(signup, before, existing)
         options = dataclasses.replace(options, send_message=False) if silent else options
         invitation = Invitation(email=signup.email, display_name=signup.display_name, options=options)
+        held = [signup]
+
+        async def fence() -> None:
+            """Right before each POST: the address is still ours, and the lease is taken (conditionally)."""
+            if not await self._admission.holds_claim(held[0]):
+                raise ClaimLost(held[0].id)
+            now = self._clock()
+            lease_until = now + timedelta(seconds=self._timers.lease)
+            held[0] = await self._write(
+                held[0],
+                Event.CLAIM,
+                attempts=held[0].attempts + 1,
+                lease_until=lease_until,
+                due_at=lease_until,
+                maybe_invited=True,
+                last_attempt_at=now,
+                directory_before=before,
+                existing_user_id=existing,
+            )
+
         try:
-            result = await self._directory.invite(invitation)
+            result = await self._directory.invite(invitation, fence=fence)
         except PermanentGraphError as exc:
+            claimed = held[0]
             log.warning(
                 "worker.refused signup_id=%s attempt=%s code=%s status=%s request_id=%s",
                 claimed.id,
@@ -270,17 +345,28 @@ class InvitationWorker:
                 exc.status,
                 exc.request_id,
             )
-            await self._finish(claimed, self._failure(exc.code, "permanent", exc))
-            return Outcome.FAILED
+            if silent:
+                # The guest is in the directory (ours or from before) and Graph refused a silent re-invite.
+                await self._finish(claimed, Event.INVITED, self._invited(None, existing, None, mailed=None))
+                return Outcome.INVITED
+            return await self._refuse(claimed, exc.code, "permanent", exc)
         except AmbiguousGraphError as exc:
-            return await self._retry(claimed, exc, maybe_invited=True)
+            return await self._retry(held[0], exc, maybe_invited=True)
         except TransientGraphError as exc:
-            return await self._retry(claimed, exc, maybe_invited=signup.maybe_invited)
+            # Nothing was sent by this attempt (or the pacer deferred it before the fence).
+            return await self._retry(held[0], exc, maybe_invited=in_doubt)
+        except ClaimLost:
+            log.error("worker.claim_lost signup_id=%s (another request holds the address)", signup.id)
+            return await self._fault(held[0], RuntimeError("the address claim names another request"))
+        except ConcurrencyConflict:
+            raise
         except Exception as exc:
-            log.exception("worker.internal_error signup_id=%s attempt=%s", claimed.id, claimed.attempts)
-            return await self._fault(claimed, exc)
+            log.exception("worker.internal_error signup_id=%s attempt=%s", held[0].id, held[0].attempts)
+            return await self._fault(held[0], exc)
+        claimed = held[0]
         await self._finish(
             claimed,
+            Event.INVITED,
             self._invited(
                 result.invitation_id,
                 result.invited_user_id,
@@ -313,8 +399,9 @@ class InvitationWorker:
         try:
             verdict = await converter.check(str(request["user"]), request.get("email"))
         except PermanentGraphError as exc:
-            await self._finish(signup, self._failure(exc.code, "permanent", exc))
-            return Outcome.FAILED
+            if signup.maybe_invited:
+                return await self._retry(signup, exc, maybe_invited=True)
+            return await self._refuse(signup, exc.code, "permanent", exc)
         except (TransientGraphError, AmbiguousGraphError) as exc:
             return await self._retry(signup, exc, maybe_invited=signup.maybe_invited)
         user = verdict.user
@@ -325,24 +412,34 @@ class InvitationWorker:
                 return await self._retry(signup, exc, maybe_invited=True)
             await self._finish(
                 signup,
+                Event.INVITED,
                 self._invited(None, user.id, done.status, mailed=options.send_message, redeem_url=done.redeem_url),
             )
             log.info("worker.converted_before signup_id=%s", signup.id)
             return Outcome.INVITED
         if not verdict.eligible or user is None:
-            await self._finish(signup, self._failure(verdict.code.value, "conversion"), error_detail=verdict.reason)
+            await self._refuse(signup, verdict.code.value, "conversion", error_detail=verdict.reason)
             log.info("worker.conversion_refused signup_id=%s code=%s", signup.id, verdict.code.value)
             return Outcome.FAILED
-        claimed = await self._claim(
-            signup.evolve(email=user.mail or "", display_name=user.user_principal_name or user.id),
-            DirectoryBefore.MEMBER,
-            user.id,
+        now = self._clock()
+        lease_until = now + timedelta(seconds=self._timers.lease)
+        claimed = await self._write(
+            signup,
+            Event.CLAIM,
+            email=user.mail or "",
+            display_name=user.user_principal_name or user.id,
+            attempts=signup.attempts + 1,
+            lease_until=lease_until,
+            due_at=lease_until,
+            maybe_invited=True,
+            last_attempt_at=now,
+            directory_before=DirectoryBefore.MEMBER,
+            existing_user_id=user.id,
         )
         try:
             result = await converter.convert(verdict, options)
         except PermanentGraphError as exc:
-            await self._finish(claimed, self._failure(exc.code, "permanent", exc))
-            return Outcome.FAILED
+            return await self._refuse(claimed, exc.code, "permanent", exc, maybe_invited=signup.maybe_invited)
         except AmbiguousGraphError as exc:
             return await self._retry(claimed, exc, maybe_invited=True)
         except TransientGraphError as exc:
@@ -354,6 +451,7 @@ class InvitationWorker:
             return await self._retry(claimed, exc, maybe_invited=True)
         await self._finish(
             claimed,
+            Event.INVITED,
             self._invited(
                 result.invitation_id,
                 user.id,
@@ -384,64 +482,76 @@ class InvitationWorker:
             options = dataclasses.replace(options, message_language=signup.language)
         return options
 
-    async def _claim(self, signup: Signup, before: DirectoryBefore | None, existing: str | None) -> Signup:
-        """Take the lease: only the holder of a live lease calls Graph."""
-        now = self._clock()
-        lease_until = now + timedelta(seconds=self._timers.lease)
-        return await self._write(
-            signup,
-            status=Status.INVITING,
-            attempts=signup.attempts + 1,
-            lease_until=lease_until,
-            due_at=lease_until,
-            maybe_invited=True,
-            directory_before=before,
-            existing_user_id=existing,
-        )
-
-    async def _retry(self, signup: Signup, exc: GraphError, *, maybe_invited: bool) -> Outcome:
-        """Record the transient failure and re-enqueue for the next due time, or fail past the deadline."""
+    async def _retry(self, signup: Signup, exc: GraphError | None, *, maybe_invited: bool) -> Outcome:
+        """Record the failure and re-enqueue for the next due time; past the deadline, ``doubt.give_up``."""
         now = self._clock()
         delay = self._timers.backoff(max(1, signup.attempts), self._jitter())
-        if isinstance(exc, AmbiguousGraphError):
+        if exc is None or isinstance(exc, AmbiguousGraphError):
             delay = max(delay, self._timers.ambiguous_delay)
-        delay = max(delay, exc.retry_after or 0.0)
+        delay = max(delay, (exc.retry_after if exc else None) or 0.0)
         due = now + timedelta(seconds=delay)
+        code = exc.code if exc is not None else (signup.error_code or "InvitationInDoubt")
         if due >= signup.deadline:
-            await self._finish(signup, self._failure(exc.code, "transient", exc), maybe_invited=maybe_invited)
-            log.warning("worker.gave_up signup_id=%s attempts=%s code=%s", signup.id, signup.attempts, exc.code)
-            return Outcome.FAILED
+            detail = self._detail(exc) if exc is not None else None
+            signup = dataclasses.replace(signup, maybe_invited=maybe_invited)
+            log.warning("worker.gave_up signup_id=%s attempts=%s code=%s", signup.id, signup.attempts, code)
+            return await self._end(signup, code, "transient", detail=detail, maybe_invited=maybe_invited)
         await self._write(
             signup,
-            status=Status.RETRYING,
+            Event.RETRY,
             lease_until=None,
             due_at=due,
             maybe_invited=maybe_invited,
-            error_code=exc.code,
-            error_detail=self._detail(exc),
-            graph_request_id=exc.request_id,
+            error_code=code,
+            error_detail=self._detail(exc) if exc is not None else signup.error_detail,
+            graph_request_id=exc.request_id if exc is not None else signup.graph_request_id,
         )
         await self._queue.enqueue(signup.id, delay)
         log.warning(
             "worker.retry_scheduled signup_id=%s attempt=%s code=%s kind=%s delay=%.1f",
             signup.id,
             signup.attempts,
-            exc.code,
+            code,
             type(exc).__name__,
             delay,
         )
         return Outcome.RESCHEDULED
 
+    async def _end(self, signup: Signup, code: str, kind: str, **more: Any) -> Outcome:
+        """End ``signup`` by the doubt rule: failed, a later directory read, or unknown past the cap."""
+        now = self._clock()
+        if "maybe_invited" in more:
+            signup = dataclasses.replace(signup, maybe_invited=more["maybe_invited"])
+        event, changes = doubt.give_up(signup, now, self._timers, code=code, kind=kind, jitter=self._jitter(), **more)
+        if event is Event.RETRY:
+            written = await self._write(signup, event, **changes)
+            delay = max(0.0, (written.due_at - now).total_seconds()) if written.due_at else 0.0
+            await self._queue.enqueue(signup.id, delay)
+            log.warning("worker.in_doubt signup_id=%s code=%s read_in=%.0f", signup.id, code, delay)
+            return Outcome.RESCHEDULED
+        await self._finish(signup, event, changes)
+        return Outcome.FAILED
+
+    async def _refuse(
+        self, signup: Signup, code: str | None, kind: str, exc: BaseException | None = None, **more: Any
+    ) -> Outcome:
+        """A permanent refusal of this attempt (Graph did not act): failed, unless an earlier one may have."""
+        more.setdefault("maybe_invited", False)
+        changes = self._failure(code or "Refused", kind, exc)
+        if more["maybe_invited"]:
+            return await self._end(signup, code or "Refused", kind, **more)
+        await self._finish(signup, Event.REFUSED, {**changes, **more})
+        return Outcome.FAILED
+
     async def _fault(self, signup: Signup, exc: BaseException) -> Outcome:
-        """An unexpected exception: retry a few times (it may have acted), then give up."""
+        """An unexpected exception: retry a few times (it may have acted), then end by the doubt rule."""
         faults = signup.faults + 1
         if faults >= MAX_FAULTS:
-            await self._finish(signup, self._failure("InternalError", "internal", exc), faults=faults)
-            return Outcome.FAILED
+            return await self._end(signup, "InternalError", "internal", faults=faults, detail=self._detail(exc))
         delay = self._timers.backoff(faults, self._jitter())
         await self._write(
             signup,
-            status=Status.RETRYING,
+            Event.RETRY,
             lease_until=None,
             due_at=self._clock() + timedelta(seconds=delay),
             maybe_invited=True,
@@ -453,7 +563,7 @@ class InvitationWorker:
         return Outcome.RESCHEDULED
 
     async def finalise_poisoned(self, signup_id: str) -> Outcome:
-        """The host gave up on a message: re-enqueue what can still finish, fail the rest. Never raises."""
+        """The host gave up on a message: re-enqueue what can still finish, end the rest. Never raises."""
         try:
             for _ in range(MAX_CONFLICT_ROUNDS):
                 signup = await self._store.get(signup_id)
@@ -470,10 +580,10 @@ class InvitationWorker:
                         if signup.status is Status.INVITING and signup.lease_until and signup.lease_until > now:
                             await self._queue.enqueue(signup_id, (signup.lease_until - now).total_seconds() + 1)
                             return Outcome.RESCHEDULED
-                        await self._finish(signup, self._failure("DeliveryExhausted", "poisoned"), faults=faults)
+                        outcome = await self._end(signup, "DeliveryExhausted", "poisoned", faults=faults)
                         log.warning("worker.poisoned signup_id=%s attempts=%s", signup_id, signup.attempts)
-                        return Outcome.FAILED
-                    await self._write(signup, faults=faults)
+                        return outcome
+                    await self._write(signup, Event.STEP, faults=faults)
                 except ConcurrencyConflict:
                     continue
                 wake = self._wake_time(signup, now)
@@ -482,18 +592,14 @@ class InvitationWorker:
                 return Outcome.RESCHEDULED
         except Exception:
             # Raising would only move the message to a second poison queue that nothing reads;
-            # the due index brings the sign-up to the sweeper instead.
+            # the due index (or the record's own time bucket) brings the sign-up to the sweeper instead.
             log.exception("worker.poison_unhandled signup_id=%s", signup_id)
         return Outcome.RESCHEDULED
 
     def _failure(self, code: str, kind: str, exc: BaseException | None = None) -> dict[str, Any]:
-        return {
-            "status": Status.FAILED,
-            "error_code": code,
-            "error_message": PUBLIC_MESSAGES[kind],
-            "error_detail": self._detail(exc) if exc is not None else None,
-            "graph_request_id": getattr(exc, "request_id", None),
-        }
+        return doubt.failure(
+            code, kind, self._detail(exc) if exc is not None else None, getattr(exc, "request_id", None)
+        )
 
     @staticmethod
     def _invited(
@@ -501,12 +607,11 @@ class InvitationWorker:
         user_id: str | None,
         status: str | None,
         *,
-        mailed: bool,
+        mailed: bool | None,
         redeem_url: str | None = None,
         request_id: str | None = None,
     ) -> dict[str, Any]:
         return {
-            "status": Status.INVITED,
             "invitation_id": invitation_id,
             "invited_user_id": user_id,
             "invitation_status": status,
@@ -516,6 +621,7 @@ class InvitationWorker:
             "error_code": None,
             "error_message": None,
             "error_detail": None,
+            "maybe_invited": False,
         }
 
     @staticmethod
@@ -523,7 +629,7 @@ class InvitationWorker:
         status = getattr(exc, "status", None)
         return (f"{type(exc).__name__}: {exc}" + (f" (HTTP {status})" if status else ""))[:1000]
 
-    async def _finish(self, signup: Signup, changes: dict[str, Any], **more: Any) -> None:
+    async def _finish(self, signup: Signup, event: Event, changes: dict[str, Any], **more: Any) -> None:
         """Write a final state (no lease, not due); ``invited_at`` for invitations.
 
         An invitation opens its profile's steps (groups, the organisation's mail): they are
@@ -531,33 +637,25 @@ class InvitationWorker:
         """
         now = self._clock()
         final = {**changes, **more, "lease_until": None, "due_at": None}
-        invited = final["status"] is Status.INVITED
+        final.pop("detail", None)
+        invited = event is Event.INVITED
         if invited:
             final["invited_at"] = now
             if self._follow_ups is not None:
-                final.update(await self._follow_ups.invited_steps(signup.evolve(**final)))
-                if signup.evolve(**final).follow_up_open:
+                final.update(await self._follow_ups.invited_steps(signup.evolve(status=Status.INVITED, **final)))
+                if signup.evolve(status=Status.INVITED, **final).follow_up_open:
                     final["due_at"] = now  # the sweeper's view: work left, due now
-        written = await self._write(signup, **final)
+        written = await self._write(signup, event, **final)
+        telemetry.count("signup.final", status=written.status.value, code=written.error_code or "")
+        if invited:
+            telemetry.record("signup.time_to_invite", (now - written.created_at).total_seconds(), "s")
+            telemetry.record("signup.attempts", written.attempts, "1")
         if self._audit is not None:
-            detail = {"code": written.error_code} if written.error_code else {"mailed": bool(written.invitation_mailed)}
+            detail = {"code": written.error_code} if written.error_code else {"mailed": written.invitation_mailed}
             await self._audit.append(AuditEntry(signup.id, now, written.status.value, "worker", detail))
         if self._follow_ups is not None and written.follow_up_open:
             await self._follow_ups.run(written)
 
-    async def _write(self, signup: Signup, **changes: Any) -> Signup:
-        """An ETag write of ``changes`` over ``signup`` as read.
-
-        A conflict raises ``ConcurrencyConflict`` and the caller reads again and decides
-        again, unless the fresh record carries this write's token: then the write landed
-        and storage reported a conflict only because the SDK retried it.
-        """
-        intended = signup.evolve(updated_at=self._clock(), write_token=new_write_token(), **changes)
-        try:
-            return await self._store.replace(intended)
-        except ConcurrencyConflict:
-            fresh = await self._store.get(signup.id)
-            if fresh is not None and fresh.write_token == intended.write_token:
-                return fresh
-            log.info("worker.write_conflict signup_id=%s wanted=%s", signup.id, changes.get("status"))
-            raise
+    async def _write(self, signup: Signup, event: Event, **changes: Any) -> Signup:
+        """A declared, ETag-conditional write of ``changes`` over ``signup`` as read (``writes.write``)."""
+        return await write(self._store, signup, event, clock=self._clock, **changes)

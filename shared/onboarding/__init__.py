@@ -14,7 +14,8 @@ invitation itself:
   carries ``inviteRedeemUrl`` instead (Microsoft leaves ``customizedMessageBody``
   out when an app invites, so this is how an organisation words its own mail).
 
-Mail goes at most once: the step is marked ``sending`` (a conditional write)
+Mail goes at most once: the step is marked ``sending`` (a conditional write
+with a write token, so an SDK-retried write that landed is recognised as ours)
 before the Graph call. A lost answer leaves it ``unknown``, never retried; a
 worker that died mid-call leaves it ``sending``, which a later delivery turns
 into ``unknown`` once the lease has passed. Only an answer proving Graph did
@@ -31,6 +32,7 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any, Final
 
+from .. import telemetry
 from ..approval.mail import approver_mail
 from ..audit import AuditEntry, AuditLog
 from ..errors import (
@@ -41,10 +43,12 @@ from ..errors import (
     TransientGraphError,
 )
 from ..graph.directory import Directory, MailMessage
-from ..lifecycle.intake import Timers
 from ..lifecycle.models import Signup, Status, Step, utcnow
 from ..lifecycle.queue import SignupQueue
 from ..lifecycle.store import SignupStore
+from ..lifecycle.timers import Timers
+from ..lifecycle.transitions import Event
+from ..lifecycle.writes import write
 from ..policy import PolicySource
 from ..policy.document import MailTemplate
 
@@ -198,11 +202,13 @@ class FollowUps:
         """Mark the step ``sending``, send once, and record what came of it."""
         assert self._sender is not None
         # Not _settle: a lost race here means another delivery may be sending; the worker re-reads and decides.
-        marked = await self._store.replace(signup.evolve(updated_at=self._clock(), **{attr: Step.SENDING}))
+        sending: dict[str, Any] = {attr: Step.SENDING}
+        marked = await write(self._store, signup, Event.STEP, clock=self._clock, **sending)
         try:
             await self._directory.send_mail(self._sender, message)
         except AmbiguousGraphError as exc:
             log.warning("onboarding.mail_unknown signup_id=%s step=%s error=%s", signup.id, attr, exc.code)
+            telemetry.count("mail.in_doubt", step=attr)
             done = await self._settle(marked, **{attr: Step.UNKNOWN})
             await self._audit.append(AuditEntry(signup.id, done.updated_at, f"{event}_unknown", "worker", {}))
             return done
@@ -217,6 +223,7 @@ class FollowUps:
             due = await self._settle(marked, **{attr: Step.DUE})
             return await self._reschedule(due, exc)
         done = await self._settle(marked, **{attr: Step.DONE})
+        telemetry.count("mail.sent", step=attr)
         recipients = {"recipients": len(message.to)}
         await self._audit.append(AuditEntry(signup.id, done.updated_at, f"{event}_sent", "worker", recipients))
         log.info("onboarding.mail_sent signup_id=%s step=%s", signup.id, attr)
@@ -257,7 +264,7 @@ class FollowUps:
         current = signup
         for _ in range(MAX_ROUNDS):
             try:
-                return await self._store.replace(current.evolve(updated_at=self._clock(), **changes))
+                return await write(self._store, current, Event.STEP, clock=self._clock, **changes)
             except ConcurrencyConflict:
                 fresh = await self._store.get(signup.id)
                 if fresh is None:

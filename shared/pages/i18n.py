@@ -13,12 +13,13 @@ from __future__ import annotations
 import io
 from functools import lru_cache
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from babel import Locale, negotiate_locale
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.support import Translations
+if TYPE_CHECKING:
+    from babel.support import Translations
+
+# Babel is imported on the first request that negotiates a language or renders a page, not when the host
+# indexes the functions: it is part of the cold start a JSON API call need not pay.
 
 LANGUAGES: Final = ("en", "ja", "zh-Hans", "de", "nl")
 LOCALE_DIR: Final = Path(__file__).resolve().parent / "locale"
@@ -52,6 +53,8 @@ def negotiate(accept_language: str | None, override: str | None = None) -> str:
     """The page language: ``override`` if supported, else the best of ``Accept-Language``, else English."""
     if override and (chosen := _canonical(override)):
         return chosen
+    from babel import negotiate_locale
+
     preferred = [_ALIASES.get(tag.lower(), tag) for tag in _accepted(accept_language)]
     found = negotiate_locale(preferred, list(LANGUAGES), sep="-")
     return (_canonical(found) if found else None) or "en"
@@ -60,6 +63,11 @@ def negotiate(accept_language: str | None, override: str | None = None) -> str:
 @lru_cache(maxsize=len(LANGUAGES))
 def translations(language: str) -> Translations:
     """The compiled catalogue of ``language`` (English: the identity)."""
+    from babel import Locale
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+    from babel.support import Translations
+
     with (LOCALE_DIR / f"{language}.po").open("rb") as handle:
         catalog = read_po(handle, locale=Locale.parse(language, sep="-"))
     buffer = io.BytesIO()

@@ -1,0 +1,135 @@
+"""Traces and metrics through OpenTelemetry: one trace per sign-up, and the lifecycle's figures.
+
+This package owns how the app reports itself. A sign-up's trace starts at intake (the HTTP trigger's
+span), and its W3C ``traceparent`` is kept on the record and in the queue message, so every delivery
+of every attempt (re-enqueued by the worker, the sweeper or the poison path, which know only the id)
+continues the same trace: ``span("signup.deliver", parent=record.trace_parent)``. Graph calls and the
+sweeper add their own spans under whatever is current.
+
+Spans and metrics carry ids, codes and classes only, never an address, a name or a redeem URL.
+
+Exporters (``configure``, once, when the services are built; nothing at import, for the cold start):
+
+* ``APPLICATIONINSIGHTS_CONNECTION_STRING``: Microsoft's Azure Monitor distro (``configure_azure_monitor``),
+  as "Use OpenTelemetry with Azure Functions" prescribes for Python, with host.json's
+  ``"telemetryMode": "OpenTelemetry"`` and ``PYTHON_ENABLE_OPENTELEMETRY=true``;
+* ``OTEL_EXPORTER_OTLP_ENDPOINT``: OTLP over HTTP (a local collector or Jaeger);
+* ``TELEMETRY_CONSOLE=1``: spans printed to the console (``make run`` sets nothing by default).
+
+Without any of them the OpenTelemetry API is a no-op and costs next to nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Final
+
+log = logging.getLogger(__name__)
+
+SCOPE: Final = "entra-b2b-signup"
+_configured = False
+
+
+def configure(*, console: bool = False, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Install the exporters the environment asks for (once per process); the names of those installed.
+
+    ``console`` is the ``TELEMETRY_CONSOLE`` setting; the other two are the platform's and OpenTelemetry's
+    own variables, read as their libraries read them.
+    """
+    global _configured
+    if _configured:
+        return []
+    _configured = True
+    env = os.environ if environ is None else environ
+    installed: list[str] = []
+    if env.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+        from azure.monitor.opentelemetry import configure_azure_monitor
+
+        # The template turns local auth off: ingestion takes an Entra token of the app's identity, named by
+        # APPLICATIONINSIGHTS_AUTHENTICATION_STRING ("Authorization=AAD;ClientId=...") as for the host.
+        credential = None
+        auth = dict(
+            part.split("=", 1)
+            for part in env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "").split(";")
+            if "=" in part
+        )
+        if auth.get("Authorization") == "AAD":
+            from azure.identity import ManagedIdentityCredential
+
+            credential = ManagedIdentityCredential(client_id=auth.get("ClientId"))
+        configure_azure_monitor(logger_name="shared", credential=credential)
+        installed.append("azure_monitor")
+    extra: list[Any] = []
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        extra.append(OTLPSpanExporter())
+        installed.append("otlp")
+    if console:
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        extra.append(ConsoleSpanExporter())
+        installed.append("console")
+    if extra:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            provider = TracerProvider()
+            trace.set_tracer_provider(provider)
+        for exporter in extra:
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+    if installed:
+        log.info("telemetry.configured exporters=%s", ",".join(installed))
+    return installed
+
+
+@contextmanager
+def span(name: str, *, parent: str | None = None, **attributes: Any) -> Iterator[Any]:
+    """A span named ``name`` under ``parent`` (a traceparent) or the current span; yields it."""
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    context = TraceContextTextMapPropagator().extract({"traceparent": parent}) if parent else None
+    tracer = trace.get_tracer(SCOPE)
+    clean = {k.replace("__", "."): v for k, v in attributes.items() if v is not None}
+    with tracer.start_as_current_span(name, context=context, attributes=clean) as current:
+        yield current
+
+
+def traceparent() -> str | None:
+    """The current span's W3C traceparent (None when no span is recording)."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier.get("traceparent")
+
+
+def count(name: str, value: int = 1, unit: str = "1", **attributes: Any) -> None:
+    """Add ``value`` to the counter ``name`` (stable names: docs/operations.md)."""
+    _instrument("counter", name, unit).add(value, {k.replace("__", "."): v for k, v in attributes.items()})
+
+
+def record(name: str, value: float, unit: str, **attributes: Any) -> None:
+    """Record ``value`` in the histogram ``name``."""
+    _instrument("histogram", name, unit).record(value, {k.replace("__", "."): v for k, v in attributes.items()})
+
+
+_instruments: dict[tuple[str, str], Any] = {}
+
+
+def _instrument(kind: str, name: str, unit: str) -> Any:
+    from opentelemetry import metrics
+
+    key = (kind, name)
+    if key not in _instruments:
+        meter = metrics.get_meter(SCOPE)
+        make = meter.create_counter if kind == "counter" else meter.create_histogram
+        _instruments[key] = make(name, unit=unit)
+    return _instruments[key]

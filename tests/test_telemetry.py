@@ -1,0 +1,91 @@
+"""One trace per sign-up, across the queue and every retry; metrics by class; no personal data in telemetry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from shared.errors import TransientGraphError
+from shared.lifecycle.models import Status
+from tests.fakes import FakeDirectory
+from tests.lifecycle_kit import Kit
+
+UNAVAILABLE = TransientGraphError("down", code="serviceNotAvailable", status=503)
+_EXPORTER = InMemorySpanExporter()
+_READER = InMemoryMetricReader()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def providers() -> None:
+    """The SDK's providers with in-memory exporters (the global providers can be set once per process)."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[_READER]))
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    _EXPORTER.clear()
+    yield _EXPORTER
+
+
+async def test_a_signup_retried_twice_is_one_connected_trace(spans: InMemorySpanExporter) -> None:
+    """Intake's span and every delivery (the first, two retries re-enqueued with a delay, the invitation) share
+    one trace id, and the deliveries hang under intake's span, though the queue carried only the id."""
+    kit = Kit(directory=FakeDirectory([UNAVAILABLE, UNAVAILABLE, None]))
+    sid = await kit.submit(admit=False)
+    await kit.run_until_quiet()
+    assert kit.record(sid).status is Status.INVITED
+    finished = spans.get_finished_spans()
+    [intake] = [s for s in finished if s.name == "signup.intake"]
+    deliveries = [s for s in finished if s.name == "signup.deliver"]
+    assert len(deliveries) == 3
+    assert {s.context.trace_id for s in deliveries} == {intake.context.trace_id}
+    assert all(s.parent is not None and s.parent.span_id == intake.context.span_id for s in deliveries)
+    assert [s.attributes["signup.outcome"] for s in deliveries] == ["rescheduled", "rescheduled", "invited"]
+    assert kit.record(sid).trace_parent and f"{intake.context.trace_id:032x}" in kit.record(sid).trace_parent
+
+
+async def test_spans_and_metrics_carry_no_address(spans: InMemorySpanExporter) -> None:
+    """Ids, codes and classes only: no address, display name or redeem URL in any attribute or metric."""
+    kit = Kit()
+    sid = await kit.submit("private.person@fabrikam.com", admit=False)
+    await kit.run_until_quiet()
+    texts = [str(dict(s.attributes or {})) + s.name for s in spans.get_finished_spans()]
+    data = _READER.get_metrics_data()
+    texts += [
+        str(point.attributes)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        for point in m.data.data_points
+    ]
+    assert texts and any(sid in t for t in texts)
+    secrets = ("private.person", "Sam Guest", kit.record(sid).redeem_url or "unset")
+    assert [t for t in texts if any(s in t for s in secrets)] == []
+
+
+def test_the_lifecycle_counts_decisions_and_final_statuses() -> None:
+    """signup.decisions by action and signup.final by status are exported with those stable names."""
+    data = _READER.get_metrics_data()
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert {"signup.decisions", "signup.final", "signup.time_to_invite", "signup.attempts"} <= names
+
+
+async def test_the_sweeper_reports_how_overdue_its_oldest_entry_is() -> None:
+    """A queued request whose message was lost: the sweep that finds it records its age past due."""
+    kit = Kit()
+    await kit.sweeper.sweep()
+    await kit.submit()
+    kit.queue.sent.clear()
+    kit.pass_time(kit.timers.queued_grace + 300)
+    report = await kit.sweeper.sweep()
+    assert report.oldest_due is not None and 300 <= report.oldest_due <= 420
