@@ -39,10 +39,10 @@ KINDS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def conversion_users(count: int, prefix: str = "partner") -> list[dict[str, Any]]:
-    """``count`` internal users: each with its ``expected`` pre-check outcome."""
+def conversion_users(count: int, prefix: str = "partner", start: int = 0) -> list[dict[str, Any]]:
+    """``count`` internal users (numbered from ``start``): each with its ``expected`` pre-check outcome."""
     users = []
-    for i in range(count):
+    for i in range(start, start + count):
         expected, changes = KINDS[i % len(KINDS)]
         local = f"{prefix}{i:05d}"
         upn = f"{local}@{TENANT}"
