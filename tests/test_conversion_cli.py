@@ -145,6 +145,28 @@ async def test_a_live_run_asks_with_the_dry_run_counts(
         assert code == 0, err
         assert len([r for r in emulator.requests if r.operation == "invitation"]) == expected_posts
     assert "converted=7" in err and "refused=0" in err  # the progress bar's counts
+    # Ctrl-C at the question: nothing is started, and the command ends (exit 2) instead of hanging.
+    fresh = conversion_users(1, start=14 * 300)
+    emulator.seed(fresh)
+    one = tmp_path / "one.csv"
+    write_input(fresh, one)
+    leader, follower = pty.openpty()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shared.admin.cli", "convert", str(one), "--report", str(tmp_path / "r2.csv"),
+            "--mail", "none", env=env, cwd=str(ROOT), stdin=follower, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        assert process.stdout is not None
+        shown = b""
+        while b"[y/N]" not in shown:
+            shown += await asyncio.wait_for(process.stdout.read(64), 60)
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), 30) == 2
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert len([r for r in emulator.requests if r.operation == "invitation"]) == 7
     code, out, _ = await convert(env, *args, "--yes")
     assert code == 0 and "7 already settled" in out
 

@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"signup-admin: {exc}", file=sys.stderr)
         return convert_command.USAGE_ERROR if convert else 2
+    except KeyboardInterrupt:
+        # Ctrl-C outside a run's own handling (at the confirmation question): nothing was started.
+        print("signup-admin: interrupted; nothing more was changed", file=sys.stderr)
+        return 2
     except StorageError as exc:
         print(f"signup-admin: storage is unavailable ({exc}); nothing more was changed", file=sys.stderr)
         return 2 if convert else 3  # convert: the rows stay unsettled; run again

@@ -128,7 +128,9 @@ async def run(args: argparse.Namespace) -> int:
             if dry.fatal is not None or dry.interrupted:
                 return _finish(dry)
             print(f"convert: a dry run finds {_counts(dry.outcomes)}; {dry.skipped} settled before")
-            answer = await asyncio.to_thread(input, f"Convert {dry.outcomes[WOULD_CONVERT]} users? [y/N] ")
+            # Read on the loop's own thread: nothing else runs now, and Ctrl-C here interrupts the read itself
+            # (a read in a worker thread would keep the process waiting for a line after Ctrl-C).
+            answer = input(f"Convert {dry.outcomes[WOULD_CONVERT]} users? [y/N] ")  # noqa: ASYNC250
             if answer.strip().lower() not in {"y", "yes"}:
                 print("convert: nothing changed")
                 return 0
