@@ -23,6 +23,12 @@ OPERATIONS = (
     "send-mail",
     "domain-collection-response",
     "organization-collection-response",
+    "user-with-signin-activity",
+    "user-collection-response",
+    "directory-object-collection-response",
+    "directory-object-response",
+    "sponsor-ref",
+    "revoke-sign-in-sessions-response",
 )
 
 

@@ -42,6 +42,9 @@ Control endpoints under ``/_emulator`` (no auth): ``requests`` (everything
 received, with validation findings), ``mails`` (what sendMail sent), ``stats`` (counts; per-address counts are
 keyed by ``address_key``, never by the address), ``faults``, ``users``, ``groups``,
 ``config`` and ``reset``.
+
+The guest lifecycle's endpoints (disable, delete and restore, memberships, sign-in activity,
+redemption) live in ``lifecycle.py`` and are registered from ``make_app``.
 """
 
 from __future__ import annotations
@@ -83,6 +86,13 @@ OPERATIONS = (
     "send-mail",
     "domains",
     "organization",
+    # the guest lifecycle's (graph_emulator.lifecycle)
+    "list-guests",
+    "user-delete",
+    "deleted-item",
+    "restore",
+    "member-of",
+    "group-member-remove",
     "*",
 )
 # Faults that perform the write and then lose its answer (Graph acted; the client cannot know).
@@ -191,6 +201,8 @@ class Config:
     verified_domains: tuple[str, ...] = (TENANT_DOMAIN, "contoso.com")
     # Mailboxes that may send (besides any user in the directory): POST /users/{id|upn}/sendMail.
     mailboxes: tuple[str, ...] = ("portal@contoso.com",)
+    # Entra ID P1/P2 in the tenant: without it, selecting signInActivity answers 403 (FACTS.md, Guest lifecycle).
+    premium_licence: bool = True
 
 
 def address_key(email: str) -> str:
@@ -253,6 +265,9 @@ class GraphEmulator:
         self.rng = random.Random(self.config.seed)
         # Issued tokens belong to the identities, not the directory: they survive reset().
         self.tokens: dict[str, dict[str, Any]] = {}
+        from .lifecycle import Lifecycle  # imports this module's helpers
+
+        self.lifecycle = Lifecycle(self)
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -262,6 +277,7 @@ class GraphEmulator:
         self.invitations: list[dict[str, Any]] = []
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
+        self.lifecycle.reset()
         # Mail sent through sendMail, in order: {sender, to, cc, subject, contentType, body, at}.
         self.sent_mails: list[dict[str, Any]] = []
         self._buckets()
@@ -689,11 +705,16 @@ class GraphEmulator:
         return False
 
     async def list_users(self, request: web.Request) -> web.StreamResponse:
+        if self.lifecycle.is_guest_query(request):
+            return await self.lifecycle.list_guests(request)
         request[REC].operation = "list-users"
         return await self._faulted("list-users", None, request, lambda: self._list_users(request))
 
     def _list_users(self, request: web.Request) -> web.Response:
         rid = request[RID]
+        refused = self.lifecycle.licence_refusal(request)
+        if refused is not None:
+            return refused
         raw = request.query.get("$filter")
         users = list(self.users.values())
         if raw:
@@ -752,6 +773,9 @@ class GraphEmulator:
 
     def _get_user(self, request: web.Request) -> web.Response:
         rid = request[RID]
+        refused = self.lifecycle.licence_refusal(request)
+        if refused is not None:
+            return refused
         user = self._user_by_key(request.match_info["user_id"])
         if user is None:
             return self._not_found(rid, request.match_info["user_id"])
@@ -986,6 +1010,7 @@ class GraphEmulator:
         r.add_post("/v1.0/users/{user_id}/microsoft.graph.sendMail", self.send_mail)
         r.add_get("/v1.0/domains", self.list_domains)
         r.add_get("/v1.0/organization", self.get_organization)
+        self.lifecycle.register(r)
         r.add_get("/msi/token", self.msi_token)
         r.add_get("/{tenant}/v2.0/.well-known/openid-configuration", self.openid_configuration)
         r.add_post("/{tenant}/oauth2/v2.0/token", self.oauth_token)

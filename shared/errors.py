@@ -21,6 +21,10 @@ Every error the domain raises on purpose derives from ``PortalError``::
     │   └── ConcurrencyConflict     an ETag-conditional write lost a race
     └── GraphError                  Microsoft Graph refused or failed a call
         ├── PermanentGraphError     Graph refused: record and stop (400, 403, 404, 409, ...)
+        │   └── FeatureUnavailable  the tenant lacks what a feature needs (signInActivity without
+        │                           an Entra ID P1/P2 licence: 403 Authentication_Request-
+        │                           FromNonPremiumTenantOrB2CTenant); report "not available in
+        │                           this tenant", never guess, never retry
         ├── TransientGraphError     Graph did not act: retry later, honouring ``retry_after``
         │   │                       (429, 401, a connection never made, any failed read)
         │   └── WriteDeferred       the pacer had no write slot within its bound; nothing was sent
@@ -209,6 +213,21 @@ class GraphError(PortalError):
 
 class PermanentGraphError(GraphError):
     """Graph refused the call; repeating it would not help. Record and stop."""
+
+
+class FeatureUnavailable(PermanentGraphError):
+    """The tenant cannot serve a feature (a licence gate, not consent): say so and never guess a value.
+
+    ``feature`` names it (``signInActivity``); callers report "not available in this tenant".
+    """
+
+    def __init__(
+        self, feature: str, message: str, *, code: str, status: int | None = None, request_id: str | None = None
+    ):
+        self.feature = feature
+        super().__init__(
+            f"{feature} is not available in this tenant: {message}", code=code, status=status, request_id=request_id
+        )
 
 
 class TransientGraphError(GraphError):

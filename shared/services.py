@@ -20,6 +20,7 @@ from .conversion.requests import ConversionRequests
 from .graph.budget import INVITATIONS, WRITES, SharedBucket, SharedGate, TableBudgetStore
 from .graph.directory import InvitationOptions
 from .graph.pacing import WritePacer
+from .guests import GuestRecorder, TableGuestRegister
 from .lifecycle.intake import Admission, Intake, Timers
 from .lifecycle.queue import StorageQueue
 from .lifecycle.store import TableAddressBook, TableDueIndex, TableSignupStore
@@ -232,6 +233,7 @@ def build_services(settings: Settings) -> Services:
             policy=policy,
             follow_ups=follow_ups,
             audit=audit,
+            guests=GuestRecorder(TableGuestRegister(table), policy, settings.invite_sponsor_ids),
         ),
         sweeper=Sweeper(store, index, signup_queue, admission, lifecycle_timers, audit=audit),
         replayer=Replayer(store, admission),

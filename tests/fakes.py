@@ -13,6 +13,7 @@ from shared.graph.directory import DirectoryUser, Invitation, InvitationResult, 
 from shared.lifecycle.models import Signup, Status
 from shared.lifecycle.store import AddressClaim, DueEntry
 from shared.lifecycle.transitions import check_edge
+from tests.fake_guests import FakeGuestCalls
 
 
 class FakeStore:
@@ -180,7 +181,7 @@ class Clock:
 Outcome = BaseException | tuple[str, BaseException] | None
 
 
-class FakeDirectory:
+class FakeDirectory(FakeGuestCalls):
     """``Directory`` with a small directory of users, answering invitations from a script of outcomes."""
 
     def __init__(self, outcomes: list[Outcome] | None = None, delay: float = 0.0) -> None:

@@ -10,6 +10,7 @@ from shared.approval import Approvals
 from shared.approval.denials import MemoryDenials
 from shared.audit import MemoryAuditLog
 from shared.graph.directory import InvitationOptions
+from shared.guests import GuestRecorder
 from shared.lifecycle.intake import Admission, Intake, Timers
 from shared.lifecycle.models import Signup
 from shared.lifecycle.sweeper import Sweeper
@@ -17,6 +18,7 @@ from shared.lifecycle.validation import SignupForm
 from shared.lifecycle.worker import InvitationWorker, Outcome
 from shared.onboarding import FollowUps
 from shared.policy import Action, FixedPolicy, Policy
+from tests.fake_guest_register import FakeGuestRegister
 from tests.fakes import Clock, FakeAddressBook, FakeDirectory, FakeDueIndex, FakeQueue, FakeStore
 
 OPTIONS = InvitationOptions(redirect_url="https://myapps.microsoft.com")
@@ -52,6 +54,7 @@ class Kit:
     sender: str | None = "portal@contoso.com"
     pending_expiry: float = 7200.0
     denial_memory: float = 3600.0
+    guests: FakeGuestRegister = field(default_factory=FakeGuestRegister)
 
     def __post_init__(self) -> None:
         source = FixedPolicy(self.policy)
@@ -104,6 +107,7 @@ class Kit:
             policy=source,
             follow_ups=self.follow_ups,
             audit=self.audit,
+            guests=GuestRecorder(self.guests, source),
         )
         self.sweeper = Sweeper(
             self.store, self.index, self.queue, self.admission, self.timers, clock=self.clock, audit=self.audit

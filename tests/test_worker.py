@@ -338,3 +338,16 @@ async def test_poison_finaliser_requeues_then_gives_up_and_never_raises() -> Non
 def test_conflict_is_a_storage_error() -> None:
     """Callers that only care about storage failing catch conflicts too."""
     assert issubclass(ConcurrencyConflict, StorageError)
+
+
+async def test_an_invited_guest_is_registered_once_for_its_lifecycle() -> None:
+    """Issue 22: the worker registers the guest it invited (by user id), and a repeat of the same address,
+    linked to the first, registers nobody twice."""
+    kit = Kit()
+    sid = await kit.submit()
+    await kit.run_until_quiet()
+    user_id = kit.record(sid).invited_user_id
+    assert user_id and list(kit.guests.records) == [user_id]
+    await kit.submit()
+    await kit.run_until_quiet()
+    assert list(kit.guests.records) == [user_id]

@@ -7,6 +7,8 @@
     signup-admin convert USERS.csv --report REPORT.csv --mail microsoft|organisation|none [options]
                                                           convert internal users to B2B
                                                           (docs/conversion.md); resumable
+    signup-admin lifecycle --dry-run                     print what the guest-lifecycle rules would do to
+                                                          each registered guest, and why; writes nothing
 
 Settings come from the environment, as in the app; a ``local.settings.json`` in
 the current folder fills in what the environment leaves unset. Exit status of
@@ -51,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     convert_command.add_arguments(
         commands.add_parser("convert", help="convert internal users to B2B collaboration users")
     )
+    lifecycle = commands.add_parser("lifecycle", help="the guest-lifecycle rules applied to registered guests")
+    lifecycle.add_argument("--dry-run", action="store_true", help="print what would happen and why; change nothing")
     return root
 
 
@@ -82,6 +86,17 @@ async def _replay(args: argparse.Namespace) -> int:
     return 0 if results else 1
 
 
+async def _lifecycle(args: argparse.Namespace) -> int:
+    from .lifecycle_report import dry_run
+
+    counts = await dry_run(lambda text: print(text, flush=True))
+    print(
+        "lifecycle (dry run): "
+        + (", ".join(f"{n} {step}" for step, n in sorted(counts.items())) or "no guests registered")
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``signup-admin`` console script."""
     argv = sys.argv[1:] if argv is None else argv
@@ -99,9 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     if convert and not args.users.exists():
         print(f"signup-admin convert: {args.users} does not exist", file=sys.stderr)
         return convert_command.USAGE_ERROR
+    if args.command == "lifecycle" and not args.dry_run:
+        print("signup-admin lifecycle: only --dry-run is available yet; the guest sweep acts", file=sys.stderr)
+        return 2
     _load_local_settings(Path.cwd() / "local.settings.json")
+    commands = {"convert": convert_command.run, "replay": _replay, "lifecycle": _lifecycle}
     try:
-        return asyncio.run(convert_command.run(args) if convert else _replay(args))
+        return asyncio.run(commands[args.command](args))
     except ConfigurationError as exc:
         print(f"signup-admin: {exc}", file=sys.stderr)
         return convert_command.USAGE_ERROR if convert else 2

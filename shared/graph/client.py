@@ -70,6 +70,7 @@ from ..errors import AmbiguousGraphError, GraphError, PermanentGraphError, Trans
 from ..settings import Settings
 from .budget import INVITATIONS, WRITES, SharedGate
 from .directory import DirectoryUser, Invitation, InvitationResult, MailMessage
+from .guest_calls import GuestLifecycleCalls
 from .pacing import WritePacer
 
 log = logging.getLogger(__name__)
@@ -318,8 +319,12 @@ def to_graph_invitation(invitation: Invitation) -> GraphInvitation:
     return body
 
 
-class MsGraphDirectory:
-    """``Directory`` over msgraph-sdk, with writes paced by a shared ``WritePacer``."""
+class MsGraphDirectory(GuestLifecycleCalls):
+    """``Directory`` over msgraph-sdk, with writes paced by a shared ``WritePacer``.
+
+    The guest lifecycle's calls (block, remove memberships, delete, restore, guests with sign-in
+    activity) come from ``GuestLifecycleCalls`` in ``guest_calls``.
+    """
 
     def __init__(
         self,

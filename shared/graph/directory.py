@@ -6,8 +6,9 @@ use it against the Graph emulator, or a fake of this protocol.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from ..settings import Settings
@@ -90,6 +91,66 @@ class MailMessage:
     reply_to: tuple[str, ...] = ()
 
 
+# Graph keeps a deleted user restorable for 30 days, then deletes it permanently.
+DELETED_ITEM_RETENTION = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class SignInActivity:
+    """A user's ``signInActivity``; ``None`` where Graph says never (absent, or ``0001-01-01``)."""
+
+    last_sign_in: datetime | None = None  # interactive attempts, failed ones included
+    last_non_interactive_sign_in: datetime | None = None
+    last_successful_sign_in: datetime | None = None  # recorded since 2023-12-01 only
+
+    @property
+    def latest(self) -> datetime | None:
+        """The most recent of the three, or None when the user never signed in (as far as Graph knows)."""
+        moments = [m for m in (self.last_sign_in, self.last_non_interactive_sign_in, self.last_successful_sign_in) if m]
+        return max(moments, default=None)
+
+
+@dataclass(frozen=True)
+class GuestAccount:
+    """One guest as the review query reads it (``GET /users?$filter=userType eq 'Guest'``)."""
+
+    id: str
+    mail: str | None
+    created: datetime | None
+    creation_type: str | None
+    external_user_state: str | None  # PendingAcceptance or Accepted for invited users
+    external_user_state_changed: datetime | None
+    account_enabled: bool | None
+    # None when it was not asked for; SignInActivity() when asked and the guest never signed in.
+    sign_in: SignInActivity | None = None
+
+
+@dataclass(frozen=True)
+class Membership:
+    """One direct membership from ``GET /users/{id}/memberOf`` (a group, directory role or unit)."""
+
+    id: str
+    odata_type: str | None  # "#microsoft.graph.group", "#microsoft.graph.directoryRole", ...
+
+    @property
+    def is_group(self) -> bool:
+        return self.odata_type == "#microsoft.graph.group"
+
+
+@dataclass(frozen=True)
+class DeletedUser:
+    """A user in the directory's deleted items."""
+
+    id: str
+    deleted: datetime | None
+    user_type: str | None = None
+
+    @property
+    def restorable_until(self) -> datetime | None:
+        """When Graph purges it (30 days after deletion); restore before then."""
+        return self.deleted + DELETED_ITEM_RETENTION if self.deleted else None
+
+
 class Directory(Protocol):
     """The Graph calls the portal makes."""
 
@@ -125,4 +186,37 @@ class Directory(Protocol):
 
     async def verified_domains(self) -> frozenset[str]:
         """The tenant's verified domains, lower-case (cached for a few minutes)."""
+        ...
+
+    # The guest lifecycle's calls. Writes default to priority "low" (bulk work, paced in the shared budget).
+    async def set_sign_in_enabled(self, user_id: str, enabled: bool, *, priority: str = "low") -> None:
+        """``PATCH /users/{id}`` with ``accountEnabled``: false blocks a guest's sign-in, true restores it."""
+        ...
+
+    async def remove_group_member(self, group_id: str, user_id: str, *, priority: str = "low") -> bool:
+        """``DELETE /groups/{gid}/members/{uid}/$ref``; False when the user was not a member (404)."""
+        ...
+
+    async def delete_user(self, user_id: str, *, priority: str = "low") -> bool:
+        """``DELETE /users/{id}`` (to deleted items for 30 days); False when there was no such user (404)."""
+        ...
+
+    async def restore_deleted_user(self, user_id: str, *, priority: str = "low") -> DirectoryUser:
+        """``POST /directory/deletedItems/{id}/restore``: the user comes back with its groups."""
+        ...
+
+    async def get_deleted_user(self, user_id: str) -> DeletedUser | None:
+        """``GET /directory/deletedItems/{id}``, or None when it is not (or no longer) there."""
+        ...
+
+    def guest_pages(self, *, sign_in_activity: bool = True) -> AsyncIterator[list[GuestAccount]]:
+        """Every guest, one page at a time (following ``@odata.nextLink``).
+
+        With ``sign_in_activity`` the query selects ``signInActivity``; a tenant without the licence
+        raises ``FeatureUnavailable`` (ask again without it for the rest).
+        """
+        ...
+
+    async def member_of(self, user_id: str) -> list[Membership]:
+        """The user's direct memberships (``GET /users/{id}/memberOf``, every page)."""
         ...

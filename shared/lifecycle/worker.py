@@ -55,6 +55,7 @@ from ..errors import (
     ConcurrencyConflict,
     GraphError,
     PermanentGraphError,
+    StorageError,
     TransientGraphError,
 )
 from ..graph.directory import Directory, DirectoryUser, Invitation, InvitationOptions
@@ -88,6 +89,14 @@ class FollowUpRunner(Protocol):
 
     async def run(self, signup: Signup) -> Signup:
         """Do the open steps; raises ``ConcurrencyConflict`` when the record changed underneath."""
+        ...
+
+
+class GuestRegistry(Protocol):
+    """Where an invited guest is registered for its lifecycle rules (``shared.guests.GuestRecorder``)."""
+
+    async def record_invited(self, signup: Signup) -> Any:
+        """Record the guest ``signup`` invited (idempotent); ``StorageError`` when storage fails."""
         ...
 
 
@@ -134,7 +143,9 @@ class InvitationWorker:
         policy: PolicySource | None = None,
         follow_ups: FollowUpRunner | None = None,
         audit: AuditLog | None = None,
+        guests: GuestRegistry | None = None,
     ) -> None:
+        self._guests = guests
         self._store = store
         self._admission = admission
         self._policy = policy
@@ -647,6 +658,12 @@ class InvitationWorker:
                     final["due_at"] = now  # the sweeper's view: work left, due now
         written = await self._write(signup, event, **final)
         telemetry.count("signup.final", status=written.status.value, code=written.error_code or "")
+        if invited and self._guests is not None:
+            try:
+                await self._guests.record_invited(written)
+            except StorageError:
+                # The invitation stands; shared.guests.backfill registers it later.
+                log.warning("worker.guest_not_registered signup_id=%s", written.id)
         if invited:
             telemetry.record("signup.time_to_invite", (now - written.created_at).total_seconds(), "s")
             telemetry.record("signup.attempts", written.attempts, "1")

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from ..errors import ConfigurationError
 from ..graph.directory import InvitationOptions
 from ..lifecycle.validation import InvalidEmail, normalise_email
+from .lifecycle_rules import LifecycleRules, parse_lifecycle_rules
 
 
 class Action(StrEnum):
@@ -59,6 +60,7 @@ PROFILE_KEYS: Final = frozenset(
         "approvers",
         "questions",
         "mailTemplate",
+        "lifecycle",
     }
 )
 PROFILE_REQUIRED: Final = ("name", "domains", "action", "groups")
@@ -118,6 +120,7 @@ class Profile:
     approvers: tuple[str, ...] = ()
     questions: tuple[Question, ...] = ()
     mail_template: MailTemplate | None = None
+    lifecycle: LifecycleRules | None = None  # None: the profile's guests are never reviewed or touched
 
     def invitation_options(self, base: InvitationOptions) -> InvitationOptions:
         """``base`` (the settings' options) with this profile's redirect, user type, language and sponsors."""
@@ -353,6 +356,9 @@ class _Checker:
         approvers = self.listed(value.get("approvers", []), f"{path}.approvers", self.email)
         questions = self.listed(value.get("questions", []), f"{path}.questions", self.question)
         template = self.template(value["mailTemplate"], f"{path}.mailTemplate") if "mailTemplate" in value else None
+        rules = (
+            parse_lifecycle_rules(value["lifecycle"], f"{path}.lifecycle", self.fail) if "lifecycle" in value else None
+        )
         seen: set[str] = set()
         for i, question in enumerate(questions):
             if question.id in seen:
@@ -372,6 +378,7 @@ class _Checker:
             approvers=tuple(approvers),
             questions=tuple(questions),
             mail_template=template,
+            lifecycle=rules,
         )
 
 
