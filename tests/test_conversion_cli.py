@@ -58,7 +58,7 @@ async def convert(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(), 120)
+    out, err = await asyncio.wait_for(process.communicate(), 240)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
@@ -160,7 +160,7 @@ async def test_a_live_run_asks_with_the_dry_run_counts(
         assert process.stdout is not None
         shown = b""
         while b"[y/N]" not in shown:
-            shown += await asyncio.wait_for(process.stdout.read(64), 60)
+            shown += await asyncio.wait_for(process.stdout.read(64), 120)
         process.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(process.wait(), 30) == 2
     finally:
