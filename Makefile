@@ -9,7 +9,7 @@ VENVINFRA := .venv-infra
 # The browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: run test test-313 check check-infra lint screenshots bench bench-intake bench-drain bench-outage bench-scale bench-convert bench-coldstart setup clean
+.PHONY: run test simulate test-313 check check-infra lint screenshots bench bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart setup clean
 
 setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 
@@ -34,6 +34,11 @@ node_modules/.installed: package.json package-lock.json
 ## Azurite + Graph emulator + the function app on http://127.0.0.1:7071 (Ctrl-C stops all).
 run: setup
 	$(PY) scripts/run.py
+
+## The lifecycle's deterministic simulation over SEEDS seeds (docs/lifecycle.md, "Simulator").
+SEEDS ?= 10000
+simulate: setup
+	$(PY) -m tests.sim --seeds $(SEEDS) --jobs 2
 
 ## The whole test suite; fixtures start and stop Azurite, the emulator and the host.
 test: setup
@@ -85,10 +90,13 @@ screenshots: setup
 	$(PY) -m pytest -m browser -q tests/test_pages_browser.py
 	@ls screenshots/
 
-bench: bench-intake bench-drain bench-outage bench-scale bench-convert bench-coldstart
+bench: bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart
 
 bench-intake: setup
 	$(PY) -m bench.intake
+
+bench-ratelimit: setup
+	$(PY) -m bench.ratelimit
 
 bench-drain: setup
 	$(PY) -m bench.drain

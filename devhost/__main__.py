@@ -37,7 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     app_dir = args.app_dir.resolve()
     applied = load_local_settings(args.settings or app_dir / "local.settings.json")
     logging.getLogger("devhost").info("devhost.settings applied_from_file=%s", len(applied))
-    if os.environ.get("DEVHOST_EASY_AUTH", "").lower() in {"1", "true"}:
+    from shared.flags import flag
+
+    try:
+        stand_in = flag(os.environ.get("DEVHOST_EASY_AUTH"))
+    except ValueError as exc:
+        print(f"devhost: DEVHOST_EASY_AUTH: {exc}", file=sys.stderr)
+        return 2
+    if stand_in:
         # As the platform does when App Service Authentication is on (the app checks it before trusting it).
         os.environ["WEBSITE_AUTH_ENABLED"] = "true"
     sys.path.insert(0, str(app_dir))

@@ -16,7 +16,10 @@ password: it is not an identity provider, which is why it is off unless the
 local host is told to run it), keeps them in an HMAC-signed cookie, and injects
 the principal headers the platform would. ``/.auth/me`` and ``/.auth/logout``
 behave like the platform's. The app trusts those headers only when its
-``MANAGE_EASY_AUTH_ROLE`` setting says Easy Auth fronts it.
+``MANAGE_EASY_AUTH_ROLE`` setting says Easy Auth fronts it. Client-sent
+principal headers are stripped whether the stand-in runs or not, and
+``WEBSITE_AUTH_ENABLED`` is read with the app's own parser (``shared.flags``), so
+``True`` or ``1`` means to the host what it means to the app.
 """
 
 from __future__ import annotations
@@ -63,6 +66,19 @@ def principal_header(name: str, roles: list[str]) -> str:
     return base64.b64encode(json.dumps(body).encode("utf-8")).decode("ascii")
 
 
+def without_principals(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` less every ``X-MS-CLIENT-PRINCIPAL*``: only the front end may set those, never a client."""
+    return {k: v for k, v in headers.items() if not k.lower().startswith(PRINCIPAL_PREFIX)}
+
+
+@web.middleware
+async def strip_principals(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Drop client-sent principal headers, Easy Auth on or off (the platform's front end does the same)."""
+    return await handler(request.clone(headers=without_principals(request.headers)))
+
+
 class EasyAuthStandIn:
     """Dev-only sign-in that sets the principal headers App Service Authentication sets."""
 
@@ -93,7 +109,7 @@ class EasyAuthStandIn:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         """Drop client-sent principal headers; add the session's, as the platform does."""
-        headers = {k: v for k, v in request.headers.items() if not k.lower().startswith(PRINCIPAL_PREFIX)}
+        headers = without_principals(request.headers)
         session = self.session(request)
         if session is not None:
             headers["X-MS-CLIENT-PRINCIPAL"] = principal_header(session["name"], session["roles"])

@@ -21,7 +21,8 @@ own:
 * HTTP functions with ``authLevel`` ``function`` or ``admin`` need the key in
   ``DEVHOST_FUNCTION_KEY`` (``x-functions-key`` or ``?code=``), as Azure needs a
   function key; ``DEVHOST_EASY_AUTH=1`` stands in for App Service Authentication
-  (``devhost.auth``).
+  (``devhost.auth``). Client-sent ``X-MS-CLIENT-PRINCIPAL*`` headers never reach a
+  function, with or without it.
 * ``local.settings.json`` values become environment variables; anything already
   in the environment wins. ``AzureWebJobs.<function>.Disabled=true`` disables a
   function, as in Azure.
@@ -59,11 +60,12 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue.aio import QueueClient
 
+from shared.flags import flag
 from shared.hostconfig import QueueOptions, timespan_seconds
 from shared.storage import expand_connection_string
 
 from . import ncrontab
-from .auth import KEY_LEVELS, EasyAuthStandIn, auth_level_of, key_accepted
+from .auth import KEY_LEVELS, EasyAuthStandIn, auth_level_of, key_accepted, strip_principals
 
 log = logging.getLogger("devhost")
 
@@ -553,9 +555,13 @@ async def serve(
     key = os.environ.get("DEVHOST_FUNCTION_KEY") or None
     if key is None and any(fn.auth_level in KEY_LEVELS for fn in functions.http):
         log.warning("devhost.no_function_key functions with authLevel function refuse every call")
-    easy_auth = EasyAuthStandIn() if os.environ.get("WEBSITE_AUTH_ENABLED") == "true" else None
+    try:
+        # The app's own parser: "True" or "1" must not mean Easy Auth to the app and not to this host.
+        easy_auth = EasyAuthStandIn() if flag(os.environ.get("WEBSITE_AUTH_ENABLED")) else None
+    except ValueError as exc:
+        raise SystemExit(f"devhost: WEBSITE_AUTH_ENABLED: {exc}") from None
     web_app = web.Application(
-        client_max_size=100 * 1024 * 1024, middlewares=[easy_auth.middleware] if easy_auth else []
+        client_max_size=100 * 1024 * 1024, middlewares=[easy_auth.middleware if easy_auth else strip_principals]
     )
     if easy_auth is not None:
         web_app.router.add_routes(easy_auth.routes())

@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         "--invitation-budget", type=int, default=150, help="requests on /invitations per window per tenant (Graph: 150)"
     )
     parser.add_argument("--invitation-window", type=float, default=5.0, help="seconds (Graph: 5)")
+    parser.add_argument(
+        "--strict-buckets",
+        action="store_true",
+        help="plain token buckets: full at start, never below zero, a throttled call costs nothing",
+    )
     parser.add_argument("--identity-header", default="local-graph-emulator", help="expected X-IDENTITY-HEADER")
     parser.add_argument(
         "--fault",
@@ -73,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             write_window_seconds=args.write_window,
             invitation_budget=args.invitation_budget,
             invitation_window_seconds=args.invitation_window,
+            strict_buckets=args.strict_buckets,
             identity_header=args.identity_header,
             seed=args.seed,
         )

@@ -24,6 +24,13 @@ bucket answers 429 with ``Retry-After`` and ``x-ms-throttle-scope`` /
 token, as in Graph. Past 80 % of a limit, responses carry
 ``x-ms-throttle-limit-percentage`` as Graph sends it: a fraction from 0.8 to 1.8.
 
+``Config.strict_buckets`` (``--strict-buckets``, or ``{"strict_buckets": true}`` on
+``/_emulator/config``) makes both limits plain token buckets instead: full at
+start, refilled continuously, never below zero, so a throttled call costs
+nothing and a client that has run ahead cannot hide it in a debt that later
+throttling pays off. A strict bucket is the reading of Graph's limit that
+forgives least: a client that meets no 429 from it spends only tokens it had.
+
 Faults (``Fault``) fail a request by kind: a status (``400`` ... ``504``) or a lost
 answer (``timeout``, ``drop``), neither of which acts; or ``acted504``,
 ``acteddrop``, ``actedtimeout``, which perform the write first and then lose the
@@ -194,6 +201,8 @@ class Config:
     write_window_seconds: float = 150.0
     invitation_budget: int = 150
     invitation_window_seconds: float = 5.0
+    # Plain token buckets (never negative) instead of the default debt-keeping ones; see the module docstring.
+    strict_buckets: bool = False
     identity_header: str = "local-graph-emulator"
     timeout_fault_seconds: float = 120.0
     seed: int = 0
@@ -211,11 +220,16 @@ def address_key(email: str) -> str:
 
 
 class WriteBucket:
-    """One of Graph's limits: ``budget`` requests refilled evenly over ``window`` seconds."""
+    """One of Graph's limits: ``budget`` requests refilled evenly over ``window`` seconds.
 
-    def __init__(self, budget: int, window: float) -> None:
+    By default a throttled call still costs a token and the bucket may owe up to a whole budget.
+    ``strict``: a plain token bucket that never goes below zero, where a throttled call costs nothing.
+    """
+
+    def __init__(self, budget: int, window: float, *, strict: bool = False) -> None:
         self.budget = budget
         self.rate = budget / window
+        self.strict = strict
         self.tokens = float(budget)
         self.stamp = time.monotonic()
 
@@ -225,6 +239,11 @@ class WriteBucket:
         self.tokens = min(float(self.budget), self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         allowed = self.tokens >= 1.0
+        if self.strict:
+            if allowed:
+                self.tokens -= 1.0
+            wait = 0.0 if allowed else (1.0 - self.tokens) / self.rate
+            return allowed, wait, self.used()
         # A throttled call still costs: clients that hammer only dig the hole deeper (bounded).
         self.tokens = max(self.tokens - 1.0, -float(self.budget))
         wait = 0.0 if self.tokens >= 0 else -self.tokens / self.rate
@@ -292,8 +311,11 @@ class GraphEmulator:
         }
 
     def _buckets(self) -> None:
-        self.bucket = WriteBucket(self.config.write_budget, self.config.write_window_seconds)
-        self.invitation_bucket = WriteBucket(self.config.invitation_budget, self.config.invitation_window_seconds)
+        strict = self.config.strict_buckets
+        self.bucket = WriteBucket(self.config.write_budget, self.config.write_window_seconds, strict=strict)
+        self.invitation_bucket = WriteBucket(
+            self.config.invitation_budget, self.config.invitation_window_seconds, strict=strict
+        )
 
     def add_user(self, **props: Any) -> dict[str, Any]:
         user = {
@@ -989,6 +1011,8 @@ class GraphEmulator:
             for key, value in (await request.json()).items():
                 if not hasattr(self.config, key):
                     return web.json_response({"error": f"unknown key {key}"}, status=400)
+                if isinstance(getattr(self.config, key), bool) and not isinstance(value, bool):
+                    return web.json_response({"error": f"{key} takes true or false"}, status=400)
                 setattr(self.config, key, type(getattr(self.config, key))(value))
             self._buckets()
         return web.json_response(asdict(self.config))

@@ -176,6 +176,9 @@ param approvalPendingExpirySeconds string = '1209600'
 @description('MANAGE_EASY_AUTH_ROLE: only with enableEntraAuth: the app role a signed-in approver needs for /api/manage (the routes then take Easy Auth principals, not function keys). The app refuses to start with it set while Easy Auth is off.')
 param manageAppRole string = ''
 
+@description('MANAGE_CONVERT_EASY_AUTH_ROLE: only with manageAppRole: the app role a signed-in admin needs to convert internal users (POST /api/manage/conversions), a role apart from the approvers\' because a conversion cannot be undone. Empty: nobody converts through Easy Auth.')
+param manageConvertAppRole string = ''
+
 // ---------------------------------------------------------------------------------------------------
 // The pages: branding, terms and abuse controls (docs/pages.md)
 // ---------------------------------------------------------------------------------------------------
@@ -193,9 +196,9 @@ param termsVersion string = ''
 @description('CORS_ALLOWED_ORIGINS: comma-separated origins of partner sites that post their own forms, e.g. https://partners.contoso.com. The app answers CORS for POST /api/signups only; platform CORS stays off (it would override the app and open every route).')
 param corsAllowedOrigins string = ''
 
-@description('RATE_LIMIT_PER_IP, RATE_LIMIT_PER_DOMAIN: sign-ups per window per client IP and per email domain.')
-param rateLimitPerIp string = '20'
-param rateLimitPerDomain string = '200'
+@description('RATE_LIMIT_PER_IP, RATE_LIMIT_PER_DOMAIN: sign-ups per window per client IP (over it: 429) and per email domain (over it: review). See docs/abuse.md.')
+param rateLimitPerIp string = '1000'
+param rateLimitPerDomain string = '1000'
 
 @description('RATE_LIMIT_WINDOW_SECONDS: length of a rate-limit window.')
 param rateLimitWindowSeconds string = '600'
@@ -427,6 +430,8 @@ var appSettings = {
   SIGNUP_QUEUE: signupQueueName
   SIGNUP_TABLE: signupTableName
   SIGNUP_POLICY: '${storage.outputs.serviceEndpoints.blob}${policyContainerName}/${signupPolicyBlobName}'
+  // The policy is on the app's own account: no other host may receive the storage token.
+  SIGNUP_POLICY_ALLOWED_HOSTS: ''
   // Invitation.
   INVITE_REDIRECT_URL: inviteRedirectUrl
   INVITE_USER_TYPE: inviteUserType
@@ -466,6 +471,7 @@ var appSettings = {
   APPROVAL_PENDING_EXPIRY_SECONDS: approvalPendingExpirySeconds
   // Trusted only with Easy Auth in front (the platform then sets WEBSITE_AUTH_ENABLED=true).
   MANAGE_EASY_AUTH_ROLE: manageAppRole
+  MANAGE_CONVERT_EASY_AUTH_ROLE: manageConvertAppRole
   // The pages.
   BRAND_LOGO_URL: brandLogoUrl
   BRAND_PRIMARY_COLOUR: brandPrimaryColour
@@ -475,6 +481,7 @@ var appSettings = {
   RATE_LIMIT_PER_IP: rateLimitPerIp
   RATE_LIMIT_PER_DOMAIN: rateLimitPerDomain
   RATE_LIMIT_WINDOW_SECONDS: rateLimitWindowSeconds
+  RATE_LIMIT_SYNC_SECONDS: '1'
   TRUSTED_FORWARDED_HOPS: '1'
   // Signs the pages' form tokens: a random secret kept in Key Vault (versionless reference: the current version).
   FORM_TOKEN_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.uri}secrets/${formTokenSecretName}/)'

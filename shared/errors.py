@@ -11,6 +11,7 @@ Every error the domain raises on purpose derives from ``PortalError``::
     │   ├── SignupForbidden         the policy refuses the address's domain (403)
     │   ├── NotAuthenticated        an admin route without a principal (401; Easy Auth mode)
     │   ├── AccessDenied            a principal without the approver role (403)
+    │   ├── CrossSiteRequest        an admin write sent from another site (403)
     │   ├── UnknownSignup           no sign-up with that id (404)
     │   ├── FormRejected            the page's honeypot or form token says it was not a person (400)
     │   ├── CaptchaFailed           the CAPTCHA provider did not vouch for the request (400)
@@ -124,6 +125,17 @@ class AccessDenied(RequestError):
     title = "Not allowed"
 
 
+class CrossSiteRequest(RequestError):
+    """An admin write came from another site (a foreign ``Origin`` or ``Sec-Fetch-Site: cross-site``)."""
+
+    status = 403
+    type_uri = "/problems/cross-site"
+    title = "Cross-site request refused"
+
+    def __init__(self) -> None:
+        super().__init__("Admin changes are accepted only from this site's own pages or from API clients.")
+
+
 class FormRejected(RequestError):
     """The sign-up page's own signals (honeypot, form token) refuse the post."""
 
@@ -131,7 +143,7 @@ class FormRejected(RequestError):
     title = "The form could not be accepted"
 
     def __init__(self, reason: str) -> None:
-        self.reason = reason  # invalid, too_fast, expired or honeypot: for logs and the page's wording
+        self.reason = reason  # invalid, too_fast, expired, missing or honeypot: for logs and the page's wording
         super().__init__("The form could not be accepted. Reload the page and try again.")
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from . import telemetry
-from .abuse import CaptchaVerifier, FormTokens, SubmissionGate, TableRateLimiter
+from .abuse import CaptchaVerifier, DomainBudget, FormTokens, SharedLimiter, SubmissionGate, TableCountStore
 from .admin.replay import Replayer
 from .approval import Approvals, TableDenialMemory
 from .audit import TableAuditLog
@@ -57,6 +57,8 @@ class Services:
     gate: SubmissionGate
     form_tokens: FormTokens | None = None
     captcha: CaptchaVerifier | None = None
+    # The per-domain budget, for the lifecycle's admission step (over it: review, not refusal).
+    domain_budget: DomainBudget | None = None
     closers: tuple[Any, ...] = ()
 
     def issue_form_token(self) -> str:
@@ -204,6 +206,11 @@ def build_services(settings: Settings) -> Services:
         contact=settings.organisation_contact,
     )
     denials = TableDenialMemory(table)
+    # Rate counts: per IP at the door (the gate), per domain in the admission step (the budget).
+    counts = TableCountStore(table)
+    window, sync = settings.rate_limit_window_seconds, settings.rate_limit_sync_seconds
+    ip_limiter = SharedLimiter(counts, "ip", window, sync)
+    domain_budget = DomainBudget.create(counts, settings.rate_limit_per_domain, window, sync)
     admission = Admission(
         store,
         TableAddressBook(table),
@@ -213,6 +220,7 @@ def build_services(settings: Settings) -> Services:
         denials=denials,
         audit=audit,
         approver_step=follow_ups.approver_step,
+        domain_allows=domain_budget.admit,
     )
     form_tokens = (
         FormTokens(settings.form_token_secret, settings.min_fill_seconds) if settings.form_token_secret else None
@@ -222,7 +230,7 @@ def build_services(settings: Settings) -> Services:
         captcha = CaptchaVerifier(settings.captcha_provider, settings.captcha_secret, settings.captcha_verify_url)
     return Services(
         settings=settings,
-        intake=Intake(store, signup_queue, lifecycle_timers, policy=policy),
+        intake=Intake(store, signup_queue, lifecycle_timers, policy=policy, index=index),
         worker=InvitationWorker(
             store,
             signup_queue,
@@ -249,13 +257,15 @@ def build_services(settings: Settings) -> Services:
         directory=directory,
         conversions=ConversionRequests(store, index, signup_queue, audit, lifecycle_timers),
         policy=policy,
-        gate=SubmissionGate(
-            settings, TableRateLimiter(table, settings.rate_limit_window_seconds), form_tokens, captcha
-        ),
+        gate=SubmissionGate(settings, ip_limiter, form_tokens, captcha),
         form_tokens=form_tokens,
         captcha=captcha,
+        domain_budget=domain_budget,
+        # The limiters first: closing publishes their last counts, through the table client.
         closers=tuple(
-            c for c in (gate, table, audit_table, queue, storage_credential, http, credential) if c is not None
+            c
+            for c in (ip_limiter, domain_budget, gate, table, audit_table, queue, storage_credential, http, credential)
+            if c is not None
         ),
     )
 

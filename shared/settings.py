@@ -19,7 +19,9 @@ from functools import lru_cache
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
+from .endpoints import check_captcha_endpoint, check_policy_host, host_list
 from .errors import ConfigurationError
+from .flags import parse_boolean
 from .lifecycle.validation import InvalidEmail, normalise_email
 
 T = TypeVar("T")
@@ -89,6 +91,7 @@ class Settings:
     # Settings carries only where it is: reading a Blob needs the network and an event loop, and
     # load_settings stays pure (tests and the template checks call it with no storage).
     signup_policy: str | None
+    signup_policy_allowed_hosts: tuple[str, ...]
     # Invitation.
     invite_redirect_url: str
     invite_user_type: str
@@ -122,6 +125,7 @@ class Settings:
     graph_pacing_fallback_fraction: float
     audit_table: str
     manage_easy_auth_role: str | None
+    manage_convert_easy_auth_role: str | None
     easy_auth_enabled: bool
     mail_sender: str | None
     portal_public_url: str
@@ -138,6 +142,7 @@ class Settings:
     rate_limit_per_ip: int
     rate_limit_per_domain: int
     rate_limit_window_seconds: float
+    rate_limit_sync_seconds: float
     trusted_forwarded_hops: int
     form_token_secret: str | None = field(repr=False)
     min_fill_seconds: float
@@ -171,6 +176,7 @@ SETTING_KEYS: Final = (
     "SIGNUP_QUEUED_GRACE_SECONDS",
     "SWEEP_SCHEDULE",
     "SIGNUP_POLICY",
+    "SIGNUP_POLICY_ALLOWED_HOSTS",
     "INVITE_REDIRECT_URL",
     "INVITE_USER_TYPE",
     "INVITE_SEND_MESSAGE",
@@ -200,6 +206,7 @@ SETTING_KEYS: Final = (
     "GRAPH_PACING_FALLBACK_FRACTION",
     "SIGNUP_AUDIT_TABLE",
     "MANAGE_EASY_AUTH_ROLE",
+    "MANAGE_CONVERT_EASY_AUTH_ROLE",
     "WEBSITE_AUTH_ENABLED",
     "MAIL_SENDER",
     "PORTAL_PUBLIC_URL",
@@ -217,6 +224,7 @@ SETTING_KEYS: Final = (
     "RATE_LIMIT_PER_IP",
     "RATE_LIMIT_PER_DOMAIN",
     "RATE_LIMIT_WINDOW_SECONDS",
+    "RATE_LIMIT_SYNC_SECONDS",
     "TRUSTED_FORWARDED_HOPS",
     "FORM_TOKEN_SECRET",
     "SIGNUP_MIN_FILL_SECONDS",
@@ -339,12 +347,7 @@ def _mailbox(value: str) -> str:
 
 
 def _boolean(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in {"true", "1", "yes", "on"}:
-        return True
-    if lowered in {"false", "0", "no", "off"}:
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
+    return parse_boolean(value)
 
 
 def _positive_int(value: str) -> int:
@@ -499,11 +502,18 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             r.problems[key] = f"required when GRAPH_CREDENTIAL is {credential}"
 
     role = r.optional("MANAGE_EASY_AUTH_ROLE")
+    convert_role = r.optional("MANAGE_CONVERT_EASY_AUTH_ROLE")
     easy_auth = r.default("WEBSITE_AUTH_ENABLED", False, _boolean)
     if role and not easy_auth:
         r.problems["MANAGE_EASY_AUTH_ROLE"] = (
             "set only when App Service Authentication (Easy Auth) fronts the app (WEBSITE_AUTH_ENABLED=true): "
             "otherwise anyone could send the principal header it trusts"
+        )
+    if convert_role and not role:
+        r.problems["MANAGE_CONVERT_EASY_AUTH_ROLE"] = "set only with MANAGE_EASY_AUTH_ROLE (Easy Auth mode)"
+    elif convert_role and convert_role == role:
+        r.problems["MANAGE_CONVERT_EASY_AUTH_ROLE"] = (
+            "must differ from MANAGE_EASY_AUTH_ROLE: converting cannot be undone, so it is a role of its own"
         )
     hostname = r.optional("WEBSITE_HOSTNAME")
     public_url = r.optional("PORTAL_PUBLIC_URL", _url) or (
@@ -517,6 +527,19 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         for key, value in (("CAPTCHA_SECRET", captcha_secret), ("CAPTCHA_SITE_KEY", site_key)):
             if value is None:
                 r.problems[key] = f"required when CAPTCHA_PROVIDER is {provider}"
+    verify_url = r.optional("CAPTCHA_VERIFY_URL", _url)
+    if verify_url:
+        try:
+            check_captcha_endpoint(verify_url, provider, local=hostname is None)
+        except ValueError as exc:
+            r.problems["CAPTCHA_VERIFY_URL"] = str(exc)
+    policy_hosts: tuple[str, ...] = r.default("SIGNUP_POLICY_ALLOWED_HOSTS", (), host_list)
+    policy_source = r.optional("SIGNUP_POLICY", _policy_source)
+    if policy_source and "://" in policy_source:
+        try:
+            check_policy_host(policy_source, env, policy_hosts)
+        except ValueError as exc:
+            r.problems["SIGNUP_POLICY"] = str(exc)
     terms_url, terms_version = r.optional("TERMS_URL", _url), r.optional("TERMS_VERSION", _plain_text)
     if terms_url and not terms_version:
         r.problems["TERMS_VERSION"] = "required with TERMS_URL: the accepted version is stored with each request"
@@ -538,7 +561,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         repeat_window_seconds=r.default("SIGNUP_REPEAT_WINDOW_SECONDS", 86400.0, _positive_float),
         queued_grace_seconds=r.default("SIGNUP_QUEUED_GRACE_SECONDS", 600.0, _positive_float),
         sweep_schedule=r.default("SWEEP_SCHEDULE", "0 */1 * * * *", _ncrontab),
-        signup_policy=r.optional("SIGNUP_POLICY", _policy_source),
+        signup_policy=policy_source,
+        signup_policy_allowed_hosts=policy_hosts,
         invite_redirect_url=r.required("INVITE_REDIRECT_URL", _url),
         invite_user_type=r.default("INVITE_USER_TYPE", "Guest", _one_of("Guest", "Member")),
         invite_send_message=r.default("INVITE_SEND_MESSAGE", True, _boolean),
@@ -569,6 +593,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         graph_pacing_fallback_fraction=r.default("GRAPH_PACING_FALLBACK_FRACTION", 0.25, _fraction),
         audit_table=r.default("SIGNUP_AUDIT_TABLE", "signupaudit", _pattern(_TABLE_NAME, "table name")),
         manage_easy_auth_role=role,
+        manage_convert_easy_auth_role=convert_role,
         easy_auth_enabled=easy_auth,
         mail_sender=sender,
         portal_public_url=str(public_url).rstrip("/"),
@@ -582,16 +607,18 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         terms_url=terms_url,
         terms_version=terms_version,
         cors_allowed_origins=r.default("CORS_ALLOWED_ORIGINS", (), _origins),
-        rate_limit_per_ip=r.default("RATE_LIMIT_PER_IP", 20, _non_negative_int),
-        rate_limit_per_domain=r.default("RATE_LIMIT_PER_DOMAIN", 200, _non_negative_int),
+        # Sized for a partner's onboarding day: a whole partner behind one egress IP (docs/abuse.md).
+        rate_limit_per_ip=r.default("RATE_LIMIT_PER_IP", 1000, _non_negative_int),
+        rate_limit_per_domain=r.default("RATE_LIMIT_PER_DOMAIN", 1000, _non_negative_int),
         rate_limit_window_seconds=r.default("RATE_LIMIT_WINDOW_SECONDS", 600.0, _positive_float),
+        rate_limit_sync_seconds=r.default("RATE_LIMIT_SYNC_SECONDS", 1.0, _positive_float),
         trusted_forwarded_hops=r.default("TRUSTED_FORWARDED_HOPS", 1, _non_negative_int),
         form_token_secret=r.optional("FORM_TOKEN_SECRET"),
         min_fill_seconds=r.default("SIGNUP_MIN_FILL_SECONDS", 3.0, _non_negative_float),
         captcha_provider=provider,
         captcha_site_key=site_key,
         captcha_secret=captcha_secret,
-        captcha_verify_url=r.optional("CAPTCHA_VERIFY_URL", _url),
+        captcha_verify_url=verify_url,
     )
     if r.problems:
         raise ConfigurationError(r.problems)

@@ -76,3 +76,9 @@ async def probe_http(req: func.HttpRequest) -> func.HttpResponse:
         record("probe_http", "cancelled", seconds)
         raise
     return func.HttpResponse("slept")
+
+
+@app.route(route="probe/headers", methods=["GET"])
+async def probe_headers(req: func.HttpRequest) -> func.HttpResponse:
+    """Answers with the names of the headers the function received (lower case)."""
+    return func.HttpResponse(json.dumps(sorted(k.lower() for k in req.headers)), mimetype="application/json")

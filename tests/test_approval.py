@@ -23,7 +23,7 @@ from tests.lifecycle_kit import APPROVER, Kit
 GROUP_A = "3f7c2d1e-9a4b-4c8d-b1e2-5a6f7c8d9e01"
 GROUP_B = "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 TEMPLATE = {
-    "subject": {"en": "Welcome to {organisation}, {displayName}", "de": "Willkommen bei {organisation}"},
+    "subject": {"en": "Welcome to {organisation}", "de": "Willkommen bei {organisation}"},
     "html": {
         "en": "<p>Hello {displayName}, <a href='{redeemUrl}'>accept</a>. Questions: {contact}</p>",
         "de": "<p>Hallo {displayName}, <a href='{redeemUrl}'>annehmen</a>.</p>",

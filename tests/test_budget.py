@@ -9,38 +9,20 @@ import random
 import pytest
 from azure.data.tables.aio import TableClient
 
-from shared.errors import StorageError, WriteDeferred
-from shared.graph.budget import BucketState, SharedBucket, SharedGate, TableBudgetStore
+from shared.errors import WriteDeferred
+from shared.graph.budget import BucketState, Grant, SharedBucket, SharedGate, TableBudgetStore
 from shared.settings import Settings
 from shared.storage import build_table_client
-
-
-class FakeBudgetStore:
-    """``BudgetStore`` in memory: writes succeed only with the ETag last read; can be made unreachable."""
-
-    def __init__(self) -> None:
-        self.states: dict[str, BucketState] = {}
-        self._etags = itertools.count(1)
-        self.down = False
-        self.writes = 0
-
-    async def read(self, name: str) -> BucketState | None:
-        await asyncio.sleep(0)
-        if self.down:
-            raise StorageError("unreachable")
-        return self.states.get(name)
-
-    async def write(self, name: str, state: BucketState) -> str | None:
-        await asyncio.sleep(0)  # another instance may run between our read and our write
-        if self.down:
-            raise StorageError("unreachable")
-        current = self.states.get(name)
-        if (current.etag if current else None) != state.etag:
-            return None
-        etag = f"e{next(self._etags)}"
-        self.states[name] = BucketState(state.tat, state.blocked_until, etag)
-        self.writes += 1
-        return etag
+from tests.budget_sim import (
+    BUDGET,
+    WINDOW,
+    FakeBudgetStore,
+    SlowStore,
+    StrictGraphBucket,
+    VirtualTime,
+    drain,
+    instances,
+)
 
 
 class FakeTime:
@@ -69,19 +51,21 @@ async def test_instances_together_stay_inside_the_budget() -> None:
     store, clock = FakeBudgetStore(), FakeTime()
     instances = [_bucket(store, clock) for _ in range(3)]
     local, usable, wake, done = [0, 0, 0], [0.0] * 3, [0.0] * 3, [0, 0, 0]
+    rate = instances[0].rate
     start = clock.now
     for _ in range(6000):  # 60 s in 10 ms ticks; each instance wants a write every other tick
         for i in rng.sample(range(3), 3):
             if local[i] == 0 and clock.now >= wake[i]:
                 grant = await instances[i].take(instances[i].max_batch)
-                local[i], usable[i], wake[i] = grant.tokens, grant.start, grant.retry_at
-            if local[i] > 0 and clock.now >= usable[i]:
+                local[i], usable[i], wake[i] = grant.tokens, grant.start + 1 / rate, grant.retry_at
+            if local[i] > 0 and clock.now >= usable[i]:  # each slot is spent at its end
                 local[i] -= 1
+                usable[i] += 1 / rate
                 done[i] += 1
+                wake[i] = clock.now
         clock.now += 0.01
     elapsed = clock.now - start
-    rate = instances[0].rate
-    assert sum(done) <= rate * elapsed + instances[0].max_batch  # a batch is usable from its start
+    assert sum(done) <= rate * elapsed  # fresh storage: an empty bucket, and never a write before its slot
     assert sum(done) >= 0.95 * rate * elapsed
     assert min(done) > 0.25 * sum(done)  # nobody starved
     assert sum(b.storage_calls for b in instances) < 0.5 * sum(done)
@@ -146,13 +130,50 @@ async def test_a_dead_instance_holds_at_most_a_batch() -> None:
 
 
 async def test_idle_time_becomes_burst_up_to_the_bucket_size() -> None:
-    """After a quiet spell slots start in the past (Graph's bucket refilled), but never more than its size."""
+    """After a window of quiet the model's bucket is full (Graph's refilled), but never more than its size:
+    a burst of the whole capacity is usable at once, the next batch only at the rate."""
     store, clock = FakeBudgetStore(), FakeTime()
     bucket = _bucket(store, clock)
     await bucket.take(1)
     clock.now += 3600
-    grant = await bucket.take(10)
-    assert grant.start == pytest.approx(clock.now - bucket.capacity / bucket.rate)
+    burst = [await bucket.take(10) for _ in range(int(bucket.capacity) // 10)]
+    assert all(g.tokens == 10 and g.start + 10 / bucket.rate <= clock.now for g in burst)
+    after = await bucket.take(10)
+    assert after.tokens == 10 and after.start + 10 / bucket.rate > clock.now
+    assert after.start == pytest.approx(clock.now - bucket.window + len(burst) * 10 / bucket.rate)
+
+
+class CountingBucket(SharedBucket):
+    """A shared bucket that counts the slots storage granted it."""
+
+    granted = 0
+
+    async def take(self, want: int) -> Grant:
+        grant = await super().take(want)
+        self.granted += grant.tokens
+        return grant
+
+
+async def test_a_429_while_invocations_wait_leaves_no_write_unmetered() -> None:
+    """One invocation waits for its slot when another meets a 429: every write afterwards still comes out of
+    a batch taken from storage (the gate never counts a pool below zero and then reads that as slots held)."""
+    time = VirtualTime()
+    bucket = CountingBucket(SlowStore(time), "writes", BUDGET, WINDOW, clock=time, sleep=time.sleep)
+    gate = SharedGate({"writes": bucket}, clock=time, sleep=time.sleep)
+    writes = 0
+
+    async def invocation() -> None:
+        nonlocal writes
+        for _ in range(25):
+            await gate.acquire(["writes"])
+            writes += 1
+
+    async def meets_a_429() -> None:
+        await time.sleep(0.05)  # while the other waits for the first slot of its batch
+        await gate.throttled(1.0)
+
+    await time.run([asyncio.create_task(invocation()), asyncio.create_task(meets_a_429())])
+    assert writes == 25 and bucket.granted >= writes
 
 
 @pytest.fixture
@@ -173,9 +194,49 @@ async def test_table_store_guards_writes_with_etags(table: TableClient) -> None:
     assert state is not None and (state.tat, state.blocked_until) == (100.0, 0.0)
     assert await store.write("writes", BucketState(101.0, 5.0, state.etag)) is not None
     assert await store.write("writes", BucketState(102.0, 0.0, state.etag)) is None  # stale
-    three = [SharedBucket(TableBudgetStore(table), "writes", 3000, 150.0) for _ in range(3)]
-    grants = await asyncio.gather(*(b.take(2) for b in three))
-    assert all(g.shared for g in grants) and sum(g.tokens for g in grants) >= 1
+
+
+class RacingStore:
+    """``TableBudgetStore`` whose first ``racers`` reads all finish before any write goes out: every racer
+    writes against the same ETag, so exactly one can win that round."""
+
+    def __init__(self, inner: TableBudgetStore, racers: int) -> None:
+        self._inner, self._left = inner, racers
+        self._all_read = asyncio.Event()
+        self.lost = 0
+
+    async def read(self, name: str) -> BucketState | None:
+        state = await self._inner.read(name)
+        if self._left > 0:
+            self._left -= 1
+            if self._left == 0:
+                self._all_read.set()
+            await self._all_read.wait()
+        return state
+
+    async def write(self, name: str, state: BucketState) -> str | None:
+        etag = await self._inner.write(name, state)
+        self.lost += etag is None
+        return etag
+
+
+async def test_racing_reservations_on_azurite_never_over_allocate(table: TableClient) -> None:
+    """Five instances reserve at once against one Azurite entity: one wins each round and the losers retry
+    (nobody comes back empty); the batches granted are disjoint and back to back, so together they are
+    exactly the slots the stored schedule advanced by: nothing granted twice, nothing beyond the budget."""
+    racers, want = 5, 4
+    store = RacingStore(TableBudgetStore(table), racers)
+    buckets = [SharedBucket(store, "race", 3000, 150.0) for _ in range(racers)]
+    grants = sorted(await asyncio.gather(*(b.take(want) for b in buckets)), key=lambda g: g.start)
+    assert all(g.shared and g.tokens == want for g in grants)
+    assert store.lost >= racers - 1  # the first round: one winner, every other racer lost and retried
+    step = want / buckets[0].rate
+    for earlier, later in itertools.pairwise(grants):
+        assert later.start == pytest.approx(earlier.start + step, abs=1e-5)
+    stored = await TableBudgetStore(table).read("race")
+    assert stored is not None
+    granted = sum(g.tokens for g in grants)
+    assert granted == pytest.approx((stored.tat - grants[0].start) * buckets[0].rate, abs=1e-3)  # of one slot
 
 
 async def test_gate_shares_one_batch_among_the_processs_invocations() -> None:
@@ -212,3 +273,44 @@ async def test_gate_throttle_blocks_every_instance() -> None:
     before = clock.now
     await two.acquire(["writes"])
     assert clock.now - before >= 20 - 1e-6
+
+
+# ---------------------------------------------------------------- instances against a strict token bucket
+# Three instances, each with a few concurrent invocations, drain a backlog through their gates in virtual
+# time against Graph's limit read as strictly as it can be: a plain token bucket (150 writes per 15 s), full
+# at start, refilled continuously, never below zero. No 429 at all may reach it, on fresh storage, on the
+# state a previous drain left behind, after a warm-up and an idle spell, and with skewed clocks; and once
+# the first window has passed the drain keeps at least 0.95 of Graph's rate.
+
+
+def _check(drain: dict[str, float]) -> None:
+    assert drain["throttled"] == 0, drain
+    assert drain["fraction_after_first_window"] >= 0.95, drain
+
+
+@pytest.mark.parametrize("skews", [(0.0, 0.0, 0.0), (-0.15, 0.0, 0.15)], ids=["same-clock", "skewed"])
+async def test_a_strict_bucket_meets_no_429_on_fresh_storage(skews: tuple[float, ...]) -> None:
+    time = VirtualTime()
+    _check(await drain(time, StrictGraphBucket(time), instances(SlowStore(time), time, skews), 600))
+
+
+@pytest.mark.parametrize("skews", [(0.0, 0.0, 0.0), (-0.15, 0.0, 0.15)], ids=["same-clock", "skewed"])
+async def test_a_strict_bucket_meets_no_429_on_the_state_a_previous_drain_left(skews: tuple[float, ...]) -> None:
+    """A second drain by new processes 30 s after the first ended: the budget's entity is the first one's."""
+    time = VirtualTime()
+    store, graph = SlowStore(time), StrictGraphBucket(time)
+    _check(await drain(time, graph, instances(store, time, skews), 600))
+    time.now += 30
+    _check(await drain(time, graph, instances(store, time, skews), 600))
+
+
+@pytest.mark.parametrize("skews", [(0.0, 0.0, 0.0), (-0.15, 0.0, 0.15)], ids=["same-clock", "skewed"])
+async def test_a_strict_bucket_meets_no_429_after_a_warm_up_and_an_idle_spell(skews: tuple[float, ...]) -> None:
+    """The same processes drain a few sign-ups, sit idle for 25 s (holding what is left of their batches),
+    then drain a backlog."""
+    time = VirtualTime()
+    gates, graph = instances(SlowStore(time), time, skews), StrictGraphBucket(time)
+    warm_up = await drain(time, graph, gates, 30)
+    assert warm_up["throttled"] == 0
+    time.now += 25
+    _check(await drain(time, graph, gates, 600))

@@ -388,3 +388,24 @@ def test_local_settings_fill_the_environment_but_never_override_it(tmp_path: Pat
     assert sorted(load_local_settings(path, environ)) == ["B", "N"]
     assert environ == {"A": "from-env", "B": "from-file", "N": "3"}
     assert load_local_settings(tmp_path / "absent.json", environ) == []
+
+
+@pytest.mark.parametrize("website_auth", ["", "false", "True", "1", "true"])
+async def test_client_sent_principal_headers_never_reach_a_function(
+    website_auth: str, probe: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stripped with or without the Easy Auth stand-in; the host reads WEBSITE_AUTH_ENABLED as the app does."""
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", website_auth)
+    forged = {
+        "X-MS-CLIENT-PRINCIPAL": base64.b64encode(b'{"claims": [{"typ": "roles", "val": "Signup.Approve"}]}').decode(),
+        "X-MS-CLIENT-PRINCIPAL-NAME": "mallory",
+        "x-ms-client-principal-id": "1",
+    }
+    async with _serving() as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        seen = (await client.get("/api/probe/headers", headers=forged)).json()
+        assert not [name for name in seen if name.startswith("x-ms-client-principal")], seen
+        assert "user-agent" in seen  # the other headers do arrive
+        stand_in = await client.get("/.auth/login/dev")
+    from shared.flags import flag
+
+    assert (stand_in.status_code == 200) == flag(website_auth)

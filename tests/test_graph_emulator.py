@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -80,6 +81,27 @@ async def test_the_invitation_limit_is_configurable_at_run_time(
     second = await graph.post("/v1.0/invitations", json=_invitation("b@fabrikam.com"))
     assert (first.status_code, second.status_code) == (201, 429)
     assert second.headers["Retry-After"] == "60"
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["debt", "strict"])
+async def test_a_strict_bucket_never_goes_below_zero(
+    graph: httpx.AsyncClient, emulator: GraphEmulator, strict: bool
+) -> None:
+    """Strict mode (set through /_emulator/config) is a plain token bucket: throttled calls cost nothing, so
+    one token after a burst of 429s is one write; the default bucket makes the hammering client pay them off."""
+    config = {"write_budget": 2, "write_window_seconds": 1.0, "strict_buckets": strict}
+    assert (await graph.put("/_emulator/config", json=config)).json()["strict_buckets"] is strict
+    answers = [await graph.post("/v1.0/invitations", json=_invitation(f"s{i}@fabrikam.com")) for i in range(6)]
+    assert [a.status_code for a in answers[:3]] == [201, 201, 429] and {a.status_code for a in answers[3:]} == {429}
+    await asyncio.sleep(0.7)  # 1.4 tokens refilled: enough for one write only when nothing is owed
+    after = await graph.post("/v1.0/invitations", json=_invitation("after@fabrikam.com"))
+    assert after.status_code == (201 if strict else 429)
+
+
+async def test_strict_mode_takes_only_true_or_false(graph: httpx.AsyncClient, emulator: GraphEmulator) -> None:
+    """A string is not quietly read as true."""
+    answer = await graph.put("/_emulator/config", json={"strict_buckets": "false"})
+    assert answer.status_code == 400 and emulator.config.strict_buckets is False
 
 
 async def test_mails_are_counted_per_address_and_reported_by_key(

@@ -233,3 +233,24 @@ async def test_intake_writes_one_record_and_one_message_and_nothing_else() -> No
     assert sid.startswith(kit.clock.now.strftime("%Y%m%d%H%M"))  # the id names its minute: its own due entry
     assert await kit.deliver_due() == [Outcome.INVITED]
     assert await kit.history(sid) == ["received", "policy", "invited"]
+
+
+async def test_an_id_naming_an_old_minute_gets_its_own_due_entry() -> None:
+    """A form token issued long before its post names a minute the sweeper may have read: intake adds a due
+    entry for it (the usual post, whose id names the current minute, pays nothing), and a lost message is
+    still found."""
+    from shared.lifecycle.intake import Intake
+    from shared.lifecycle.models import new_signup_id
+    from tests.lifecycle_kit import form
+
+    kit = Kit()
+    await kit.sweeper.sweep()
+    intake = Intake(kit.store, kit.queue, kit.timers, clock=kit.clock, policy=FixedPolicy(kit.policy), index=kit.index)
+    old = new_signup_id(kit.clock.now - timedelta(hours=3))
+    await intake.submit(form(), signup_id=old)
+    fresh = (await intake.submit(form("kim@fabrikam.com"))).id
+    assert [e.signup_id for e in kit.index.entries()] == [old]
+    kit.queue.sent.clear()  # both messages are lost
+    kit.pass_time(kit.timers.queued_grace + 120)
+    report = await kit.sweeper.sweep()
+    assert {old, fresh} <= set(report.requeued)

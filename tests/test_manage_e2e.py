@@ -54,6 +54,7 @@ def easy_auth_host(
         tmp_path_factory.mktemp("easyauth"),
         DEVHOST_EASY_AUTH="1",
         MANAGE_EASY_AUTH_ROLE="Signup.Approve",
+        MANAGE_CONVERT_EASY_AUTH_ROLE="Signup.Convert",
     )
 
 
@@ -121,7 +122,7 @@ async def test_review_approve_invite_with_groups_and_approver_mail(
     assert sid in [item["id"] for item in listed["items"]]
     first = await client.post(f"/api/manage/signups/{sid}/approve", json={"reason": "Known partner"}, headers=KEY)
     assert first.status_code == 200 and first.json()["result"] == "decided"
-    again = await client.post(f"/api/manage/signups/{sid}/approve", headers=KEY)
+    again = await client.post(f"/api/manage/signups/{sid}/approve", json={}, headers=KEY)
     assert again.status_code == 200 and again.json()["result"] == "already_decided"
     conflict = await client.post(f"/api/manage/signups/{sid}/deny", json={"reason": "Changed my mind"}, headers=KEY)
     assert conflict.status_code == 409 and problem_of(conflict.json())["current"]["status"] != "pending_approval"
@@ -223,3 +224,78 @@ async def test_group_assignment_survives_graph_faults(client: httpx.AsyncClient,
     adds = [r for r in emulator.requests if r.operation == "group-member-ref"]
     assert len(adds) >= 4  # two faults, then the retries (an "already a member" answer counts as done)
     assert len(emulator.sent_mails) == 1  # the organisation's mail went once, after the groups
+
+
+async def _status(client: httpx.AsyncClient, sid: str, headers: dict[str, str] | None = None) -> str:
+    return str((await client.get(f"/api/manage/signups/{sid}", headers=headers)).json()["status"])
+
+
+async def test_a_cross_site_approve_is_refused_even_with_a_session(easy_auth_host: str) -> None:
+    """What a foreign page can make a signed-in approver's browser send is refused; the page's own JSON works."""
+    async with httpx.AsyncClient(base_url=easy_auth_host, timeout=10) as approver:
+        await approver.post("/.auth/login/dev", data={"name": "ann@contoso.com", "roles": "Signup.Approve"})
+        sid = (await _submit(approver, "cody@northwind.com"))["id"]
+        await _until(approver, f"/api/manage/signups/{sid}", {"pending_approval"})
+        url = f"/api/manage/signups/{sid}/approve"
+        # <form enctype="text/plain" method="post"> auto-submitted by another site, the session cookie attached.
+        forged = {"Content-Type": "text/plain", "Origin": "https://attacker.example", "Sec-Fetch-Site": "cross-site"}
+        refused = await approver.post(url, content=b'{"reason": "x"}', headers=forged)
+        assert refused.status_code == 403 and problem_of(refused.json())["type"] == "/problems/cross-site"
+        # Each signal alone is enough, JSON or not.
+        for headers in (
+            {"Content-Type": "application/json", "Origin": "https://attacker.example"},
+            {"Content-Type": "application/json", "Origin": "null"},
+            {"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"},
+        ):
+            alone = await approver.post(url, content=b"{}", headers=headers)
+            assert alone.status_code == 403, (headers, alone.text)
+        # Same site but not JSON (what a form can send without a preflight): 415.
+        for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+            wrong = await approver.post(url, content=b"", headers={"Content-Type": media, "Origin": easy_auth_host})
+            assert wrong.status_code == 415, (media, wrong.text)
+            assert problem_of(wrong.json())["type"] == "/problems/unsupported-media-type"
+        deny = await approver.post(
+            f"/api/manage/signups/{sid}/deny", data={"reason": "x"}, headers={"Origin": "https://attacker.example"}
+        )
+        assert deny.status_code == 403
+        assert await _status(approver, sid) == "pending_approval"
+        # The approver's page: same origin, JSON.
+        own = {"Origin": easy_auth_host, "Sec-Fetch-Site": "same-origin"}
+        approved = await approver.post(url, json={}, headers=own)
+        assert approved.status_code == 200 and approved.json()["decision"]["by"] == "ann@contoso.com"
+
+
+async def test_function_keys_get_the_same_rules(client: httpx.AsyncClient) -> None:
+    sid = (await _submit(client, "dora@northwind.com"))["id"]
+    await _until(client, f"/api/manage/signups/{sid}", {"pending_approval"})
+    url = f"/api/manage/signups/{sid}/approve"
+    plain = await client.post(url, content=b"", headers={**KEY, "Content-Type": "text/plain"})
+    assert plain.status_code == 415
+    foreign = await client.post(url, json={}, headers={**KEY, "Origin": "https://attacker.example"})
+    assert foreign.status_code == 403 and problem_of(foreign.json())["type"] == "/problems/cross-site"
+    conversion = await client.post(
+        "/api/manage/conversions", json={"user": "x@contoso.com"}, headers={**KEY, "Sec-Fetch-Site": "cross-site"}
+    )
+    assert conversion.status_code == 403
+    assert await _status(client, sid, KEY) == "pending_approval"
+    assert (await client.post(url, json={}, headers=KEY)).status_code == 200  # a script: no Origin, JSON
+
+
+async def test_approving_and_converting_are_separate_roles(easy_auth_host: str) -> None:
+    """The converter reads but cannot decide; the approver cannot convert; the page shows only what is allowed."""
+    async with httpx.AsyncClient(base_url=easy_auth_host, timeout=10) as converter:
+        await converter.post("/.auth/login/dev", data={"name": "cy@contoso.com", "roles": "Signup.Convert"})
+        sid = (await _submit(converter, "eli@northwind.com"))["id"]
+        await _until(converter, f"/api/manage/signups/{sid}", {"pending_approval"})
+        assert (await converter.get(f"/api/manage/signups/{sid}")).status_code == 200
+        decided = await converter.post(f"/api/manage/signups/{sid}/approve", json={})
+        assert decided.status_code == 403 and problem_of(decided.json())["type"] == "/problems/access-denied"
+        page = (await converter.get("/api/manage")).text
+        assert 'data-can-approve="false"' in page and 'id="no-approver-role"' in page
+    async with httpx.AsyncClient(base_url=easy_auth_host, timeout=10) as approver:
+        await approver.post("/.auth/login/dev", data={"name": "ann@contoso.com", "roles": "Signup.Approve"})
+        converted = await approver.post("/api/manage/conversions", json={"user": "bob@contoso.com"})
+        assert converted.status_code == 403 and "Signup.Convert" in problem_of(converted.json())["detail"]
+        page = (await approver.get("/api/manage")).text
+        assert 'data-can-approve="true"' in page and "no-approver-role" not in page
+        assert await _status(approver, sid) == "pending_approval"

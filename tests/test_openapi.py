@@ -49,12 +49,12 @@ def test_every_route_is_described_and_every_description_is_a_route() -> None:
     assert set(description()["paths"]) == _app_routes()
 
 
-def test_the_app_serves_its_description() -> None:
+async def test_the_app_serves_its_description() -> None:
     import azure.functions as func
 
     from triggers.meta import get_openapi
 
-    response = get_openapi(func.HttpRequest("GET", "http://h/api/openapi.json", body=b""))
+    response = await get_openapi(func.HttpRequest("GET", "http://h/api/openapi.json", body=b""))
     assert response.status_code == 200 and response.mimetype == "application/json"
     assert response.get_body().startswith(b"{")
 

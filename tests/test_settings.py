@@ -227,16 +227,20 @@ def test_every_settings_key_is_read() -> None:
             "RATE_LIMIT_PER_IP": "5",
             "RATE_LIMIT_PER_DOMAIN": "6",
             "RATE_LIMIT_WINDOW_SECONDS": "60",
+            "RATE_LIMIT_SYNC_SECONDS": "5",
             "TRUSTED_FORWARDED_HOPS": "2",
             "SIGNUP_MIN_FILL_SECONDS": "1",
             "CAPTCHA_PROVIDER": "turnstile",
-            "CAPTCHA_VERIFY_URL": "https://verify.example/siteverify",
+            "CAPTCHA_VERIFY_URL": "https://challenges.cloudflare.com/turnstile/v0/siteverify",
+            "SIGNUP_POLICY_ALLOWED_HOSTS": "policies.contoso.example",
         }.get(key, "value")
         env = {**MINIMAL, key: probe}
         if key in {"AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE"}:
             env.update(AZURE_TENANT_ID="t", AZURE_CLIENT_ID="c")
         if key == "MANAGE_EASY_AUTH_ROLE":
             env["WEBSITE_AUTH_ENABLED"] = "true"
+        if key == "MANAGE_CONVERT_EASY_AUTH_ROLE":
+            env.update(WEBSITE_AUTH_ENABLED="true", MANAGE_EASY_AUTH_ROLE="Signup.Approve")
         if key == "TERMS_URL":
             env["TERMS_VERSION"] = "1"
         if key == "CAPTCHA_PROVIDER":
@@ -276,3 +280,63 @@ def test_page_settings_are_checked() -> None:
         "CAPTCHA_SITE_KEY",
     }
     assert "contrast" in caught.value.problems["BRAND_PRIMARY_COLOUR"]
+
+
+def _problems(env: dict[str, str]) -> dict[str, str]:
+    try:
+        load_settings({**MINIMAL, **env})
+    except ConfigurationError as exc:
+        return exc.problems
+    return {}
+
+
+def test_the_policy_url_must_be_on_the_apps_own_storage() -> None:
+    """The storage token goes only to the app's own account, or to a host a setting names."""
+    identity = {
+        "AzureWebJobsStorage": "",
+        "AzureWebJobsStorage__accountName": "portalstore",
+        "AzureWebJobsStorage__blobServiceUri": "https://portalstore.blob.core.windows.net",
+    }
+    own = "https://portalstore.blob.core.windows.net/policy/policy.json"
+    assert _problems({**identity, "SIGNUP_POLICY": own}) == {}
+    foreign = "https://attacker.example/policy.json"
+    assert set(_problems({**identity, "SIGNUP_POLICY": foreign})) == {"SIGNUP_POLICY"}
+    other_account = "https://otherstore.blob.core.windows.net/policy/policy.json"
+    assert "SIGNUP_POLICY_ALLOWED_HOSTS" in _problems({**identity, "SIGNUP_POLICY": other_account})["SIGNUP_POLICY"]
+    allowed = {
+        **identity,
+        "SIGNUP_POLICY": other_account,
+        "SIGNUP_POLICY_ALLOWED_HOSTS": "otherstore.blob.core.windows.net",
+    }
+    assert _problems(allowed) == {}
+    # A connection string names the account too; the development shortcut names Azurite.
+    keyed = {"AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=portalstore;AccountKey=a2V5"}
+    assert _problems({**keyed, "SIGNUP_POLICY": own}) == {}
+    assert set(_problems({**keyed, "SIGNUP_POLICY": other_account})) == {"SIGNUP_POLICY"}
+    assert _problems({"SIGNUP_POLICY": "http://127.0.0.1:10000/devstoreaccount1/policy/p.json"}) == {}
+    assert _problems({"SIGNUP_POLICY": "policy.sample.json"}) == {}  # a file is not sent anywhere
+
+
+def test_the_captcha_secret_goes_only_to_the_providers_endpoint() -> None:
+    captcha = {"CAPTCHA_PROVIDER": "turnstile", "CAPTCHA_SECRET": "s", "CAPTCHA_SITE_KEY": "k"}
+    documented = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
+    assert _problems({**captcha, "CAPTCHA_VERIFY_URL": documented}) == {}
+    for wrong in ("https://api.hcaptcha.com/siteverify", "https://verify.example/siteverify"):
+        assert set(_problems({**captcha, "CAPTCHA_VERIFY_URL": wrong})) == {"CAPTCHA_VERIFY_URL"}
+    stand_in = {**captcha, "CAPTCHA_VERIFY_URL": "http://127.0.0.1:8123/siteverify"}
+    assert _problems(stand_in) == {}  # a local run's stand-in
+    in_azure = _problems({**stand_in, "WEBSITE_HOSTNAME": "portal.azurewebsites.net"})
+    assert "local runs only" in in_azure["CAPTCHA_VERIFY_URL"]
+
+
+def test_converting_is_a_role_of_its_own() -> None:
+    easy = {"WEBSITE_AUTH_ENABLED": "True", "MANAGE_EASY_AUTH_ROLE": "Signup.Approve"}
+    settings = load_settings({**MINIMAL, **easy, "MANAGE_CONVERT_EASY_AUTH_ROLE": "Signup.Convert"})
+    assert (settings.manage_easy_auth_role, settings.manage_convert_easy_auth_role) == (
+        "Signup.Approve",
+        "Signup.Convert",
+    )
+    assert set(_problems({**easy, "MANAGE_CONVERT_EASY_AUTH_ROLE": "Signup.Approve"})) == {
+        "MANAGE_CONVERT_EASY_AUTH_ROLE"
+    }
+    assert set(_problems({"MANAGE_CONVERT_EASY_AUTH_ROLE": "Signup.Convert"})) == {"MANAGE_CONVERT_EASY_AUTH_ROLE"}

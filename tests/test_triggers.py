@@ -74,7 +74,7 @@ async def test_misconfiguration_is_a_500_problem_not_a_crash(monkeypatch: pytest
     def broken() -> Services:
         raise ConfigurationError({"INVITE_REDIRECT_URL": "required but not set"})
 
-    monkeypatch.setattr("triggers.signups.get_services", broken)
+    monkeypatch.setattr("shared.edge.handlers.get_services", broken)
     response = await submit_signup(_request("POST", b'{"email": "a@fabrikam.com", "displayName": "A"}'))
     assert response.status_code == 500
     assert json.loads(response.get_body())["type"] == "/problems/internal"

@@ -1,46 +1,32 @@
-"""Mapping between ``azure.functions`` HTTP objects and the domain's results."""
+"""The one mapping between ``azure.functions`` HTTP objects and the edge (``shared.edge``)."""
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 import azure.functions as func
 
-from shared.errors import ConfigurationError
-from shared.problems import CONTENT_TYPE, Problem, internal_error
+from shared.edge import Headers, Inbound, Reply, Route, respond
 
-log = logging.getLogger(__name__)
+# Every method is routed to each function so that the wrong one gets a 405 problem, not the host's bare 404.
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    """A JSON response that is never cached (it reflects live state)."""
-    return func.HttpResponse(
-        json.dumps(body),
-        status_code=status,
-        mimetype="application/json",
-        headers={"Cache-Control": "no-store", **(headers or {})},
+def inbound(req: func.HttpRequest) -> Inbound:
+    """The host's request as the edge reads it."""
+    return Inbound(
+        method=req.method.upper(),
+        url=req.url,
+        headers=Headers(req.headers.items()),
+        params=dict(req.params),
+        route=dict(req.route_params),
+        body=req.get_body(),
     )
 
 
-def problem_response(problem: Problem, extra: dict[str, str] | None = None) -> func.HttpResponse:
-    """An ``application/problem+json`` response."""
-    return func.HttpResponse(
-        json.dumps(problem.body),
-        status_code=problem.status,
-        headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store", **problem.headers, **(extra or {})},
-    )
+def outbound(reply: Reply) -> func.HttpResponse:
+    """The edge's reply as the host's response."""
+    return func.HttpResponse(reply.body, status_code=reply.status, headers=reply.headers, mimetype=reply.mimetype)
 
 
-async def guarded(handler: Callable[[], Awaitable[func.HttpResponse]]) -> func.HttpResponse:
-    """Run ``handler``; a failure of ours becomes a 500 problem instead of the host's bare 500."""
-    try:
-        return await handler()
-    except ConfigurationError as exc:
-        log.error("http.misconfigured %s", exc)
-        return problem_response(internal_error())
-    except Exception:
-        log.exception("http.unhandled")
-        return problem_response(internal_error())
+async def serve(route: Route, req: func.HttpRequest) -> func.HttpResponse:
+    """Answer ``req`` by ``route``."""
+    return outbound(await respond(route, inbound(req)))

@@ -15,6 +15,12 @@ Two modes, chosen by the ``MANAGE_EASY_AUTH_ROLE`` setting:
   app requires a principal carrying the role. The mode is refused unless the
   platform says Easy Auth is on (``WEBSITE_AUTH_ENABLED``), so a forged header is
   never trusted on an app without it.
+
+Two roles, least privilege: ``MANAGE_EASY_AUTH_ROLE`` approves and denies,
+``MANAGE_CONVERT_EASY_AUTH_ROLE`` converts internal users (which cannot be
+undone); either may read. Without the second setting nobody converts in Easy
+Auth mode. With function keys a key holder may do everything (a key names no one).
+Admin writes also pass ``shared.access.writes`` (JSON only, never cross-site).
 """
 
 from __future__ import annotations
@@ -25,12 +31,15 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from ..errors import AccessDenied, NotAuthenticated
 
 PRINCIPAL_HEADER: Final = "x-ms-client-principal"
 ROLE_SETTING: Final = "MANAGE_EASY_AUTH_ROLE"
+CONVERT_ROLE_SETTING: Final = "MANAGE_CONVERT_EASY_AUTH_ROLE"
+
+Action = Literal["read", "approve", "convert"]
 
 
 def easy_auth_mode(environ: Mapping[str, str] = os.environ) -> bool:
@@ -76,14 +85,8 @@ def _claims(encoded: str) -> dict[str, Any]:
     return decoded
 
 
-def authorise(headers: Mapping[str, str], role: str | None) -> Caller:
-    """The caller of an admin route, or ``NotAuthenticated`` / ``AccessDenied``.
-
-    ``role`` is the configured app role (Easy Auth mode) or None (function keys,
-    already checked by the host).
-    """
-    if not role:
-        return KEY_CALLER
+def _principal(headers: Mapping[str, str]) -> tuple[str, frozenset[str]]:
+    """The signed-in principal's name and app roles; ``NotAuthenticated`` without one."""
     encoded = _header(headers, PRINCIPAL_HEADER)
     if not encoded:
         raise NotAuthenticated("Sign in to use this.")
@@ -91,9 +94,50 @@ def authorise(headers: Mapping[str, str], role: str | None) -> Caller:
     role_type = str(principal.get("role_typ") or "roles")
     name_type = str(principal.get("name_typ") or "name")
     claims = [c for c in principal["claims"] if isinstance(c, dict)]
-    roles = {str(c.get("val")) for c in claims if c.get("typ") in {role_type, "roles"}}
+    roles = frozenset(str(c.get("val")) for c in claims if c.get("typ") in {role_type, "roles"})
     name = next((str(c.get("val")) for c in claims if c.get("typ") == name_type), None)
     name = name or _header(headers, "x-ms-client-principal-name") or "unknown principal"
-    if role not in roles:
-        raise AccessDenied(f"This needs the app role {role}.")
-    return Caller("principal", name[:200])
+    return name[:200], roles
+
+
+def roles_of(headers: Mapping[str, str]) -> frozenset[str]:
+    """The caller's app roles, or none (for the approver's page, which shows what they allow)."""
+    try:
+        return _principal(headers)[1]
+    except NotAuthenticated:
+        return frozenset()
+
+
+def may(action: Action, roles: frozenset[str], approve_role: str | None, convert_role: str | None) -> bool:
+    """Whether a principal with ``roles`` may do ``action`` (Easy Auth mode)."""
+    wanted = {
+        "read": {approve_role, convert_role},
+        "approve": {approve_role},
+        "convert": {convert_role},
+    }[action] - {None}
+    return bool(roles & wanted)
+
+
+def authorise_for(
+    headers: Mapping[str, str], action: Action, approve_role: str | None, convert_role: str | None = None
+) -> Caller:
+    """The caller of an admin route allowed to do ``action``, or ``NotAuthenticated`` / ``AccessDenied``.
+
+    ``approve_role`` unset means function-key mode: the host has already checked the key.
+    """
+    if not approve_role:
+        return KEY_CALLER
+    name, roles = _principal(headers)
+    if not may(action, roles, approve_role, convert_role):
+        if action == "convert" and not convert_role:
+            raise AccessDenied(f"Conversions are off with Easy Auth until {CONVERT_ROLE_SETTING} names an app role.")
+        needed = convert_role if action == "convert" else approve_role
+        if action == "read":
+            needed = " or ".join(r for r in (approve_role, convert_role) if r)
+        raise AccessDenied(f"This needs the app role {needed}.")
+    return Caller("principal", name)
+
+
+def authorise(headers: Mapping[str, str], role: str | None) -> Caller:
+    """The caller of an approval route (``authorise_for(..., "approve", role)``)."""
+    return authorise_for(headers, "approve", role)

@@ -3,27 +3,42 @@
 Graph's limits are per app and tenant, not per instance: 3,000 writes per 150 s,
 and 150 requests to ``/invitations`` per 5 s per tenant. Each limit is one
 entity (``PartitionKey`` ``budget``, ``RowKey`` the limit's name) holding a
-schedule of slots at the budget's rate (less headroom), the generic cell rate
+model of Graph's token bucket (less headroom), kept as the generic cell rate
 algorithm::
 
-    tat           when the next free slot begins (epoch seconds); it lags behind
-                  the clock while nobody writes, which is the burst Graph allows
+    tat           when the model's bucket is next empty (epoch seconds): the slots
+                  before it are spoken for; it lags behind the clock while nobody
+                  writes, which refills the bucket, up to full after one window
     blockedUntil  Graph said 429: no slot before this
 
-An instance reserves a batch of slots (about a second of the rate) with an
-ETag-conditional update and may use them from the batch's start: storage calls
-stay a small fraction of Graph calls, and an instance that dies holds at most
-about a second of budget. Reservations queue: an instance that asks while
-others wait gets the slots after theirs (up to ``horizon`` ahead), so saturated
-instances take turns and none is starved. The process-local ``WritePacer``
-stays in front: one instance's concurrent invocations share its batch.
+The model is a lower bound of Graph's bucket, never an estimate. Graph's bucket
+is taken to be a plain token bucket (full at most, refilled continuously, never
+below zero), so the model may assume only tokens that bucket surely has: a
+schedule never written is an empty bucket (nobody knows what was spent before),
+the bucket is full only after a whole window with no slot spoken for, and a
+token is spent only once the model has earned it. Writes admitted so never
+overtake Graph's bucket, whatever state a previous drain left: in any span of
+``t`` seconds at most ``capacity + rate * t`` of them reach Graph. See
+docs/graph-and-pacing.md for the overshoot this replaced.
 
-* Clock skew: slots are absolute times, so a clock that runs behind uses its
-  slots late (harmless) and one that runs ahead uses them early by its skew;
-  what that can gain is bounded by the skew times the rate, which the headroom
-  covers. A lost ETag race re-reads and tries again after a short random pause.
-* A 429 anywhere sets ``blockedUntil`` and empties the bucket; every instance
-  reads it with its next batch and pauses, without meeting its own 429.
+An instance reserves a batch of slots (about a second of the rate) with an
+ETag-conditional update and spends each slot at its end: storage calls stay a
+small fraction of Graph calls, and an instance that dies holds at most about a
+second of budget. Reservations queue: an instance that asks while others wait
+gets the slots after theirs (up to ``horizon`` ahead), so saturated instances
+take turns and none is starved. A batch not spent within ``horizon`` of its
+last slot is dropped (it is counted, so dropping it is safe; spending it after
+an idle spell is not). The process-local ``WritePacer`` stays in front: one
+instance's concurrent invocations share its batch.
+
+* Clock skew: slots are absolute times, so a clock that runs behind spends its
+  slots late (harmless) and one that runs ahead spends them early by its skew.
+  The headroom covers that, and the jitter of the way to Graph: up to
+  ``headroom * window`` seconds in all (3.75 s at Graph's 150 s window).
+  A lost ETag race re-reads and tries again after a short random pause.
+* A 429 anywhere sets ``blockedUntil`` and empties the model's bucket (the
+  slots already handed out stay counted); every instance reads it with its next
+  batch and pauses, without meeting its own 429.
 * Storage slow or unreachable: Graph writes never stop. The instance falls back
   to a conservative local share (``fallback_fraction`` of the rate, the budget
   divided by the expected instance count) until storage answers again, and logs
@@ -82,12 +97,13 @@ class BudgetStore(Protocol):
 
 @dataclass(frozen=True)
 class Grant:
-    """What one take got: ``tokens`` usable from ``start``; or none, and when to ask again."""
+    """What one take got: ``tokens`` slots from ``start`` on, each spent at its end; or none, and when to ask
+    again."""
 
     tokens: int
-    start: float
+    start: float  # the first slot begins; slot i may be spent from start + (i + 1) / rate
     shared: bool  # False: storage was unreachable and the local fallback share answered
-    retry_at: float = 0.0
+    retry_at: float = 0.0  # no tokens: when to ask again; tokens: when what is left of them expires
 
 
 class SharedBucket:
@@ -112,6 +128,7 @@ class SharedBucket:
         self.name = name
         self.capacity = budget * (1 - headroom)
         self.rate = self.capacity / window
+        self.window = window
         self.horizon = horizon
         self.fallback_rate = self.rate * fallback_fraction
         # About a second of the rate: all an instance that dies can take with it.
@@ -131,22 +148,34 @@ class SharedBucket:
                 now = self._clock()
                 self.storage_calls += 1
                 stored = await self._store.read(self.name)
-                # A schedule never written starts now (one slot), like a new process: it cannot know
-                # what was spent before. Idle time becomes burst, up to Graph's own bucket size.
+                # A schedule never written starts now with an empty bucket, like a new process: it cannot
+                # know what was spent before. Idle time refills it, up to the bucket's size after a window.
                 tat = stored.tat if stored else now
                 blocked = stored.blocked_until if stored else 0.0
-                start = max(tat, now - self.capacity / self.rate, blocked)
-                if start - now > self.horizon:
-                    return self._recovered(Grant(0, start, True, start - self.horizon))
-                after = BucketState(start + want / self.rate, blocked, stored.etag if stored else None)
+                # The model's bucket holds a token only once it has earned it: each slot of the batch is
+                # spent at its own end, never the whole batch at its start (that runs a batch ahead).
+                first = max(tat, now - self.window, blocked)
+                if first - now > self.horizon:
+                    return self._recovered(Grant(0, first, True, first - self.horizon))
+                usable = first + want / self.rate
+                after = BucketState(usable, blocked, stored.etag if stored else None)
                 self.storage_calls += 1
                 if await self._store.write(self.name, after) is not None:
-                    return self._recovered(Grant(want, start, True))
+                    return self._recovered(Grant(want, first, True, max(usable, now) + self.expiry()))
                 await self._sleep(0.01 + 0.04 * self._jitter())  # lost a race: let the winner's write settle
             now = self._clock()
             return Grant(0, now, True, now + 1.0 / self.rate)
         except StorageError as exc:
             return self._fallback(want, exc)
+
+    def expiry(self) -> float:
+        """How long after its last slot (or the take) a batch may still be spent; what is left is dropped.
+
+        A token held long after its time may be spent when Graph's bucket has refilled to its top meanwhile
+        (after an idle spell): the refill it missed is lost, and the model, which counted the token at its
+        time, overtakes the real bucket. Long enough to wait for the other limit's batch (the horizon).
+        """
+        return self.horizon
 
     def _recovered(self, grant: Grant) -> Grant:
         if self._fallback_stamp is not None:
@@ -165,7 +194,10 @@ class SharedBucket:
         earned = math.floor((now - self._fallback_stamp) * self.fallback_rate)
         granted = min(want, earned)
         self._fallback_stamp += granted / self.fallback_rate
-        return Grant(granted, now, False, self._fallback_stamp + 1.0 / self.fallback_rate)
+        if not granted:
+            return Grant(0, now, False, self._fallback_stamp + 1.0 / self.fallback_rate)
+        # Earned already: the first slot is due now, the others at the rate, like any batch.
+        return Grant(granted, now - 1.0 / self.rate, False, now + granted / self.rate + self.expiry())
 
     async def block(self, until: float) -> None:
         """Graph answered 429: no instance gets a slot before ``until``."""
@@ -176,9 +208,11 @@ class SharedBucket:
                 stored = await self._store.read(self.name)
                 if stored is not None and stored.blocked_until >= until:
                     return
-                # Reservations made before the 429 are forgotten: slots restart at ``until``.
+                # Graph's bucket is empty now: no slot before ``until``, and the slots already handed out
+                # stay counted (instances that hold them will still spend them).
                 self.storage_calls += 1
-                blocked = BucketState(until, until, stored.etag if stored else None)
+                tat = max(stored.tat if stored else now, until)
+                blocked = BucketState(tat, until, stored.etag if stored else None)
                 if await self._store.write(self.name, blocked) is not None:
                     log.warning("budget.blocked name=%s for=%.1f", self.name, until - now)
                     return
@@ -191,7 +225,9 @@ class _Pool:
     """Slots this process holds of one shared bucket."""
 
     tokens: int = 0
-    start: float = 0.0
+    due: float = 0.0  # when the next slot may be spent
+    interval: float = 0.0
+    expires: float = 0.0
 
 
 class SharedGate:
@@ -219,24 +255,45 @@ class SharedGate:
         self._batches = 0
 
     async def acquire(self, names: Sequence[str], max_wait: float | None = None) -> float:
-        """One slot of each bucket in ``names``; the seconds waited."""
+        """One slot of each bucket in ``names``; the seconds waited.
+
+        The slots are reserved under the lock and waited for outside it: invocations sleep side by side until
+        their own slots are due, rather than handing the lock on once per slot.
+        """
         started = self._clock()
         async with self._lock:
+            due = await self._reserve(names, started, max_wait)
+        await self._wait_until(due, started, None)  # within the bound: _reserve checked it
+        return self._clock() - started
+
+    async def _reserve(self, names: Sequence[str], started: float, max_wait: float | None) -> float:
+        """Under the lock: spend the next slot of every named pool (new batches as needed); when all are due."""
+        while True:
             for name in names:
                 bucket, pool = self.buckets[name], self._pools[name]
+                if pool.tokens and self._clock() > pool.expires:
+                    pool.tokens = 0  # held past its time: spending it now could overtake Graph's bucket
                 while pool.tokens == 0:
                     grant = await bucket.take(bucket.max_batch)
                     self._batches += 1
                     if self._batches % USAGE_LOG_EVERY == 0:
                         log.info("budget.usage storage_calls=%s batches=%s", self.storage_calls, self._batches)
                     if grant.tokens:
-                        pool.tokens, pool.start = grant.tokens, grant.start
+                        pool.tokens, pool.interval, pool.expires = grant.tokens, 1.0 / bucket.rate, grant.retry_at
+                        pool.due = grant.start + pool.interval
                         break
                     await self._wait_until(grant.retry_at, started, max_wait)
-                await self._wait_until(pool.start, started, max_wait)
-            for name in names:
-                self._pools[name].tokens -= 1
-        return self._clock() - started
+            # Taking one pool's batch awaited storage: another pool may have expired meanwhile.
+            if all(self._pools[n].tokens > 0 and self._clock() <= self._pools[n].expires for n in names):
+                break
+        due = max(self._pools[name].due for name in names)
+        if max_wait is not None and due - started > max_wait:
+            raise WriteDeferred(retry_after=due - self._clock())
+        for name in names:
+            pool = self._pools[name]
+            pool.tokens -= 1
+            pool.due += pool.interval
+        return due
 
     async def _wait_until(self, moment: float, started: float, max_wait: float | None) -> None:
         wait = moment - self._clock()
@@ -251,7 +308,10 @@ class SharedGate:
         log.info("budget.usage storage_calls=%s batches=%s", self.storage_calls, self._batches)
         until = self._clock() + retry_after
         for name, bucket in self.buckets.items():
-            self._pools[name] = _Pool()
+            # Emptied in place: an invocation waiting inside acquire() for a slot of this pool sees it empty
+            # when it wakes and asks storage again. (Replacing the pool let that invocation count the new one
+            # down to -1, which acquire() then read as slots in hand: writes went unmetered until the next 429.)
+            self._pools[name].tokens = 0
             await bucket.block(until)
 
     async def aclose(self) -> None:

@@ -60,7 +60,7 @@ class Admission:
         denials: DenialMemory | None = None,
         audit: AuditLog | None = None,
         approver_step: Callable[[str | None], Awaitable[Step | None]] | None = None,
-        domain_allows: Callable[[str, datetime], Awaitable[bool]] | None = None,
+        domain_allows: Callable[[str, datetime, str], Awaitable[bool]] | None = None,
     ) -> None:
         self._store = store
         self._addresses = addresses
@@ -114,7 +114,8 @@ class Admission:
         """Admit a ``received`` request: queued, waiting for review, linked, or a remembered denial."""
         now = self._clock()
         await self._received(signup)
-        review = signup.policy_action == "review"
+        # A request an approver already approved (replayed, or revived after linking) is not reviewed again.
+        review = signup.policy_action == "review" and signup.decided_at is None
         if signup.conversion is None and await self._remembered_denial(signup, now):
             expires = signup.created_at + timedelta(seconds=self._timers.pending_expiry)
             denied = await write(
@@ -131,7 +132,11 @@ class Admission:
             log.info("admission.remembered_denial signup_id=%s domain=%s", signup.id, signup.domain)
             return denied
         budgeted = not review and signup.conversion is None and self._domain_allows is not None
-        if budgeted and self._domain_allows is not None and not await self._domain_allows(signup.domain, now):
+        if (
+            budgeted
+            and self._domain_allows is not None
+            and not await self._domain_allows(signup.domain, now, signup.id)
+        ):
             review = True  # over the domain's budget: a person looks at it instead of a refusal at the door
             signup = await write(
                 self._store, signup, Event.STEP, clock=self._clock, policy_action="review", policy_reason="domain-rate"

@@ -117,6 +117,14 @@ def new_write_token() -> str:
     return secrets.token_urlsafe(9)
 
 
+def id_minute(signup_id: str) -> datetime | None:
+    """The minute a sign-up id names (None for an id of the older, random-only shape)."""
+    match = _SIGNUP_ID.match(signup_id)
+    if match is None or match.group(1) is None:
+        return None
+    return datetime.strptime(match.group(1), ID_MINUTE_FORMAT).replace(tzinfo=UTC)
+
+
 def is_signup_id(value: str) -> bool:
     """True when ``value`` has the shape ``new_signup_id`` produces (checked before any storage call)."""
     return bool(_SIGNUP_ID.match(value))

@@ -45,7 +45,7 @@ from ..audit import AuditEntry, AuditLog
 from ..errors import ConcurrencyConflict, IllegalTransition, StorageError
 from . import doubt
 from .admission import Admission
-from .models import DIRECTORY_FACT_CODES, Signup, Status, Step, utcnow
+from .models import Signup, Status, Step, utcnow
 from .queue import SignupQueue
 from .store import SKIPPED_BUCKET, DueEntry, DueIndex, SignupStore, bucket_of, bucket_start, next_bucket
 from .timers import Timers
@@ -111,7 +111,14 @@ class Sweeper:
         now = self._clock()
         last = bucket_of(now - CLOCK_SKEW - timedelta(minutes=1))
         cursor, etag = await self._index.cursor()
-        # A first sweep starts at the last passed minute: entries are only ever written for the future.
+        if cursor is None:
+            # The first sweep starts at the last passed minute (entries are written for the future), and
+            # writes its cursor before it reads anything: a first run that fails afterwards leaves it, so the
+            # next run resumes there instead of starting later and skipping what was due meanwhile.
+            cursor = bucket_of(bucket_start(last) - timedelta(minutes=1))
+            etag = await self._index.advance(cursor, None)
+            if etag is None:  # another sweeper wrote it first
+                cursor, etag = await self._index.cursor()
         minute = next_bucket(cursor) if cursor else last
         while minute <= last and report.minutes < self._max_minutes:
             if report.entries >= self._max_entries:
@@ -214,12 +221,18 @@ class Sweeper:
             return False
 
     async def _nudge(self, signup: Signup, entry: DueEntry, now: datetime, report: SweepReport) -> None:
-        """Re-enqueue an overdue request; look again after a doubling grace, never later than its deadline."""
+        """Re-enqueue an overdue request; look again after a doubling grace, by its deadline (in doubt: its cap)."""
         await self._queue.enqueue(signup.id)
         delay = min(MAX_NUDGE_DELAY, self._timers.queued_grace * 2 ** (entry.nudges + 1))
         again = now + timedelta(seconds=delay)
-        if signup.deadline > now and signup.status is not Status.INVITED:
-            again = min(again, signup.deadline)
+        if signup.status is not Status.INVITED:
+            # In doubt past the deadline, the request reads until its doubt cap: look again by then.
+            end = signup.deadline if signup.deadline > now or not signup.maybe_invited else None
+            end = end or signup.deadline + timedelta(seconds=self._timers.doubt_cap)
+            if end > now:
+                again = min(again, end)
+            elif signup.maybe_invited:  # past the cap: the worker ends it (unknown) once a message arrives
+                again = min(again, now + timedelta(seconds=self._timers.queued_grace))
         await self._index.add(DueEntry(bucket_of(again), signup.id, entry.nudges + 1))
         report.requeued.append(signup.id)
         log.warning(
@@ -275,11 +288,10 @@ class Sweeper:
             await self._index.add(DueEntry(bucket_of(again), signup.id, entry.nudges))
             report.moved += 1
             return True
-        invited = owner is not None and (
-            owner.status in {Status.INVITED, Status.UNKNOWN}
-            or (owner.status is Status.FAILED and owner.error_code in DIRECTORY_FACT_CODES)
-        )
-        if invited:
+        # Only an owner that invited (or may have) settles its followers. One that failed, whatever the code
+        # (a directory fact too), gives each follower its own turn, which ends in its own final state: a
+        # later replay of the owner can then strand nobody.
+        if owner is not None and owner.status in {Status.INVITED, Status.UNKNOWN}:
             report.dropped += 1
             return True
         revived = await self._admission.revive(signup, Event.REVIVE)

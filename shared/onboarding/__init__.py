@@ -33,7 +33,7 @@ from html import escape
 from typing import Any, Final
 
 from .. import telemetry
-from ..approval.mail import approver_mail
+from ..approval.mail import NAME_LIMIT, approver_mail, shortened
 from ..audit import AuditEntry, AuditLog
 from ..errors import (
     AmbiguousGraphError,
@@ -47,7 +47,7 @@ from ..lifecycle.models import Signup, Status, Step, utcnow
 from ..lifecycle.queue import SignupQueue
 from ..lifecycle.store import SignupStore
 from ..lifecycle.timers import Timers
-from ..lifecycle.transitions import Event
+from ..lifecycle.transitions import EDGES, Event
 from ..lifecycle.writes import write
 from ..policy import PolicySource
 from ..policy.document import MailTemplate
@@ -58,12 +58,21 @@ MAX_ROUNDS: Final = 5
 
 
 def render_invitation_mail(
-    template: MailTemplate, signup: Signup, redeem_url: str, organisation: str, contact: str
+    template: MailTemplate,
+    signup: Signup,
+    redeem_url: str,
+    organisation: str,
+    contact: str,
+    requester_text: bool = True,
 ) -> MailMessage:
-    """The organisation's invitation mail in the request's language; every value HTML-escaped."""
+    """The organisation's invitation mail in the request's language; every value HTML-escaped.
+
+    The display name (the requester's own text) is cut short, or left out when the profile says so,
+    and never goes into the subject (``shared.approval.mail``).
+    """
     language = template.language_for(signup.language)
     values = {
-        "displayName": signup.display_name,
+        "displayName": shortened(signup.display_name, NAME_LIMIT) if requester_text else "",
         "organisation": organisation,
         "redeemUrl": redeem_url,
         "contact": contact,
@@ -72,9 +81,9 @@ def render_invitation_mail(
     for name, value in values.items():
         html = html.replace("{" + name + "}", escape(value, quote=True))
     subject = template.subject[language]
-    for name, value in values.items():
-        subject = subject.replace("{" + name + "}", value)
-    subject = " ".join(subject.split())  # no header injection through a display name
+    for name in ("organisation", "contact"):
+        subject = subject.replace("{" + name + "}", values[name])
+    subject = " ".join(subject.split())  # no header injection
     return MailMessage(to=(signup.email,), subject=subject, html_body=html)
 
 
@@ -142,8 +151,10 @@ class FollowUps:
             if signup.approver_mail is Step.SENDING:
                 return await self._abandon_sending(signup, "approver_mail", now)
             if signup.approver_mail is Step.DUE:
-                approvers = (await self._policy.current()).approvers_for(signup.policy_profile)
-                message = approver_mail(signup, approvers, self._manage_url)
+                policy = await self._policy.current()
+                approvers = policy.approvers_for(signup.policy_profile)
+                text = policy.requester_text_in_mail(signup.policy_profile)
+                message = approver_mail(signup, approvers, self._manage_url, requester_text=text)
                 return await self._send(signup, "approver_mail", message, "approver_mail")
             return signup
         if signup.status is not Status.INVITED:
@@ -157,10 +168,14 @@ class FollowUps:
         if signup.org_mail is Step.SENDING:
             return await self._abandon_sending(signup, "org_mail", now)
         if signup.org_mail is Step.DUE:
-            template = self._template(await self._policy.current(), signup)
+            policy = await self._policy.current()
+            template = self._template(policy, signup)
             if template is None or not signup.redeem_url:
                 return await self._settle(signup, org_mail=Step.FAILED)
-            message = render_invitation_mail(template, signup, signup.redeem_url, self._organisation, self._contact)
+            text = policy.requester_text_in_mail(signup.policy_profile)
+            message = render_invitation_mail(
+                template, signup, signup.redeem_url, self._organisation, self._contact, text
+            )
             return await self._send(signup, "org_mail", message, "mail")
         return signup
 
@@ -263,6 +278,9 @@ class FollowUps:
         """
         current = signup
         for _ in range(MAX_ROUNDS):
+            if (current.status, current.status) not in EDGES:
+                # Decided meanwhile (denied, expired, linked): the decision stands; its steps are moot.
+                return current
             try:
                 return await write(self._store, current, Event.STEP, clock=self._clock, **changes)
             except ConcurrencyConflict:

@@ -172,8 +172,14 @@ def status_page(language: str, settings: Settings, view: Mapping[str, Any]) -> s
     )
 
 
-def manage_page(language: str, settings: Settings, *, signed_in: bool, focus_id: str | None) -> str:
-    """The approver's page (its data comes from the admin routes, fetched by its script)."""
+def manage_page(
+    language: str, settings: Settings, *, signed_in: bool, focus_id: str | None, can_approve: bool = True
+) -> str:
+    """The approver's page (its data comes from the admin routes, fetched by its script).
+
+    ``can_approve`` False (a signed-in principal without the approver role): the page offers no
+    requests and no decisions, only a line saying so; the routes refuse such a caller anyway.
+    """
     brand = branding(settings)
     mode = "easyauth" if settings.manage_easy_auth_role else "keys"
     return render(
@@ -184,6 +190,7 @@ def manage_page(language: str, settings: Settings, *, signed_in: bool, focus_id:
         static=STATIC,
         mode=mode,
         signed_in=signed_in,
+        can_approve=can_approve,
         sign_in_url=f"/.auth/login/aad?post_login_redirect_uri={API}/manage",
         focus_id=focus_id or "",
         messages=messages(language, brand.organisation),

@@ -60,6 +60,7 @@ PROFILE_KEYS: Final = frozenset(
         "approvers",
         "questions",
         "mailTemplate",
+        "requesterTextInMail",
         "lifecycle",
     }
 )
@@ -67,6 +68,8 @@ PROFILE_REQUIRED: Final = ("name", "domains", "action", "groups")
 QUESTION_KEYS: Final = frozenset({"id", "label", "required", "maxLength"})
 TEMPLATE_KEYS: Final = frozenset({"subject", "html"})
 PLACEHOLDERS: Final = frozenset({"displayName", "organisation", "redeemUrl", "contact"})
+# A requester's own words never go into a subject (a mail client shows it before anything else).
+SUBJECT_PLACEHOLDERS: Final = frozenset({"organisation", "contact"})
 _PLACEHOLDER = re.compile(r"\{([A-Za-z]+)\}")
 MAX_TEMPLATE: Final = 20000
 MAX_SPONSORS: Final = 5
@@ -90,7 +93,8 @@ class MailTemplate:
     """The organisation's own invitation mail: subject and HTML body per language tag.
 
     Placeholders ``{displayName}``, ``{organisation}``, ``{redeemUrl}`` and
-    ``{contact}`` are replaced with HTML-escaped values (``shared.onboarding``).
+    ``{contact}`` are replaced with HTML-escaped values (``shared.onboarding``);
+    a subject may hold only ``{organisation}`` and ``{contact}``.
     """
 
     subject: Mapping[str, str]
@@ -120,6 +124,8 @@ class Profile:
     approvers: tuple[str, ...] = ()
     questions: tuple[Question, ...] = ()
     mail_template: MailTemplate | None = None
+    # False: the requester's own text (name, company, justification, answers) stays out of every mail.
+    requester_text_in_mail: bool = True
     lifecycle: LifecycleRules | None = None  # None: the profile's guests are never reviewed or touched
 
     def invitation_options(self, base: InvitationOptions) -> InvitationOptions:
@@ -189,6 +195,11 @@ class Policy:
     def profile(self, name: str) -> Profile | None:
         """The profile called ``name``, or None."""
         return next((p for p in self.profiles if p.name == name), None)
+
+    def requester_text_in_mail(self, profile_name: str | None) -> bool:
+        """Whether mail about a request of this profile may quote the requester's own text."""
+        profile = self.profile(profile_name) if profile_name else None
+        return profile.requester_text_in_mail if profile is not None else True
 
 
 # With SIGNUP_POLICY unset nobody is invited without a person deciding.
@@ -316,6 +327,9 @@ class _Checker:
             return None
         self.keys(value, TEMPLATE_KEYS, f"{path}.")
         subject = self.localised(value.get("subject"), f"{path}.subject", None)
+        for tag, text in subject.items():
+            if set(_PLACEHOLDER.findall(text)) - SUBJECT_PLACEHOLDERS:
+                self.fail(f"{path}.subject.{tag}", "may hold only {organisation} and {contact}: no requester text")
         html = self.localised(value.get("html"), f"{path}.html", "redeemUrl")
         if subject and html and set(subject) != set(html):
             self.fail(path, "subject and html must name the same languages")
@@ -356,6 +370,9 @@ class _Checker:
         approvers = self.listed(value.get("approvers", []), f"{path}.approvers", self.email)
         questions = self.listed(value.get("questions", []), f"{path}.questions", self.question)
         template = self.template(value["mailTemplate"], f"{path}.mailTemplate") if "mailTemplate" in value else None
+        text_in_mail = value.get("requesterTextInMail", True)
+        if not isinstance(text_in_mail, bool):
+            self.fail(f"{path}.requesterTextInMail", "must be true or false")
         rules = (
             parse_lifecycle_rules(value["lifecycle"], f"{path}.lifecycle", self.fail) if "lifecycle" in value else None
         )
@@ -378,6 +395,7 @@ class _Checker:
             approvers=tuple(approvers),
             questions=tuple(questions),
             mail_template=template,
+            requester_text_in_mail=text_in_mail is not False,
             lifecycle=rules,
         )
 

@@ -23,8 +23,9 @@
   function call(method, path, body) {
     return fetch(api + path, {
       method: method, credentials: "same-origin",
-      headers: headers(body ? { "Content-Type": "application/json" } : null),
-      body: body ? JSON.stringify(body) : undefined
+      // Every write is JSON (the admin routes refuse anything else), an approval without a reason too.
+      headers: headers(method === "POST" ? { "Content-Type": "application/json" } : null),
+      body: method === "POST" ? JSON.stringify(body || {}) : undefined
     });
   }
   function el(tag, text, cls) {
@@ -158,7 +159,7 @@
       load();
     });
     if (key()) { load(); } else { askForKey(); }
-  } else if (root.getAttribute("data-signed-in") !== "false") {
+  } else if (root.getAttribute("data-signed-in") !== "false" && root.getAttribute("data-can-approve") !== "false") {
     load();
   }
 })();
