@@ -17,34 +17,43 @@ from pathlib import Path
 from typing import Any
 
 TENANT = "contoso.com"
-# (expected outcome, how the user differs from an eligible one); eligible users are the majority.
+FEDERATED = [{"signInType": "federated", "issuer": "ExternalAzureAD", "issuerAssignedId": None}]
+# (expected outcome, how the user differs from an eligible one); eligible users are half.
+# Microsoft's target, "internal guests" (userType Guest with internal credentials), is eligible; each kind of
+# already-external user (the rule in shared/conversion/checks.py) is refused.
 KINDS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("Eligible", {}),
     ("Eligible", {}),
-    ("Eligible", {}),
+    ("Eligible", {"userType": "Guest"}),  # an internal guest: the document's own example
     ("Eligible", {"onPremisesSyncEnabled": True}),  # cloud-mastered again, flagged as once synced
     ("Eligible", {}),
+    ("Eligible", {"userType": "Guest"}),
     ("Eligible", {}),
     ("AlreadyExternal", {"externalUserState": "PendingAcceptance"}),
-    ("IsGuest", {"userType": "Guest"}),
+    ("AlreadyExternal", {"externalUserState": "Accepted", "userType": "Guest"}),
+    ("AlreadyExternal", {"creationType": "Invitation", "userType": "Guest"}),
+    ("AlreadyExternal", {"identities": FEDERATED}),
     ("MailMissing", {"mail": None}),
     ("MailInVerifiedDomain", {"mail": "{local}@contoso.com"}),
     ("OnPremisesUpn", {"onPremisesUserPrincipalName": "{local}@corp.contoso.local", "onPremisesSyncEnabled": True}),
 )
 
 
-def conversion_users(count: int, prefix: str = "partner") -> list[dict[str, Any]]:
-    """``count`` internal users: each with its ``expected`` pre-check outcome."""
+def conversion_users(count: int, prefix: str = "partner", start: int = 0) -> list[dict[str, Any]]:
+    """``count`` internal users (numbered from ``start``): each with its ``expected`` pre-check outcome."""
     users = []
-    for i in range(count):
+    for i in range(start, start + count):
         expected, changes = KINDS[i % len(KINDS)]
         local = f"{prefix}{i:05d}"
+        upn = f"{local}@{TENANT}"
         user: dict[str, Any] = {
             "id": str(uuid.UUID(int=(0xC0 << 120) + i)),
             "displayName": f"Partner {i}",
-            "userPrincipalName": f"{local}@{TENANT}",
+            "userPrincipalName": upn,
             "mail": f"{local}@fabrikam.com",
             "userType": "Member",
+            # Internal credentials: a userPrincipalName identity issued by the tenant.
+            "identities": [{"signInType": "userPrincipalName", "issuer": TENANT, "issuerAssignedId": upn}],
             "expected": expected,
         }
         for key, value in changes.items():
@@ -53,13 +62,33 @@ def conversion_users(count: int, prefix: str = "partner") -> list[dict[str, Any]
     return users
 
 
-def write_input(users: list[dict[str, Any]], path: Path, by_upn_every: int = 2) -> None:
-    """The bulk command's input: object ids, and every ``by_upn_every``-th user by UPN instead."""
+def reference(users: list[dict[str, Any]], i: int, by_upn_every: int = 2) -> str:
+    """How ``write_input`` names the ``i``-th user: by object id, every ``by_upn_every``-th by UPN."""
+    return users[i]["userPrincipalName"] if by_upn_every and i % by_upn_every else users[i]["id"]
+
+
+def write_input(users: list[dict[str, Any]], path: Path, by_upn_every: int = 2, twice_every: int = 0) -> None:
+    """The bulk command's input: object ids, every ``by_upn_every``-th user by UPN instead.
+
+    With ``twice_every``, every ``twice_every``-th user is named a second time by its other reference
+    (object id for UPN and back), a few lines later: the same user, two different cells.
+    """
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["user"])
-        for i, user in enumerate(users):
-            writer.writerow([user["userPrincipalName"] if i % by_upn_every else user["id"]])
+        for i in range(len(users)):
+            writer.writerow([reference(users, i, by_upn_every)])
+            if twice_every and i >= 3:
+                _again(writer, users, i - 3, by_upn_every, twice_every)
+        for back in range(max(0, len(users) - 3), len(users)) if twice_every else ():
+            _again(writer, users, back, by_upn_every, twice_every)
+
+
+def _again(writer: Any, users: list[dict[str, Any]], i: int, by_upn_every: int, twice_every: int) -> None:
+    if i % twice_every == 0:
+        user = users[i]
+        first = reference(users, i, by_upn_every)
+        writer.writerow([user["id"] if first != user["id"] else user["userPrincipalName"]])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,11 +34,12 @@ forgives least: a client that meets no 429 from it spends only tokens it had.
 Faults (``Fault``) fail a request by kind: a status (``400`` ... ``504``) or a lost
 answer (``timeout``, ``drop``), neither of which acts; or ``acted504``,
 ``acteddrop``, ``actedtimeout``, which perform the write first and then lose the
-answer, as when Graph created the invitation and the gateway failed. ``hold``
-(before acting) and ``actedhold`` (after acting, before answering) keep the
-request waiting until ``release()`` or ``POST /_emulator/release``;
-``wait_held()`` tells a test the request is in Graph's hands, so it can kill the
-caller or stop its storage inside the call. Every
+answer, as when Graph created the invitation and the gateway failed; or
+``misdirected``, which performs the write and answers 201 naming another
+``invitedUser.id``. ``hold`` (before acting) and ``actedhold`` (after acting,
+before answering) keep the request waiting until ``release()`` or ``POST
+/_emulator/release``; ``wait_held()`` tells a test the request is in Graph's
+hands, so it can kill the caller or stop its storage inside the call. Every
 invitation Graph performs with ``sendInvitationMessage: true`` counts one
 Microsoft mail to that address.
 
@@ -127,6 +128,7 @@ FAULT_KINDS = (
     "timeout",
     "drop",
     "hold",
+    "misdirected",
     *ACTED_KINDS,
 )
 FAULT_ERRORS = {
@@ -343,6 +345,7 @@ class GraphEmulator:
             "proxyAddresses": [],
             "onPremisesUserPrincipalName": None,
             "onPremisesSyncEnabled": None,
+            "identities": [],
             **props,
         }
         if user.get("mail") and not user["proxyAddresses"]:
@@ -451,6 +454,15 @@ class GraphEmulator:
             done = perform()
             request[REC].acted = done.status < 300
             await self._hold(request)
+            return done
+        if fault.kind == "misdirected":
+            # The write is done, and the answer names another user (a conversion must notice).
+            done = perform()
+            if done.status == 201 and isinstance(done, web.Response) and done.body is not None:
+                request[REC].fault = fault.kind
+                body = json.loads(bytes(done.body))  # type: ignore[arg-type]
+                body["invitedUser"] = {"id": str(uuid.uuid4())}
+                return web.json_response(body, status=201, headers={"request-id": request[RID]})
             return done
         if fault.kind not in ACTED_KINDS:
             return await self._apply_fault(fault, request, request[RID])
@@ -714,7 +726,8 @@ class GraphEmulator:
                     return graph_error(
                         400, "BadRequest", "The invited user's mail must match invitedUserEmailAddress.", rid
                     )
-                if user.get("externalUserState"):
+                federated = any((i or {}).get("signInType") == "federated" for i in user.get("identities") or [])
+                if user.get("externalUserState") or user.get("creationType") == "Invitation" or federated:
                     return graph_error(400, "BadRequest", "The user is already an external user.", rid)
                 user["externalUserState"] = "PendingAcceptance"
         else:
@@ -755,7 +768,10 @@ class GraphEmulator:
             "invitedUser": {"id": user["id"]},
         }
         mailed = bool(invitation["sendInvitationMessage"])
-        self.invitations.append({"email": email.lower(), "user_id": user["id"], "seq": rec.seq, "mailed": mailed})
+        reset = bool(body.get("resetRedemption"))
+        self.invitations.append(
+            {"email": email.lower(), "user_id": user["id"], "seq": rec.seq, "mailed": mailed, "reset": reset}
+        )
         if mailed:
             self.mails[email.lower()] = self.mails.get(email.lower(), 0) + 1
         return web.json_response(invitation, status=201, headers=self._write_headers(rid, used))

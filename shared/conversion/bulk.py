@@ -1,116 +1,76 @@
 """The bulk conversion behind ``signup-admin convert``: streamed, paced, reported as it goes, resumable.
 
-Input: a CSV with a ``user`` column (object id or UPN) and an optional
-``email`` column (the address the user's ``mail`` must hold). The report is a
-CSV written and flushed row by row::
+Each input line is one user reference (object id or UPN). A run reads the report
+(``report.ReportState``) first: a reference whose last whole row is settled is
+skipped; one in doubt (``Attempting``, ``Unknown``, ``Mailing``) or converted with
+work left (``UserTypePending``) is read again, and if the directory now shows it
+external, the earlier run converted it: it is recorded ``Converted`` without
+another invitation. ``--retry-failed`` also takes up ``Failed`` rows and the
+pre-check refusals.
 
-    user, outcome, reason, state, userId, mail, at
+**Nobody is converted twice.** Duplicates are caught by the directory user the
+reference resolves to, not by the text of the cell: a user named by object id on
+one line and by UPN on another is converted once, the other line is
+``Duplicate``. A failed re-read of an in-doubt user keeps it in doubt
+(``Unknown``), never ``Deferred``.
 
-``outcome`` is a pre-check code (``NotFound``, ``AlreadyExternal``, ``IsGuest``,
-``MailMissing``, ``MailInVerifiedDomain``, ``MailMismatch``, ``OnPremisesUpn``),
-``WouldConvert`` (dry run), ``Converted``, ``Failed`` (Graph refused), or one of
-the in-doubt outcomes a later run looks at again: ``Attempting`` (written, and
-synced to disk, before the invitation is sent), ``Unknown`` (the answer was
-lost: Graph may have converted) and ``Deferred`` (Graph was unavailable or the
-write budget had no room: nothing was sent).
+**Stopping.** ``stop`` set (the first Ctrl-C): no new invitation starts; the
+ones in flight finish and are reported. Cancelling the run (the second Ctrl-C)
+stops at once; in-doubt rows stay in doubt. The first authentication or permission
+error (401, 403, no token) stops the run the same way and leaves its row unsettled.
 
-**Resuming never converts a user twice.** A run reads the report first: a user
-whose last row is final is skipped; one whose last row is in doubt is checked
-again, and if the directory now shows it external, the earlier run converted it:
-it is recorded ``Converted`` without another invitation. Users are taken from the
-CSV one at a time (a repeated line is processed once), so memory stays flat.
+**Dry run.** No write to Graph at all: the pre-checks only (GETs), rows to a
+separate writer, or none.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Final
+from typing import Final, Protocol
 
-from ..errors import AmbiguousGraphError, PermanentGraphError, TransientGraphError
+from ..errors import AmbiguousGraphError, GraphError, PermanentGraphError
+from ..graph.directory import DirectoryUser, InvitationResult
 from .checks import Code, Verdict
-from .converter import ConversionOptions, Converter, is_user_reference
+from .converter import ConversionOptions, Converter, MailChoice, is_user_reference
+from .report import (
+    ATTEMPTING,
+    CONVERTED,
+    CONVERTED_PENDING,
+    DEFERRED,
+    DUPLICATE,
+    FAILED,
+    IN_DOUBT,
+    INVALID,
+    MAILING,
+    REFUSED,
+    RERUN,
+    UNKNOWN,
+    USER_TYPE_PENDING,
+    WOULD_CONVERT,
+    Earlier,
+    ReportState,
+    ReportWriter,
+)
 
 log = logging.getLogger(__name__)
 
-FIELDS: Final = ("user", "outcome", "reason", "state", "userId", "mail", "at")
-CONVERTED: Final = "Converted"
-WOULD_CONVERT: Final = "WouldConvert"
-FAILED: Final = "Failed"
-ATTEMPTING: Final = "Attempting"
-UNKNOWN: Final = "Unknown"
-DEFERRED: Final = "Deferred"
-INVALID: Final = "InvalidReference"
-RETRIED: Final = frozenset({ATTEMPTING, UNKNOWN, DEFERRED, WOULD_CONVERT})  # a later run looks at these again
-MAYBE_SENT: Final = frozenset({ATTEMPTING, UNKNOWN})  # an invitation may have gone out
+STOPPED: Final = "Stopped"  # not reported: the row stays as it was (a stop, or an auth error)
+AUTH_CODES: Final = frozenset({"AuthenticationFailed"})
 
 
-def read_users(path: Path) -> Iterator[tuple[str, str | None]]:
-    """(user, email) from the input CSV, one at a time (a header row ``user[,email]`` is optional)."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        for row in csv.reader(handle):
-            if not row or not row[0].strip() or row[0].strip().startswith("#"):
-                continue
-            if row[0].strip().lower() == "user":
-                continue
-            email = row[1].strip() if len(row) > 1 and row[1].strip() else None
-            yield row[0].strip(), email
+class Mailer(Protocol):
+    """The organisation's own mail (``mailing.OrganisationMail``)."""
+
+    async def send(self, user: DirectoryUser, redeem_url: str) -> None: ...
 
 
-def count_users(path: Path) -> int:
-    """How many users the input names (for the progress bar's total)."""
-    return sum(1 for _ in read_users(path))
-
-
-class Report:
-    """The report file: what earlier runs decided, and the rows of this one."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.final: set[str] = set()  # users whose last row settles them: skipped
-        self.in_doubt: set[str] = set()  # users whose last row says an invitation may have gone out
-        if path.exists() and path.stat().st_size:
-            with path.open(newline="", encoding="utf-8") as handle:
-                for row in csv.DictReader(handle):
-                    user, outcome = row.get("user") or "", row.get("outcome") or ""
-                    (self.final.discard if outcome in RETRIED else self.final.add)(user)
-                    (self.in_doubt.add if outcome in MAYBE_SENT else self.in_doubt.discard)(user)
-        new = not path.exists() or path.stat().st_size == 0
-        self._handle: IO[str] = path.open("a", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._handle, fieldnames=FIELDS)
-        if new:
-            self._writer.writeheader()
-            self._handle.flush()
-
-    def write(self, user: str, outcome: str, reason: str, verdict: Verdict | None = None, state: str = "") -> None:
-        """Append one row and flush it; an ``Attempting`` row is synced to disk before the write it announces."""
-        directory_user = verdict.user if verdict is not None else None
-        self._writer.writerow(
-            {
-                "user": user,
-                "outcome": outcome,
-                "reason": reason,
-                "state": state,
-                "userId": directory_user.id if directory_user else "",
-                "mail": directory_user.mail or "" if directory_user else "",
-                "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-        )
-        self._handle.flush()
-        if outcome == ATTEMPTING:
-            os.fsync(self._handle.fileno())
-
-    def close(self) -> None:
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
+def is_auth_error(exc: GraphError) -> bool:
+    """401, 403 or no token: the app's credentials or permissions, the same for every user."""
+    return exc.status in (401, 403) or exc.code in AUTH_CODES
 
 
 @dataclass
@@ -119,44 +79,81 @@ class Summary:
 
     outcomes: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
+    earlier: Counter[str] = field(default_factory=Counter)  # the outcomes of the users skipped as settled
     interrupted: bool = False
+    fatal: GraphError | None = None  # the authentication or permission error that stopped the run
+
+    def exit_code(self) -> int:
+        """0 settled as asked; 1 some refused by a pre-check; 2 rerun needed; 3 configuration (permissions)."""
+        if self.fatal is not None:
+            return 3
+        # The whole report counts: a Failed or refused user skipped as settled still needs the admin.
+        seen = self.outcomes + self.earlier
+        if self.interrupted or any(seen[o] for o in (FAILED, UNKNOWN, DEFERRED, USER_TYPE_PENDING)):
+            return 2
+        if any(seen[o] for o in REFUSED):
+            return 1
+        return 0
+
+
+class _Null:
+    def write(self, **cells: str) -> None:
+        pass
 
 
 class BulkConversion:
-    """Runs the conversion of every user in an input CSV, ``concurrency`` at a time."""
+    """Runs the conversion of every user in an input, ``concurrency`` at a time."""
 
     def __init__(
         self,
         converter: Converter,
         options: ConversionOptions,
-        report: Report,
+        state: ReportState,
+        writer: ReportWriter | None,
         *,
         dry_run: bool = False,
+        retry_failed: bool = False,
         concurrency: int = 8,
+        mailer: Mailer | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
+        if options.mail is MailChoice.ORGANISATION and mailer is None and not dry_run:
+            raise ValueError("the organisation's mail needs a mailer")
         self._converter = converter
         self._options = options
-        self._report = report
+        self._state = state
+        self._writer: ReportWriter | _Null = writer if writer is not None else _Null()
         self._dry_run = dry_run
+        self._retry_failed = retry_failed
         self._concurrency = concurrency
+        self._mailer = mailer
         self._progress = progress or (lambda _outcome: None)
-        self.stop = asyncio.Event()  # set it (e.g. on Ctrl-C) to finish the users in flight and stop
+        self._claimed: dict[str, str] = {}  # directory user id -> the reference that took it in this run
+        self.stop = asyncio.Event()  # set it (the first Ctrl-C) to start nothing new
         self.summary = Summary()
+
+    def _settled(self, earlier: Earlier | None) -> bool:
+        if earlier is None:
+            return False
+        if earlier.outcome in RERUN or earlier.outcome == WOULD_CONVERT:
+            return False
+        return not (self._retry_failed and (earlier.outcome == FAILED or earlier.outcome in REFUSED))
 
     async def run(self, users: Iterator[tuple[str, str | None]]) -> Summary:
         """Convert (or, dry, check) every user; returns when all are done or ``stop`` was set."""
-        queue: asyncio.Queue[tuple[str, str | None] | None] = asyncio.Queue(maxsize=self._concurrency * 2)
+        queue: asyncio.Queue[tuple[str, str | None] | None] = asyncio.Queue(maxsize=self._concurrency)
         seen: set[str] = set()
 
         async def produce() -> None:
             for user, email in users:
                 if self.stop.is_set():
-                    self.summary.interrupted = True
                     break
-                key = user.lower()
-                if key in seen or user in self._report.final:
+                key = user.casefold()
+                earlier = self._state.by_reference.get(user)
+                if key in seen or self._settled(earlier):
                     self.summary.skipped += 1
+                    if key not in seen and earlier is not None:
+                        self.summary.earlier[earlier.outcome] += 1
                     self._progress("skipped")
                     continue
                 seen.add(key)
@@ -166,57 +163,153 @@ class BulkConversion:
 
         async def consume() -> None:
             while (item := await queue.get()) is not None:
+                if self.stop.is_set():
+                    continue  # drain without starting anything
                 outcome = await self._one(*item)
-                self.summary.outcomes[outcome] += 1
-                self._progress(outcome)
+                if outcome != STOPPED:
+                    self.summary.outcomes[outcome] += 1
+                    self._progress(outcome)
 
         await asyncio.gather(produce(), *(consume() for _ in range(self._concurrency)))
+        self.summary.interrupted = self.stop.is_set() and self.summary.fatal is None
         return self.summary
 
-    async def _one(self, user: str, email: str | None) -> str:
-        report = self._report
-        if not is_user_reference(user):
-            report.write(user, INVALID, "not an object id (GUID) or user principal name")
-            return INVALID
+    def _fatal(self, exc: GraphError) -> str:
+        if self.summary.fatal is None:
+            self.summary.fatal = exc
+            log.error("convert.stopped code=%s status=%s request_id=%s", exc.code, exc.status, exc.request_id)
+        self.stop.set()
+        return STOPPED
+
+    def _row(self, reference: str, outcome: str, reason: str, verdict: Verdict | None = None, /, **more: str) -> str:
+        user = verdict.user if verdict is not None else None
+        self._writer.write(
+            user=reference,
+            outcome=outcome,
+            code=more.pop("code", verdict.code.value if verdict is not None else ""),
+            reason=reason,
+            userId=user.id if user else "",
+            mail=(user.mail or "") if user else "",
+            synced="yes" if verdict is not None and verdict.synced else "",
+            **more,
+        )
+        return outcome
+
+    @staticmethod
+    def _graph(exc: GraphError) -> dict[str, str]:
+        return {"code": exc.code, "graphMessage": str(exc)[:500], "requestId": exc.request_id or ""}
+
+    async def _one(self, reference: str, email: str | None) -> str:
+        if not is_user_reference(reference):
+            return self._row(reference, INVALID, "not an object id (GUID) or user principal name", code=INVALID)
+        earlier = self._state.by_reference.get(reference)
         try:
-            verdict = await self._converter.check(user, email)
-        except PermanentGraphError as exc:
-            report.write(user, FAILED, f"the directory refused the read: {exc.code}")
-            return FAILED
-        except (TransientGraphError, AmbiguousGraphError) as exc:
-            report.write(user, DEFERRED, f"the directory was unavailable: {exc.code}; run again to retry")
-            return DEFERRED
-        if verdict.code is Code.ALREADY_EXTERNAL and user in report.in_doubt:
-            # The interrupted run's invitation went through: record it, send nothing.
-            return await self._converted(user, verdict, "converted by an earlier, interrupted run")
+            verdict = await self._converter.check(reference, email)
+        except GraphError as exc:
+            if is_auth_error(exc):
+                return self._fatal(exc)
+            if earlier is not None and earlier.outcome in IN_DOUBT:
+                reason = "could not read the user again; still in doubt, run again"
+                return self._row(reference, UNKNOWN, reason, **self._graph(exc))
+            if isinstance(exc, PermanentGraphError):
+                return self._row(reference, FAILED, "the directory refused the read", **self._graph(exc))
+            return self._row(reference, DEFERRED, "the directory was unavailable; run again", **self._graph(exc))
+        user = verdict.user
+        if user is not None:
+            twin = self._claimed.setdefault(user.id, reference)
+            by_id = self._state.by_user_id.get(user.id)
+            if twin != reference:
+                return self._row(reference, DUPLICATE, f"the same user as {twin} in this run", verdict)
+            own_doubt = earlier is not None and earlier.outcome in IN_DOUBT | CONVERTED_PENDING
+            if by_id is not None and by_id.reference != reference and not own_doubt:
+                if by_id.outcome in IN_DOUBT | CONVERTED_PENDING:
+                    earlier = by_id  # the doubt was recorded under the user's other name
+                elif self._settled(by_id):
+                    reason = f"the same user as {by_id.reference} ({by_id.outcome}) in an earlier run"
+                    return self._row(reference, DUPLICATE, reason, verdict)
+        resumed = earlier is not None and earlier.outcome in IN_DOUBT | CONVERTED_PENDING
+        if verdict.code is Code.ALREADY_EXTERNAL and resumed and user is not None:
+            assert earlier is not None
+            return await self._converted(reference, verdict, None, earlier.outcome)
         if not verdict.eligible:
-            report.write(user, verdict.code.value, verdict.reason, verdict, "unchanged")
-            return verdict.code.value
+            return self._row(reference, verdict.code.value, verdict.reason, verdict, state="unchanged")
         if self._dry_run:
-            report.write(user, WOULD_CONVERT, verdict.reason, verdict, "unchanged")
-            return WOULD_CONVERT
-        report.write(user, ATTEMPTING, "invitation being sent", verdict)
+            return self._row(reference, WOULD_CONVERT, verdict.reason, verdict, state="unchanged")
+        if self.stop.is_set():
+            return STOPPED
+        self._row(reference, ATTEMPTING, "invitation being sent", verdict)
         try:
             result = await self._converter.convert(verdict, self._options)
-        except PermanentGraphError as exc:
-            report.write(user, FAILED, f"Graph refused: {exc.code}", verdict, "unchanged")
-            return FAILED
         except AmbiguousGraphError as exc:
-            report.write(user, UNKNOWN, f"the answer was lost ({exc.code}); run again to find out", verdict)
-            return UNKNOWN
-        except TransientGraphError as exc:
-            report.write(user, DEFERRED, f"not sent ({exc.code}); run again to retry", verdict, "unchanged")
-            return DEFERRED
-        return await self._converted(user, verdict, f"invitation {result.status or 'sent'}")
+            reason = "the answer was lost; run again to find out"
+            return self._row(reference, UNKNOWN, reason, verdict, **self._graph(exc))
+        except GraphError as exc:
+            if is_auth_error(exc):
+                # Graph did not act: nothing is in doubt, and the row is not settled either.
+                self._row(reference, DEFERRED, "not sent: the app lacks permission", verdict, **self._graph(exc))
+                return self._fatal(exc)
+            if isinstance(exc, PermanentGraphError):
+                return self._row(reference, FAILED, "Graph refused", verdict, state="unchanged", **self._graph(exc))
+            return self._row(reference, DEFERRED, "not sent; run again", verdict, state="unchanged", **self._graph(exc))
+        return await self._converted(reference, verdict, result, ATTEMPTING)
 
-    async def _converted(self, user: str, verdict: Verdict, reason: str) -> str:
-        state = "external"
-        if self._options.set_guest_user_type and verdict.user is not None:
+    async def _converted(self, reference: str, verdict: Verdict, result: InvitationResult | None, before: str) -> str:
+        """Record a converted user: userType when asked, then the mail choice; ``before`` is the last row's outcome."""
+        user = verdict.user
+        assert user is not None
+        how = "invitation " + (result.status or "sent") if result else "converted by an earlier, interrupted run"
+        ids = {"invitationId": "", "requestId": ""}
+        if result is not None:
+            ids = {"invitationId": result.invitation_id or "", "requestId": result.request_id or ""}
+        if self._dry_run:
+            return self._row(reference, CONVERTED, how + " (recorded by the next live run)", verdict, **ids)
+        try:
+            await self._converter.settle(user, self._options)
+        except GraphError as exc:
+            if is_auth_error(exc):
+                self._row(reference, USER_TYPE_PENDING, "converted; userType not changed", verdict, **self._graph(exc))
+                return self._fatal(exc)
+            reason = "converted; userType not changed yet: run again"
+            return self._row(reference, USER_TYPE_PENDING, reason, verdict, state="external", **self._graph(exc))
+        state = "external, userType Guest" if self._options.set_guest_user_type else "external"
+        delivery, redeem_url, note = await self._deliver(reference, verdict, result, before)
+        return self._row(
+            reference,
+            CONVERTED,
+            how + note,
+            verdict,
+            state=state,
+            delivery=delivery,
+            redeemUrl=redeem_url,
+            **ids,
+        )
+
+    async def _deliver(
+        self, reference: str, verdict: Verdict, result: InvitationResult | None, before: str
+    ) -> tuple[str, str, str]:
+        """The mail choice carried out: (delivery, redeem URL kept for the admin, note for the reason)."""
+        user = verdict.user
+        assert user is not None
+        mail = self._options.mail
+        if mail is MailChoice.MICROSOFT:
+            return "microsoft", "", ""  # sent with the invitation, which acted
+        if before == MAILING:
+            return "organisation-unknown", "", "; the organisation's mail may have gone (never sent twice)"
+        if (user.external_user_state or "").lower() == "accepted":
+            return "", "", "; already redeemed"
+        if result is None or not result.redeem_url:
             try:
-                if (verdict.user.user_type or "").lower() != "guest":
-                    await self._converter.make_guest(verdict.user.id)
-                state = "external, userType Guest"
-            except (PermanentGraphError, TransientGraphError, AmbiguousGraphError) as exc:
-                reason += f"; userType not changed ({exc.code})"
-        self._report.write(user, CONVERTED, reason, verdict, state)
-        return CONVERTED
+                result = await self._converter.fresh_redeem_url(user, self._options)
+            except GraphError as exc:
+                return "none", "", f"; no redeem URL ({exc.code}): the user can redeem from the tenant's links"
+        url = result.redeem_url or ""
+        if mail is MailChoice.NONE or self._mailer is None:
+            return "none", url, ""
+        self._row(reference, MAILING, "the organisation's mail is being sent", verdict)
+        try:
+            await self._mailer.send(user, url)
+        except AmbiguousGraphError as exc:
+            return "organisation-unknown", url, f"; the mail's answer was lost ({exc.code})"
+        except GraphError as exc:
+            return "organisation-failed", url, f"; the mail was not sent ({exc.code}): the redeem URL is kept"
+        return "organisation", "", ""

@@ -99,6 +99,8 @@ USER_FIELDS: Final = [
     "externalUserState",
     "onPremisesSyncEnabled",
     "creationType",
+    "identities",
+    "displayName",
 ]
 # Under throttling Graph lets "low" go first and "high" last; it does not change the limits.
 PRIORITY_HEADER: Final = "x-ms-throttle-priority"
@@ -263,6 +265,12 @@ def _user_from_json(data: dict[str, Any]) -> DirectoryUser:
         external_user_state=data.get("externalUserState"),
         on_premises_sync_enabled=data.get("onPremisesSyncEnabled"),
         creation_type=data.get("creationType"),
+        identities=tuple(
+            (str(i.get("signInType") or ""), str(i.get("issuer") or ""))
+            for i in data.get("identities") or ()
+            if isinstance(i, dict)
+        ),
+        display_name=data.get("displayName"),
     )
 
 
@@ -276,6 +284,8 @@ def _to_user(user: User) -> DirectoryUser:
         external_user_state=user.external_user_state,
         on_premises_sync_enabled=user.on_premises_sync_enabled,
         creation_type=user.creation_type,
+        identities=tuple((i.sign_in_type or "", i.issuer or "") for i in user.identities or ()),
+        display_name=user.display_name,
     )
 
 
@@ -285,9 +295,10 @@ def to_graph_invitation(invitation: Invitation) -> GraphInvitation:
     body = GraphInvitation(
         invited_user_email_address=invitation.email,
         invite_redirect_url=opts.redirect_url,
-        invited_user_type=opts.user_type,
         send_invitation_message=opts.send_message,
     )
+    if opts.user_type:
+        body.invited_user_type = opts.user_type
     if invitation.display_name:
         body.invited_user_display_name = invitation.display_name
     if opts.send_message and (opts.message_language or opts.message_body or opts.cc_address):
@@ -333,6 +344,7 @@ class MsGraphDirectory(GuestLifecycleCalls):
         self._object_base = directory_object_base.rstrip("/")
         self._mailboxes: dict[str, asyncio.Semaphore] = {}
         self._domains: tuple[float, frozenset[str]] | None = None
+        self._domains_lock = asyncio.Lock()  # one read per expiry, however many callers wait for it
 
     async def _slot(self, limits: Sequence[str]) -> float:
         """Wait for the local pacer, then for the shared budget's slot of each limit; the seconds waited.
@@ -479,18 +491,23 @@ class MsGraphDirectory(GuestLifecycleCalls):
         return gate
 
     async def verified_domains(self) -> frozenset[str]:
-        now = time.monotonic()
-        if self._domains is not None and now - self._domains[0] < DOMAINS_TTL:
-            return self._domains[1]
-        try:
-            page = await self._client.domains.get()
-        except Exception as exc:
-            raise classify(exc, write=False) from exc
-        names = frozenset(
-            (d.id or "").lower() for d in (page.value if page and page.value else []) if d.id and d.is_verified
-        )
-        self._domains = (now, names)
-        return names
+        cached = self._domains
+        if cached is not None and time.monotonic() - cached[0] < DOMAINS_TTL:
+            return cached[1]
+        async with self._domains_lock:
+            # Whoever waited here while another caller read them finds them fresh now.
+            cached = self._domains
+            if cached is not None and time.monotonic() - cached[0] < DOMAINS_TTL:
+                return cached[1]
+            try:
+                page = await self._client.domains.get()
+            except Exception as exc:
+                raise classify(exc, write=False) from exc
+            names = frozenset(
+                (d.id or "").lower() for d in (page.value if page and page.value else []) if d.id and d.is_verified
+            )
+            self._domains = (time.monotonic(), names)
+            return names
 
     async def add_group_member(self, group_id: str, user_id: str) -> None:
         body = ReferenceCreate(odata_id=f"{self._object_base}/directoryObjects/{user_id}")

@@ -19,7 +19,7 @@ class InvitationOptions:
     """Organisation-wide invitation options, taken from settings (never from the requester)."""
 
     redirect_url: str
-    user_type: str = "Guest"
+    user_type: str | None = "Guest"  # None leaves invitedUserType out (a conversion, as Microsoft's document)
     send_message: bool = True
     message_language: str | None = None
     message_body: str | None = None
@@ -76,6 +76,9 @@ class DirectoryUser:
     external_user_state: str | None = None
     on_premises_sync_enabled: bool | None = None
     creation_type: str | None = None
+    # (signInType, issuer) of each of ``identities``: a ``federated`` one is a B2B identity.
+    identities: tuple[tuple[str, str], ...] = ()
+    display_name: str | None = None
 
 
 @dataclass(frozen=True)

@@ -403,7 +403,7 @@ class InvitationWorker:
         The same lease, retries and one-mail rule as a sign-up: after an attempt that may have
         acted, the user found external means that attempt converted it, and nothing is sent again.
         """
-        from ..conversion import Code, ConversionOptions, Converter
+        from ..conversion import Code, ConversionOptions, Converter, after_lost_answer
 
         options = ConversionOptions.from_json(request)
         converter = Converter(self._directory, self._options, priority="normal")
@@ -417,8 +417,15 @@ class InvitationWorker:
             return await self._retry(signup, exc, maybe_invited=signup.maybe_invited)
         user = verdict.user
         if verdict.code is Code.ALREADY_EXTERNAL and signup.maybe_invited and user is not None:
-            mailed = options.send_message
-            await self._finish(signup, Event.INVITED, self._invited(None, user.id, "PendingAcceptance", mailed=mailed))
+            try:  # the earlier attempt converted: finish what it left (userType, a redeem URL for the mail)
+                done = await after_lost_answer(converter, user, options)
+            except GraphError as exc:
+                return await self._retry(signup, exc, maybe_invited=True)
+            await self._finish(
+                signup,
+                Event.INVITED,
+                self._invited(None, user.id, done.status, mailed=options.send_message, redeem_url=done.redeem_url),
+            )
             log.info("worker.converted_before signup_id=%s", signup.id)
             return Outcome.INVITED
         if not verdict.eligible or user is None:
@@ -449,11 +456,10 @@ class InvitationWorker:
         except TransientGraphError as exc:
             return await self._retry(claimed, exc, maybe_invited=signup.maybe_invited)
         detail = verdict.reason if verdict.synced else None
-        if options.set_guest_user_type:
-            try:
-                await converter.make_guest(user.id)
-            except GraphError as exc:
-                detail = f"converted; userType not changed ({exc.code})"
+        try:
+            await converter.settle(user, options)
+        except GraphError as exc:  # converted, userType not yet: the next delivery finds it external and settles
+            return await self._retry(claimed, exc, maybe_invited=True)
         await self._finish(
             claimed,
             Event.INVITED,
