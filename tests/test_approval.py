@@ -289,3 +289,20 @@ async def test_an_address_in_the_tenants_own_domain_is_never_invited() -> None:
     record = kit.record(sid)
     assert record.status is Status.FAILED and record.error_code == "TenantDomain"
     assert kit.directory.invitations == []
+
+
+async def test_a_follower_revived_after_its_own_expiry_mails_nobody() -> None:
+    """Two requests for one address under review: the second follows the first. Nobody decides; the first
+    expires, and the follower, revived past its own expiry, is expired too without a second approvers' mail."""
+    kit = review_kit()
+    await kit.sweeper.sweep()
+    first = await kit.submit("sam@northwind.com")
+    second = await kit.submit("sam@northwind.com")
+    await kit.deliver_due()
+    assert kit.record(second).status is Status.LINKED and len(kit.directory.sent_mails) == 1
+    for _ in range(10):
+        kit.pass_time(kit.pending_expiry / 4)
+        await kit.sweeper.sweep()
+        await kit.deliver_due()
+    assert kit.record(first).status is Status.EXPIRED and kit.record(second).status is Status.EXPIRED
+    assert len(kit.directory.sent_mails) == 1

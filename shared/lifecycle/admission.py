@@ -145,7 +145,9 @@ class Admission:
         step = None
         if review:
             due = signup.created_at + timedelta(seconds=self._timers.pending_expiry)
-            step = await self._approver_step(signup.policy_profile) if self._approver_step else None
+            # A request revived after its own expiry is only expired by the sweeper: nobody is mailed for it.
+            if self._approver_step is not None and due > now:
+                step = await self._approver_step(signup.policy_profile)
         else:
             due = grace
         # A review is looked at when its approvers' mail is overdue, or at its expiry.
