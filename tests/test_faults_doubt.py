@@ -32,7 +32,7 @@ async def test_lost_answer_then_graph_dark_past_the_deadline(stack: Stack, emula
     POST while dark, and ends ``invited`` with one mail when Graph is back; a repeat sign-up mails nobody."""
     address = "dark@fabrikam.com"
     emulator.faults.append(Fault(kind="acted504", address=address, times=1))
-    stack.start_host(SIGNUP_RETRY_DEADLINE_SECONDS="8", SIGNUP_RETRY_MAX_SECONDS="2")
+    await stack.start_host(SIGNUP_RETRY_DEADLINE_SECONDS="8", SIGNUP_RETRY_MAX_SECONDS="2")
     dark = Fault(kind="503", operation="*")
     async with httpx.AsyncClient(base_url=stack.url, timeout=10) as client:
         url = await submit(client, address)
@@ -60,7 +60,7 @@ async def test_two_pending_requests_for_one_address_make_one_review(stack: Stack
     """Defect 5: a second request while one is pending links to it (one approvers' mail, one item to decide);
     approving the first invites once and the second follows it, with no review or mail of its own."""
     address = "twice@northwind.com"
-    stack.start_host(SIGNUP_POLICY=REVIEW_POLICY)
+    await stack.start_host(SIGNUP_POLICY=REVIEW_POLICY)
     async with httpx.AsyncClient(base_url=stack.url, timeout=10) as client:
         first, second = await submit(client, address), await submit(client, address.upper())
         ids = {url.rsplit("/", 1)[1]: url for url in (first, second)}

@@ -241,10 +241,11 @@ class Sweeper:
 
     async def _deadline(self, signup: Signup, entry: DueEntry, now: datetime, report: SweepReport) -> bool:
         """Past the deadline: the doubt rule decides (``doubt.give_up``)."""
-        if signup.status is Status.RECEIVED or signup.maybe_invited:
-            # Never admitted, or may have invited: the worker settles it (admission, or a read-only check).
+        if signup.maybe_invited:
+            # May have invited: only the worker's read-only check may settle it.
             await self._nudge(signup, entry, now, report)
             return True
+        # No doubt (a request never admitted cannot have invited): failed here, not after more lost messages.
         event, changes = doubt.give_up(
             signup, now, self._timers, code=signup.error_code or "DeadlineExceeded", kind="transient"
         )
