@@ -14,7 +14,7 @@ from shared.errors import (
     TransientGraphError,
     WriteDeferred,
 )
-from shared.lifecycle.models import DirectoryBefore, Status
+from shared.lifecycle.models import DirectoryBefore, Status, new_signup_id
 from shared.lifecycle.worker import MAX_FAULTS, Outcome
 from tests.fakes import FakeDirectory
 from tests.lifecycle_kit import Kit
@@ -351,3 +351,25 @@ async def test_an_invited_guest_is_registered_once_for_its_lifecycle() -> None:
     await kit.submit()
     await kit.run_until_quiet()
     assert list(kit.guests.records) == [user_id]
+
+
+async def test_a_message_ahead_of_its_record_comes_back_instead_of_being_lost() -> None:
+    """Intake inserts and enqueues together: a delivery that finds no record for a recent id re-enqueues it
+    for about the id's age; once the record is there it is invited. A message whose record never came (the
+    insert failed and the caller got 503) comes back a few times and is done once the id is older than the
+    grace."""
+    kit = Kit()
+    sid = await kit.submit(admit=False)
+    record = kit.store.records.pop(sid)  # the insert has not landed yet
+    assert await kit.worker.process(sid) is Outcome.RESCHEDULED
+    kit.store.records[sid] = record
+    await kit.run_until_quiet()
+    assert kit.record(sid).status is Status.INVITED
+    ghost = new_signup_id(kit.clock.now)
+    await kit.queue.enqueue(ghost)
+    outcomes = []
+    for _ in range(20):
+        outcomes += await kit.deliver_due()
+        kit.pass_time(30)
+    assert outcomes[-1] is Outcome.MISSING and len(outcomes) <= 8
+    assert ghost not in kit.queue.messages

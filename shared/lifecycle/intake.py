@@ -23,6 +23,7 @@ it holds no claim and the sweeper finishes it from its own time bucket.
 from __future__ import annotations
 
 import logging
+from asyncio import gather
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -102,18 +103,29 @@ class Intake:
             terms_version=form.terms_version,
             trace_parent=telemetry.traceparent(),
         )
-        created = await self._store.create(signup)
         if denied:
+            created = await self._store.create(signup)
             log.info(
                 "intake.denied signup_id=%s domain=%s reason=%s", created.id, created.domain, created.policy_reason
             )
             raise SignupForbidden(created.id)
-        try:
-            await self._mark_old_minute(created, now)
-            await self._queue.enqueue(created.id)
-        except StorageError:
-            await self._discard(created.id)
-            raise
+        # The insert and the enqueue go together: one round trip of latency, not two. A message that arrives
+        # before its record finds it missing and comes back later (the worker waits for a recent id); both
+        # results are awaited before any clean-up, so nothing lands after it.
+        results = await gather(
+            self._store.create(signup),
+            self._queue.enqueue(signup.id),
+            self._mark_old_minute(signup, now),
+            return_exceptions=True,
+        )
+        created_or_error, enqueued, marked = results
+        if isinstance(created_or_error, BaseException):
+            raise created_or_error  # the message, if it went, finds no record and dies out
+        created = created_or_error
+        for error in (enqueued, marked):
+            if isinstance(error, BaseException):
+                await self._discard(created.id)
+                raise error
         log.info("intake.accepted signup_id=%s domain=%s action=%s", created.id, form.domain, decision.action.value)
         return created
 

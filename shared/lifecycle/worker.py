@@ -62,7 +62,7 @@ from ..graph.directory import Directory, DirectoryUser, Invitation, InvitationOp
 from ..policy import PolicySource
 from . import doubt
 from .admission import Admission
-from .models import DirectoryBefore, Signup, Status, Step, utcnow
+from .models import DirectoryBefore, Signup, Status, Step, id_minute, utcnow
 from .queue import SignupQueue
 from .store import SignupStore
 from .timers import Timers
@@ -163,12 +163,23 @@ class InvitationWorker:
         then redelivers)."""
         signup = await self._store.get(signup_id)
         if signup is None:
-            log.warning("worker.missing signup_id=%s", signup_id)
-            return Outcome.MISSING
+            return await self._missing(signup_id)
         with telemetry.span("signup.deliver", parent=signup.trace_parent, signup__id=signup_id) as current:
             outcome = await self._process(signup)
             current.set_attribute("signup.outcome", outcome.value)
             return outcome
+
+    async def _missing(self, signup_id: str) -> Outcome:
+        """No record. Intake writes the record and sends the message together, so a recent id's message may
+        come first: it comes back after about its age (a few deliveries at most); an older one is done."""
+        minute = id_minute(signup_id)
+        age = (self._clock() - minute).total_seconds() if minute is not None else None
+        if age is not None and age < self._timers.queued_grace:
+            await self._queue.enqueue(signup_id, max(2.0, age))
+            log.info("worker.not_recorded_yet signup_id=%s", signup_id)
+            return Outcome.RESCHEDULED
+        log.warning("worker.missing signup_id=%s", signup_id)
+        return Outcome.MISSING
 
     async def _process(self, signup: Signup | None) -> Outcome:
         signup_id = signup.id if signup is not None else ""

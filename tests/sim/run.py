@@ -32,8 +32,9 @@ from shared.admin.replay import Replayer, Selection
 from shared.approval import Approvals
 from shared.conversion.converter import ConversionOptions
 from shared.conversion.requests import ConversionRequests
-from shared.errors import IllegalTransition, StorageError
+from shared.errors import IllegalTransition, PortalError, StorageError
 from shared.graph.directory import InvitationOptions
+from shared.lifecycle import intake as intake_module
 from shared.lifecycle.admission import Admission
 from shared.lifecycle.intake import Intake
 from shared.lifecycle.models import DIRECTORY_FACT_CODES, Signup, Status
@@ -271,6 +272,9 @@ class Simulation:
     ) -> None:
         self.seed = seed
         self.rng = rng = random.Random(seed)
+        # No asyncio loop runs here: intake's gather (its insert and enqueue together) becomes the parts awaited
+        # one by one, in a seeded order, so both orders (the message before its record, too) are explored.
+        intake_module.gather = self._gather
         self.trace_lines: list[str] = []
         self.clock = VirtualClock(START)
         crash = crash_rate if crash_rate is not None else rng.choice((0.0, 0.005, 0.02, 0.05))
@@ -504,7 +508,7 @@ class Simulation:
                 f"submit({local})",
                 submit(),
                 accepted,
-                lambda exc: self._unexpected("intake", exc, (StorageError, PermissionError, Exception)),
+                lambda exc: self._unexpected("intake", exc, (StorageError, PermissionError, PortalError)),
             )
         elif kind in {"approve", "deny"}:
             pending = [
@@ -575,6 +579,24 @@ class Simulation:
                 if owner is None or owner.status not in {Status.INVITED, Status.UNKNOWN, Status.LINKED}:
                     return False
         return not self.queue.messages
+
+    async def _gather(self, *parts: Any, return_exceptions: bool = False) -> list[Any]:
+        """``asyncio.gather`` for the simulator: the parts awaited one after another in a seeded order."""
+        order = list(range(len(parts)))
+        self.rng.shuffle(order)
+        results: list[Any] = [None] * len(parts)
+        for position, index in enumerate(order):
+            try:
+                results[index] = await parts[index]
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                results[index] = exc
+            except BaseException:  # a crash of the process: the parts not started never will be
+                for later in order[position + 1 :]:
+                    parts[later].close()
+                raise
+        return results
 
     def run(self, max_steps: int = 20000) -> Result:
         original = IllegalTransition.__init__

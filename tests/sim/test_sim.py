@@ -61,3 +61,12 @@ def test_the_simulator_catches_a_claim_that_does_not_hold(monkeypatch: pytest.Mo
     monkeypatch.setattr(Admission, "holds_claim", held)
     found = [v for seed in range(100) for v in simulate(seed).violations]
     assert any("Microsoft mail by" in v for v in found), found[:5]
+
+
+def test_the_worlds_accept_and_invite() -> None:
+    """A simulator whose sign-ups all fail at intake checks nothing: over 50 seeds most sign-ups are accepted
+    and many end invited (this caught intake's gather running outside the simulator's scheduler)."""
+    results = [simulate(seed) for seed in range(50)]
+    accepted = sum(r.accepted for r in results)
+    invited = sum(r.finals.get("invited", 0) for r in results)
+    assert accepted >= 50 and invited >= 25, (accepted, invited)
