@@ -38,16 +38,13 @@ from typing import Any
 
 import aiohttp
 
-from .common import drain_report, emulator_json, fill, save, stack, statuses_of, wait_until_final
+from .common import ONE_WRITE_POLICY, drain_report, emulator_json, fill, save, stack, statuses_of, wait_until_final
 
 QUIET = {
     "AzureWebJobs.invite_signup.Disabled": "true",
     "AzureWebJobs.finalise_poisoned_signup.Disabled": "true",
     "AzureWebJobs.sweep_signups.Disabled": "true",
 }
-# The sample policy adds every fabrikam.com guest to a group: a second write per sign-up, paced by the budget
-# but a 404 at the emulator (which has no such group), so invitations alone would show half the budget.
-ONE_WRITE_POLICY = "tests/policies/test-domains.json"
 _USAGE = re.compile(r"budget\.usage storage_calls=(\d+)")
 
 
