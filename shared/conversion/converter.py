@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final
@@ -156,14 +157,16 @@ class Converter:
             priority=self._priority,
         )
 
-    async def convert(self, verdict: Verdict, options: ConversionOptions) -> InvitationResult:
+    async def convert(
+        self, verdict: Verdict, options: ConversionOptions, *, fence: Callable[[], Awaitable[None]] | None = None
+    ) -> InvitationResult:
         """Convert an eligible user (one ``POST /invitations``).
 
         ``PermanentGraphError`` ``InvitedUserMismatch`` when Graph's answer names another user than the one
         meant: nothing more is done for it, and an admin must look.
         """
         assert verdict.user is not None
-        result = await self._directory.invite(self.invitation(verdict, options))
+        result = await self._directory.invite(self.invitation(verdict, options), fence=fence)
         if result.invited_user_id != verdict.user.id:
             raise PermanentGraphError(
                 "Graph's answer names another user than the one being converted",

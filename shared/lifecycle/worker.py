@@ -443,29 +443,36 @@ class InvitationWorker:
             await self._refuse(signup, verdict.code.value, "conversion", error_detail=verdict.reason)
             log.info("worker.conversion_refused signup_id=%s code=%s", signup.id, verdict.code.value)
             return Outcome.FAILED
-        now = self._clock()
-        lease_until = now + timedelta(seconds=self._timers.lease)
-        claimed = await self._write(
-            signup,
-            Event.CLAIM,
-            email=user.mail or "",
-            display_name=user.user_principal_name or user.id,
-            attempts=signup.attempts + 1,
-            lease_until=lease_until,
-            due_at=lease_until,
-            maybe_invited=True,
-            last_attempt_at=now,
-            directory_before=DirectoryBefore.MEMBER,
-            existing_user_id=user.id,
-        )
+        held = [signup]
+
+        async def fence() -> None:
+            """Right before each POST (after the pacer's waits): the lease, taken with a conditional write."""
+            now = self._clock()
+            lease_until = now + timedelta(seconds=self._timers.lease)
+            held[0] = await self._write(
+                held[0],
+                Event.CLAIM,
+                email=user.mail or "",
+                display_name=user.user_principal_name or user.id,
+                attempts=held[0].attempts + 1,
+                lease_until=lease_until,
+                due_at=lease_until,
+                maybe_invited=True,
+                last_attempt_at=now,
+                directory_before=DirectoryBefore.MEMBER,
+                existing_user_id=user.id,
+            )
+
         try:
-            result = await converter.convert(verdict, options)
+            result = await converter.convert(verdict, options, fence=fence)
         except PermanentGraphError as exc:
+            claimed = held[0]
             return await self._refuse(claimed, exc.code, "permanent", exc, maybe_invited=signup.maybe_invited)
         except AmbiguousGraphError as exc:
-            return await self._retry(claimed, exc, maybe_invited=True)
+            return await self._retry(held[0], exc, maybe_invited=True)
         except TransientGraphError as exc:
-            return await self._retry(claimed, exc, maybe_invited=signup.maybe_invited)
+            return await self._retry(held[0], exc, maybe_invited=signup.maybe_invited)
+        claimed = held[0]
         detail = verdict.reason if verdict.synced else None
         try:
             await converter.settle(user, options)
