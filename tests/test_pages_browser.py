@@ -307,7 +307,7 @@ async def test_pending_then_approved_on_the_approvers_page(contexts: NewContext)
     await expect(manage.locator("#manage-message")).to_contain_text("Approved.")
     await expect(page.locator("#status-message")).to_contain_text(INVITED["en"], timeout=30_000)
     await manage.goto("/api/manage?lang=ja")
-    await expect(manage.locator("h1")).to_have_text("承認待ちの申請")
+    await expect(manage.locator("#heading-pending")).to_have_text("承認待ちの申請")
     await shot(manage, "approver-ja")
 
 
