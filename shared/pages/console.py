@@ -73,7 +73,6 @@ def console_messages(language: str) -> dict[str, Any]:
         "statuses": status_names(language),
         "status": _("Status"),
         "profile": _("Profile"),
-        "address": _("Address"),
         "select_item": _("Select %(name)s"),
         "selected": _("Selected: %(count)s"),
         "shown": _("Shown: %(count)s"),
