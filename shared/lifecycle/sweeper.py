@@ -28,7 +28,10 @@ any moment: the worker ignores or reschedules a message that comes too early or
 twice. An entry that cannot be handled (a storage fault, a record that does not
 parse) is moved to a later minute with one more nudge, and after ``MAX_NUDGES``
 to the ``skipped`` partition with an error log, so one bad entry never holds the
-cursor. The cursor advances past each minute once handled; an ETag on the
+cursor. Every record it meets is first re-indexed (``writes.reindex``: the stats'
+day index, repaired after a crash between a write and its index update; for a
+final record before its entry is dropped, and a failure keeps the entry). The
+cursor advances past each minute once handled; an ETag on the
 cursor keeps two sweepers from both advancing it.
 """
 
@@ -47,10 +50,10 @@ from . import doubt
 from .admission import Admission
 from .models import Signup, Status, Step, utcnow
 from .queue import SignupQueue
-from .store import SKIPPED_BUCKET, DueEntry, DueIndex, SignupStore, bucket_of, bucket_start, next_bucket
+from .store import SKIPPED_BUCKET, DueEntry, DueIndex, SignupStore, bucket_of, bucket_start, index_of, next_bucket
 from .timers import Timers
 from .transitions import Event
-from .writes import write
+from .writes import reindex, write
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +204,13 @@ class Sweeper:
             signup = await self._store.get(entry.signup_id)
             final = {Status.FAILED, Status.DENIED, Status.EXPIRED, Status.UNKNOWN}
             if signup is None or signup.status in final or self._done(signup):
+                if signup is not None:
+                    # The last time anyone looks at this record: the day index is made to agree with it first
+                    # (a crash after the final write lost that write's index update); a failure keeps the entry.
+                    await index_of(self._store).indexed(signup, force=True)
                 report.dropped += 1
                 return True
+            await reindex(self._store, signup)
             if signup.status is Status.LINKED:
                 return await self._linked(signup, entry, now, report)
             if signup.status is Status.PENDING_APPROVAL:
