@@ -94,7 +94,7 @@ check: setup check-infra
 
 ## Screenshots of the pages (en and ja) into screenshots/ (git-ignored), from the browser tests.
 screenshots: setup
-	$(PY) -m pytest -m browser -q tests/test_pages_browser.py
+	$(PY) -m pytest -m browser -q tests/test_pages_browser.py tests/test_console_browser.py
 	@ls screenshots/
 
 bench: bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart

@@ -77,6 +77,9 @@ def console_messages(language: str) -> dict[str, Any]:
         "selected": _("Selected: %(count)s"),
         "shown": _("Shown: %(count)s"),
         "no_items": _("Nothing matches these filters."),
+        "bad_filters": _(
+            "These filters cannot be used: check the address and that the first date is not after the last."
+        ),
         "not_available": _("This part of the console is not available on this server yet."),
         "decision": _("Decision"),
         "decided": _("%(outcome)s by %(by)s, %(when)s"),

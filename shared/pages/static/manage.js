@@ -15,9 +15,12 @@
   var keyForm = document.getElementById("key-form");
   var consoleBox = document.getElementById("console");
   var KEY = "signup-portal-function-key";
-  var PAGE = 50;
+  // Page size: 50, or ?pageSize= (1 to 100) for an admin who wants shorter or longer pages.
+  var PAGE = Math.min(Math.max(parseInt(new URLSearchParams(window.location.search).get("pageSize"), 10) || 50, 1), 100);
   var BULK = 100;       // ids per bulk call
-  var SCAN_PAGES = 5;   // pages read per "Load more" when the page itself filters (recent decisions)
+  // Pages read on per "Load more" while they bring nothing to show: the list may answer empty pages with a token
+  // (it bounds its work per page) and recent decisions are picked out here.
+  var SCAN_PAGES = 40;
   // The browser's own time zone; the zone's name is shown so that a time is never ambiguous.
   var moment = new Intl.DateTimeFormat(lang, {
     year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short"
@@ -177,7 +180,9 @@
     row(dl, M.profile, item.policy && item.policy.profile);
     row(dl, M.company, item.company);
     row(dl, M.justification, item.justification);
-    row(dl, fill(M.requested, { when: "" }).trim(), when(item.createdAt));
+    var created = when(item.createdAt);
+    created.className = "created";
+    row(dl, fill(M.requested, { when: "" }).trim(), created);
     if (item.updatedAt && item.updatedAt !== item.createdAt) { row(dl, M.updated, when(item.updatedAt)); }
     if (item.decision) { row(dl, M.decision, decidedText(item.decision)); }
     if (item.invitation) { row(dl, M.invitation, item.invitation.invitationStatus); }
@@ -256,6 +261,7 @@
     self.token = null;
     self.shown = 0;
     self.busy = false;
+    self.generation = 0;  // a new filter outdates the pages still on their way
     if (options.bulk) { self.bulk = new Bulk(name, self, options.bulk); }
     if (self.form) {
       self.form.addEventListener("submit", function (event) { event.preventDefault(); self.reset(); });
@@ -272,6 +278,8 @@
     return params;
   };
   List.prototype.reset = function () {
+    this.generation += 1;
+    this.busy = false;
     this.ul.textContent = "";
     this.token = null;
     this.shown = 0;
@@ -286,12 +294,15 @@
     self.more.disabled = true;
     self.message.textContent = M.working;
     var firstNew = null;
+    var generation = self.generation;
     var params = self.params();
     params.pageSize = PAGE;
     function read(round) {
       params.continuationToken = self.token;
       return request("GET", self.path + query(params)).then(function (r) {
+        if (generation !== self.generation) { return "stale"; }
         if (r.status === 404) { return "missing"; }
+        if (r.status === 400) { return "refused"; }
         if (r.status !== 200) { throw new Error(String(r.status)); }
         r.body.items.filter(self.keep).forEach(function (item) {
           var card = self.card(item, self);
@@ -305,15 +316,19 @@
       });
     }
     read(1).then(function (outcome) {
+      if (outcome === "stale") { return; }
       if (outcome === "missing") { notAvailable(self.message); self.more.hidden = true; return; }
+      if (outcome === "refused") { self.message.textContent = M.bad_filters; self.more.hidden = true; return; }
       self.message.textContent = self.shown ? fill(M.shown, { count: numbers.format(self.shown) }) : M.no_items;
       self.more.hidden = !self.token;
       if (self.bulk) { self.bulk.count(); }
       if (focusNew && firstNew) { firstNew.querySelector("h3").focus(); }
       self.focusRequested();
     }).catch(function () {
-      self.message.textContent = M.load_failed;
-    }).then(function () { self.busy = false; self.more.disabled = false; });
+      if (generation === self.generation) { self.message.textContent = M.load_failed; }
+    }).then(function () {
+      if (generation === self.generation) { self.busy = false; self.more.disabled = false; }
+    });
   };
   // The request a link names (?id=, from the approvers' mail) gets the focus once shown.
   List.prototype.focusRequested = function () {

@@ -130,7 +130,10 @@
           figure.appendChild(rect);
         });
         if (i === 0 || i === days.length - 1 || i === Math.floor(days.length / 2)) {
-          figure.appendChild(svg("text", { x: x + step * 0.4, y: H - 8, "text-anchor": "middle", "class": "label" },
+          // The first and last labels are anchored inside the chart, so that neither is cut off.
+          var anchor = i === 0 ? "start" : i === days.length - 1 ? "end" : "middle";
+          var at = i === 0 ? x : i === days.length - 1 ? x + step * 0.8 : x + step * 0.4;
+          figure.appendChild(svg("text", { x: at, y: H - 8, "text-anchor": anchor, "class": "label" },
             day(d.date, false)));
         }
       });
