@@ -251,3 +251,18 @@ async def test_the_overview_adds_up_the_days_and_explains_failures(index: TableD
     assert codes["SomethingNew"]["cause"] is None and codes["SomethingNew"]["fix"] is None
     assert stats["attention"] == {"pendingReview": 1, "inDoubt": 1, "conversionsToRerun": 1}
     assert stats["budget"] == {"limit": 3000, "windowSeconds": 150.0, "used": 0, "fraction": 0.0}
+
+
+async def test_the_budget_is_read_from_the_shared_schedule(index: TableDayIndex, table: TableClient) -> None:
+    """Writes spoken for in the window come from the stored schedule's ``tat`` (read only)."""
+    import time
+
+    from shared.graph.budget import WRITES, BucketState, TableBudgetStore
+
+    budget = TableBudgetStore(table)
+    overview = Overview(index, budget, budget_limit=3000, budget_window=150.0)
+    assert (await overview.budget())["used"] == 0  # never written
+    rate = 3000 * 0.975 / 150.0
+    await budget.write(WRITES, BucketState(time.time() - 150.0 + 600 / rate))
+    figures = await overview.publish_budget()
+    assert 595 <= figures["used"] <= 600 and figures["fraction"] == round(figures["used"] / 3000, 4)
