@@ -266,3 +266,14 @@ async def test_the_budget_is_read_from_the_shared_schedule(index: TableDayIndex,
     await budget.write(WRITES, BucketState(time.time() - 150.0 + 600 / rate))
     figures = await overview.publish_budget()
     assert 595 <= figures["used"] <= 600 and figures["fraction"] == round(figures["used"] / 3000, 4)
+
+
+async def test_the_overview_answers_from_its_last_figures_within_the_cache_time(index: TableDayIndex) -> None:
+    today = datetime.now(UTC)
+    cached = Overview(index, None, budget_limit=3000, budget_window=150.0, cache_seconds=60)
+    fresh = Overview(index, None, budget_limit=3000, budget_window=150.0)
+    first = await cached.stats(7)
+    await index.indexed(signup(Status.INVITED, at=today, invited_at=today))
+    assert await cached.stats(7) == first  # the same figures, with the same generatedAt
+    assert (await fresh.stats(7))["days"][-1]["counts"] == {"invited": 1}
+    assert (await cached.stats(8))["days"][-1]["counts"] == {"invited": 1}  # each days value apart

@@ -71,8 +71,12 @@ class Overview:
         *,
         budget_limit: int,
         budget_window: float,
+        cache_seconds: float = 0.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        self._cache_seconds = cache_seconds
+        self._cached: dict[int, tuple[float, dict[str, Any]]] = {}
+        self._reading: dict[int, asyncio.Lock] = {}
         self._index = index
         self._budget = budget
         self._limit = budget_limit
@@ -80,7 +84,19 @@ class Overview:
         self._clock = clock
 
     async def stats(self, days: int = DEFAULT_DAYS) -> dict[str, Any]:
-        """The figures of the last ``days`` intake days (today included)."""
+        """The figures of the last ``days`` intake days (today included); figures read within the last
+        ``cache_seconds`` are answered again (``generatedAt`` says when), and one reader at a time reads anew."""
+        if self._cache_seconds <= 0:
+            return await self._read(days)
+        async with self._reading.setdefault(days, asyncio.Lock()):
+            cached = self._cached.get(days)
+            if cached is not None and time.monotonic() < cached[0]:
+                return cached[1]
+            figures = await self._read(days)
+            self._cached[days] = (time.monotonic() + self._cache_seconds, figures)
+            return figures
+
+    async def _read(self, days: int) -> dict[str, Any]:
         now = self._clock()
         dates = [(now - timedelta(days=i)).date() for i in range(days - 1, -1, -1)]
         summaries, budget = await asyncio.gather(
