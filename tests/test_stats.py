@@ -163,9 +163,9 @@ async def test_a_crash_between_the_write_and_its_index_update_is_repaired_by_the
     failed = await write(crashed, claimed, Event.REFUSED, maybe_invited=False, error_code="Authorization_RequestDenied")
     assert (await services.day_index.row(record.id, record.created_at)).status == "queued"  # the lost update
     due = TableDueIndex(table)
-    minute = bucket_of(datetime.now(UTC) - timedelta(minutes=2))
-    await due.advance(minute, (await due.cursor())[1])
-    await due.add(DueEntry(bucket_of(datetime.now(UTC) - timedelta(minutes=1)), failed.id))
+    # An entry in a minute the sweeper reads now (it stays a minute and its clock-skew margin behind).
+    await due.advance(bucket_of(datetime.now(UTC) - timedelta(minutes=4)), (await due.cursor())[1])
+    await due.add(DueEntry(bucket_of(datetime.now(UTC) - timedelta(minutes=3)), failed.id))
     report = await services.sweeper.sweep()
     assert report.dropped >= 1
     row = await services.day_index.row(record.id, record.created_at)
