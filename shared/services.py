@@ -271,6 +271,7 @@ def build_services(settings: Settings) -> Services:
             TableBudgetStore(table) if settings.graph_pacing_mode == "shared" else None,
             budget_limit=settings.graph_write_budget,
             budget_window=settings.graph_write_window_seconds,
+            cache_seconds=settings.stats_cache_seconds,
         ),
         # The limiters first: closing publishes their last counts, through the table client.
         closers=tuple(

@@ -29,7 +29,7 @@ from ..audit import AuditEntry, AuditLog
 from ..errors import ConcurrencyConflict, DecisionConflict, StorageError, UnknownSignup, ValidationFailed
 from ..lifecycle.admission import Admission
 from ..lifecycle.models import Signup, Status, is_signup_id, utcnow
-from ..lifecycle.store import DueIndex, SignupStore
+from ..lifecycle.store import DueEntry, DueIndex, SignupStore, bucket_of
 from ..lifecycle.timers import Timers
 from ..lifecycle.transitions import Event
 from ..lifecycle.writes import write
@@ -179,6 +179,11 @@ class Approvals:
                 return await self._already(signup, "denied")
             now = self._clock()
             try:
+                # A due entry first, though the request ends here: the sweeper's visit repairs the day index
+                # (shared.stats) should the process die between the write and its index update.
+                await self._index.add(
+                    DueEntry(bucket_of(now + timedelta(seconds=self._timers.queued_grace)), signup.id)
+                )
                 denied = await write(
                     self._store,
                     signup,

@@ -6,7 +6,7 @@ In the lifecycle's table, next to the records::
     day-<YYYYMMDD>    a-<id>                 a request's row: status, kind, domain, profile, error code,
                                              seconds to invite, updatedAt, the SHA-256 of its address
     day-<YYYYMMDD>    d-<9999-HHMM>-<id>     the same row, keyed for newest-first listing
-    day-<YYYYMMDD>    s-<0..7>               a summary shard: counts of the day's rows (by status,
+    day-<YYYYMMDD>    s-<0..15>               a summary shard: counts of the day's rows (by status,
                                              time-to-invite bucket, error code, doubt, conversions)
 
 The day is that of the id's minute (ids begin ``YYYYMMDDHHMM``), so every update of a request lands in the
@@ -45,8 +45,8 @@ DAY_PREFIX: Final = "day-"
 ASCENDING: Final = "a-"
 DESCENDING: Final = "d-"
 SUMMARY: Final = "s-"
-SHARDS: Final = 8
-MAX_ROUNDS: Final = 12
+SHARDS: Final = 16
+MAX_ROUNDS: Final = 30
 # Upper bounds (seconds) of the time-to-invite buckets; one more bucket holds everything above the last.
 TTI_BOUNDS: Final = (5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 STATUS_KEY: Final = "status:"
@@ -225,7 +225,7 @@ class TableDayIndex:
         pk = partition(row.day)
         ascending, descending = row.keys
         shard_key = f"{SUMMARY}{shard_of(row.id)}"
-        for _ in range(MAX_ROUNDS):
+        for round_ in range(MAX_ROUNDS):
             stored, shard = await asyncio.gather(self._read(pk, ascending), self._read(pk, shard_key))
             old = row_from(stored) if stored is not None else None
             if old is not None and (old.same_as(row) or (not force and old.updated_at > row.updated_at)):
@@ -253,7 +253,8 @@ class TableDayIndex:
             except AzureError as exc:
                 if not _conflict(exc):
                     raise StorageError(f"could not index sign-up {row.id}: {type(exc).__name__}") from exc
-            await asyncio.sleep(random.uniform(0.005, 0.05))  # noqa: S311 (a backoff's jitter)
+            # A lost race: back off with full jitter, so contending writers of one shard spread out.
+            await asyncio.sleep(random.uniform(0, min(0.5, 0.01 * 2**round_)))  # noqa: S311
         raise ConcurrencyConflict(f"the day index of sign-up {row.id} kept changing")
 
     async def summary(self, day: date) -> Counter[str]:

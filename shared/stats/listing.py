@@ -34,6 +34,8 @@ MAX_DAYS_PER_PAGE: Final = 62
 MAX_QUERY_PAGES: Final = 10
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TEXT = re.compile(r"^[^\x00-\x1f]{1,253}$")
+_PROFILE = re.compile(r"^[^\x00-\x1f]{1,64}$")
+MAX_TOKEN: Final = 512
 KINDS: Final = ("signup", "conversion")
 SORTS: Final = ("newest", "oldest")
 
@@ -75,12 +77,12 @@ def parse_list(params: dict[str, str] | Any) -> ListQuery:
             values["status"] = Status(status)
         except ValueError:
             errors["status"] = [f"One of: {', '.join(s.value for s in Status)}."]
-    for name in ("domain", "profile"):
+    for name, pattern, most in (("domain", _TEXT, 253), ("profile", _PROFILE, 64)):
         if (text := get(name)) is not None:
-            if _TEXT.match(text):
+            if pattern.match(text):
                 values[name] = text.strip().casefold() if name == "domain" else text.strip()
             else:
-                errors[name] = ["At most 253 characters of text."]
+                errors[name] = [f"At most {most} characters of text."]
     if (kind := get("kind")) is not None:
         if kind in KINDS:
             values["kind"] = kind
@@ -98,7 +100,7 @@ def parse_list(params: dict[str, str] | Any) -> ListQuery:
     elif first and last and (last - first).days > MAX_RANGE_DAYS:
         errors["from"] = [f"At most {MAX_RANGE_DAYS} days before to."]
     if (q := get("q")) is not None:
-        if "@" in q and len(q) <= 320 and _TEXT.match(q[:253]):
+        if "@" in q and len(q) <= 254 and _TEXT.match(q):
             values["address"] = address_hash(q)
         else:
             errors["q"] = ["An e-mail address (matched exactly, case-insensitively)."]
@@ -113,7 +115,10 @@ def parse_list(params: dict[str, str] | Any) -> ListQuery:
         else:
             errors["pageSize"] = [f"A whole number from 1 to {MAX_PAGE}."]
     if (token := get("continuationToken")) is not None:
-        values["token"] = token
+        if len(token) <= MAX_TOKEN:
+            values["token"] = token
+        else:
+            errors["continuationToken"] = ["Not a token this API gave out."]
     if errors:
         raise ValidationFailed(errors)
     return ListQuery(**values)

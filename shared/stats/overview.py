@@ -7,6 +7,7 @@ scan) and the shared write budget's stored schedule (``shared.graph.budget``, re
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -14,11 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from .. import telemetry
-from ..errors import ValidationFailed
+from ..errors import StorageError, ValidationFailed
 from ..graph.budget import WRITES, BudgetStore
 from ..lifecycle.models import Status, iso, utcnow
 from .causes import cause_of
 from .index import CONVERSION_KEY, DOUBT_KEY, ERROR_KEY, STATUS_KEY, TTI_BOUNDS, TTI_KEY, TableDayIndex
+
+log = logging.getLogger(__name__)
 
 MAX_DAYS: Final = 90
 DEFAULT_DAYS: Final = 30
@@ -68,8 +71,12 @@ class Overview:
         *,
         budget_limit: int,
         budget_window: float,
+        cache_seconds: float = 0.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        self._cache_seconds = cache_seconds
+        self._cached: dict[int, tuple[float, dict[str, Any]]] = {}
+        self._reading: dict[int, asyncio.Lock] = {}
         self._index = index
         self._budget = budget
         self._limit = budget_limit
@@ -77,7 +84,19 @@ class Overview:
         self._clock = clock
 
     async def stats(self, days: int = DEFAULT_DAYS) -> dict[str, Any]:
-        """The figures of the last ``days`` intake days (today included)."""
+        """The figures of the last ``days`` intake days (today included); figures read within the last
+        ``cache_seconds`` are answered again (``generatedAt`` says when), and one reader at a time reads anew."""
+        if self._cache_seconds <= 0:
+            return await self._read(days)
+        async with self._reading.setdefault(days, asyncio.Lock()):
+            cached = self._cached.get(days)
+            if cached is not None and time.monotonic() < cached[0]:
+                return cached[1]
+            figures = await self._read(days)
+            self._cached[days] = (time.monotonic() + self._cache_seconds, figures)
+            return figures
+
+    async def _read(self, days: int) -> dict[str, Any]:
         now = self._clock()
         dates = [(now - timedelta(days=i)).date() for i in range(days - 1, -1, -1)]
         summaries, budget = await asyncio.gather(
@@ -134,9 +153,14 @@ class Overview:
         fraction = round(used / self._limit, 4) if self._limit else 0.0
         return {"limit": self._limit, "windowSeconds": self._window, "used": used, "fraction": fraction}
 
-    async def publish_budget(self) -> dict[str, Any]:
-        """Read the budget and record it as the ``graph.budget.used`` and ``graph.budget.limit`` gauges."""
-        budget = await self.budget()
+    async def publish_budget(self) -> dict[str, Any] | None:
+        """Read the budget and record it as the ``graph.budget.used`` and ``graph.budget.limit`` gauges (None
+        when storage could not be read: the gauges keep their last value)."""
+        try:
+            budget = await self.budget()
+        except StorageError as exc:
+            log.warning("stats.budget_unread error=%s", type(exc).__name__)
+            return None
         telemetry.gauge("graph.budget.used", budget["used"], "1", budget="writes")
         telemetry.gauge("graph.budget.limit", budget["limit"], "1", budget="writes")
         return budget
