@@ -96,6 +96,17 @@ class FakeGuestCalls:
         item = self._deleted(user_id)
         return None if item is None else DeletedUser(user_id, item[1], item[0].user_type)
 
+    async def get_guest(self, user_id: str, *, sign_in_activity: bool = False) -> GuestAccount | None:
+        if sign_in_activity and not self.guests.premium_licence:
+            raise FeatureUnavailable(
+                "signInActivity", "no premium licence", code="Authentication_RequestFromNonPremiumTenantOrB2CTenant"
+            )
+        user = self._by_id(user_id)
+        if user is None:
+            return None
+        sign_in = self.guests.sign_ins.get(user.id, SignInActivity()) if sign_in_activity else None
+        return _account(user, user.id not in self.guests.disabled, sign_in)
+
     async def guest_pages(self, *, sign_in_activity: bool = True) -> AsyncIterator[list[GuestAccount]]:
         if sign_in_activity and not self.guests.premium_licence:
             raise FeatureUnavailable(
