@@ -9,6 +9,8 @@
                                                           (docs/conversion.md); resumable
     signup-admin lifecycle --dry-run                     print what the guest-lifecycle rules would do to
                                                           each registered guest, and why; writes nothing
+    signup-admin lifecycle [--yes]                       run one guest sweep (after a dry run and a
+                                                          confirmation, unless --yes)
 
 Settings come from the environment, as in the app; a ``local.settings.json`` in
 the current folder fills in what the environment leaves unset. Exit status of
@@ -55,6 +57,7 @@ def parser() -> argparse.ArgumentParser:
     )
     lifecycle = commands.add_parser("lifecycle", help="the guest-lifecycle rules applied to registered guests")
     lifecycle.add_argument("--dry-run", action="store_true", help="print what would happen and why; change nothing")
+    lifecycle.add_argument("--yes", action="store_true", help="do not ask for confirmation before a live run")
     return root
 
 
@@ -87,13 +90,23 @@ async def _replay(args: argparse.Namespace) -> int:
 
 
 async def _lifecycle(args: argparse.Namespace) -> int:
-    from .lifecycle_report import dry_run
+    from .lifecycle_report import dry_run, sweep
 
-    counts = await dry_run(lambda text: print(text, flush=True))
-    print(
-        "lifecycle (dry run): "
-        + (", ".join(f"{n} {step}" for step, n in sorted(counts.items())) or "no guests registered")
-    )
+    if args.dry_run or not args.yes:
+        counts = await dry_run(lambda text: print(text, flush=True))
+        print(
+            "lifecycle (dry run): "
+            + (", ".join(f"{n} {step}" for step, n in sorted(counts.items())) or "no guests registered")
+        )
+        if args.dry_run:
+            return 0
+        acting = sum(n for step, n in counts.items() if step != "nothing")
+        # Read on the loop's own thread, as convert does: Ctrl-C here interrupts the read itself.
+        answer = input(f"Apply the rules to {acting} guests now? [y/N] ")  # noqa: ASYNC250
+        if answer.strip().lower() not in {"y", "yes"}:
+            print("lifecycle: nothing changed")
+            return 0
+    await sweep(lambda text: print(text, flush=True))
     return 0
 
 
@@ -114,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     if convert and not args.users.exists():
         print(f"signup-admin convert: {args.users} does not exist", file=sys.stderr)
         return convert_command.USAGE_ERROR
-    if args.command == "lifecycle" and not args.dry_run:
-        print("signup-admin lifecycle: only --dry-run is available yet; the guest sweep acts", file=sys.stderr)
+    if args.command == "lifecycle" and not (args.dry_run or args.yes or sys.stdin.isatty()):
+        print(
+            "signup-admin lifecycle: a live run asks for confirmation; not interactive, so give --yes", file=sys.stderr
+        )
         return 2
     _load_local_settings(Path.cwd() / "local.settings.json")
     commands = {"convert": convert_command.run, "replay": _replay, "lifecycle": _lifecycle}
