@@ -193,4 +193,6 @@ async def test_a_live_run_sweeps_once_and_leaves_unregistered_guests_alone(
     assert pending is not None and pending.state is GuestState.REVIEW_PENDING
     code, out, _ = await _signup_admin(["lifecycle", "--yes"], env, repo_root)
     assert code == 0 and "no guest was due" in out, out  # nothing twice
+    code, out, _ = await _signup_admin(["lifecycle", "--permissions"], env, repo_root)
+    assert code == 0 and json.loads(out) == ["User.Read.All", "User.ReadWrite.All"], out
     await table.close()

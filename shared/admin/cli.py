@@ -11,6 +11,8 @@
                                                           each registered guest, and why; writes nothing
     signup-admin lifecycle [--yes]                       run one guest sweep (after a dry run and a
                                                           confirmation, unless --yes)
+    signup-admin lifecycle --permissions                 the Graph permissions the rules need (JSON), for
+                                                          the template's lifecyclePermissions
 
 Settings come from the environment, as in the app; a ``local.settings.json`` in
 the current folder fills in what the environment leaves unset. Exit status of
@@ -58,6 +60,11 @@ def parser() -> argparse.ArgumentParser:
     lifecycle = commands.add_parser("lifecycle", help="the guest-lifecycle rules applied to registered guests")
     lifecycle.add_argument("--dry-run", action="store_true", help="print what would happen and why; change nothing")
     lifecycle.add_argument("--yes", action="store_true", help="do not ask for confirmation before a live run")
+    lifecycle.add_argument(
+        "--permissions",
+        action="store_true",
+        help="print the Graph permissions the policy's rules need (the template's lifecyclePermissions), as JSON",
+    )
     return root
 
 
@@ -92,6 +99,18 @@ async def _replay(args: argparse.Namespace) -> int:
 async def _lifecycle(args: argparse.Namespace) -> int:
     from .lifecycle_report import dry_run, sweep
 
+    if args.permissions:
+        from ..policy.lifecycle_rules import required_permissions
+        from ..services import build_services
+        from ..settings import get_settings
+
+        services = build_services(get_settings())
+        try:
+            policy = await services.policy.current()
+        finally:
+            await services.aclose()
+        print(json.dumps(sorted(required_permissions(p.lifecycle for p in policy.profiles))))
+        return 0
     if args.dry_run or not args.yes:
         counts = await dry_run(lambda text: print(text, flush=True))
         print(
@@ -127,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if convert and not args.users.exists():
         print(f"signup-admin convert: {args.users} does not exist", file=sys.stderr)
         return convert_command.USAGE_ERROR
-    if args.command == "lifecycle" and not (args.dry_run or args.yes or sys.stdin.isatty()):
+    if args.command == "lifecycle" and not (args.dry_run or args.permissions or args.yes or sys.stdin.isatty()):
         print(
             "signup-admin lifecycle: a live run asks for confirmation; not interactive, so give --yes", file=sys.stderr
         )
