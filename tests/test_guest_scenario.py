@@ -209,3 +209,36 @@ async def test_a_host_killed_inside_the_block_leaves_one_write(
             await asyncio.sleep(0.5)
     assert writes(emulator, killed) == [("PATCH", False)]
     assert len(mails_to(emulator, "killed@fabrikam.com")) == 2
+
+
+@pytest.mark.faults
+async def test_storage_paused_while_graph_blocks_leaves_one_write(
+    stack: Stack, emulator: GraphEmulator, tmp_path: Path
+) -> None:
+    """Storage stops answering (SIGSTOP) while Graph holds the block, which it performs and answers into the
+    pause; the settling write fails; storage resumes and a later sweep settles the mark by a read: one PATCH."""
+    emulator.faults.append(Fault(kind="actedhold", operation="user-update", times=1))
+    await start(stack, tmp_path)
+    async with httpx.AsyncClient(base_url=stack.url, timeout=15) as client:
+        [view] = await settle(client, [await submit(client, "paused@fabrikam.com")])
+    assert view["status"] == "invited"
+    paused = user_id(emulator, "paused@fabrikam.com")
+    [held] = await emulator.wait_held(1)
+    assert held.acted
+    os.killpg(stack.azurite.process.pid, signal.SIGSTOP)
+    try:
+        emulator.release()
+        await asyncio.sleep(8)  # the host's settling write meets the pause and gives up
+    finally:
+        os.killpg(stack.azurite.process.pid, signal.SIGCONT)
+    async with httpx.AsyncClient(base_url=stack.url, timeout=15) as client:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while True:
+            response = await client.get("/api/manage/guests?state=blocked", headers=KEY)
+            if response.status_code == 200 and paused in [i["userId"] for i in response.json()["items"]]:
+                break
+            assert loop.time() < deadline, "the mark was not settled"
+            await asyncio.sleep(0.5)
+    assert writes(emulator, paused) == [("PATCH", False)]
+    assert len(mails_to(emulator, "paused@fabrikam.com")) == 2
