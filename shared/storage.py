@@ -161,6 +161,24 @@ class Table:
         except AzureError as exc:
             raise StorageError(f"could not write {entity['PartitionKey']}: {type(exc).__name__}") from exc
 
+    async def partition(self, partition: str, limit: int) -> list[Any]:
+        """Up to ``limit`` entities of one partition, in key order (a missing table reads as empty)."""
+        found: list[Any] = []
+        try:
+            pages = self.client.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": partition}, results_per_page=min(limit, 1000)
+            ).by_page()
+            async for page in pages:
+                async for entity in page:
+                    found.append(entity)
+                if len(found) >= limit:
+                    break
+        except ResourceNotFoundError:
+            return []
+        except AzureError as exc:
+            raise StorageError(f"could not read {partition}: {type(exc).__name__}") from exc
+        return found[:limit]
+
     async def delete(self, partition: str, row: str) -> None:
         """Delete an entity; one already gone is fine."""
         try:

@@ -148,7 +148,11 @@ class GuestActions:
                 record = await self.settle_doubt(record, rules)
                 if record.intent is not None:
                     return None
-            account, available = await self._account(record, rules, sign_in)
+            try:
+                account, available = await self._account(record, rules, sign_in)
+            except GraphError as exc:
+                log.info("guests.read_failed user_id=%s code=%s", record.user_id, exc.code)
+                return None  # Graph could not say now: looked at again by a later sweep
             if account is not None and account.external_user_state not in (None, PENDING) and not record.redeemed_at:
                 record = await self.save(record, redeemed_at=account.external_user_state_changed or now)
             step = plan(record, rules, account, now, sign_in_available=available, day=self.day)
@@ -229,7 +233,10 @@ class GuestActions:
         """The guest's sponsors' addresses, or else its approvers (who approved it, else the profile's now)."""
         found: list[str] = []
         for sponsor in record.sponsors:
-            user = await self._directory.get_user(sponsor)
+            try:
+                user = await self._directory.get_user(sponsor)
+            except GraphError:
+                continue  # unreadable now: the other sponsors, or the approvers, are asked
             if user is not None and user.mail:
                 found.append(user.mail)
         if found or record.approvers:
@@ -272,7 +279,11 @@ class GuestActions:
             # Graph did not act: the rules decide again at a later look.
             return await self.save(marked, intent=None, intent_at=None, due_at=self.clock() + self.retry)
         except AmbiguousGraphError:
-            if await self._done(marked, intent):
+            try:
+                done = await self._done(marked, intent)
+            except GraphError:
+                done = False  # unreadable now: the mark stays for a later look
+            if done:
                 return await self._settle_done(marked, rules, intent, actor, reason, "read")
             log.warning("guests.action_in_doubt user_id=%s intent=%s", record.user_id, intent)
             return marked  # the mark stays; a later look settles it by a read

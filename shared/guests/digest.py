@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
-
-from ..errors import AmbiguousGraphError, PermanentGraphError, StorageError, TransientGraphError
+from ..errors import AmbiguousGraphError, PermanentGraphError, TransientGraphError
 from ..graph.directory import Directory
 from ..storage import Table
 from .mails import digest_mail
@@ -37,7 +35,6 @@ log = logging.getLogger(__name__)
 QUEUE_PARTITION: Final = "guestdigestq"
 MARK_PREFIX: Final = "guestdigest-"
 MAX_ENTRIES: Final = 5000  # one send reads at most this many queued entries; the rest wait for the next sweep
-PAGE: Final = 1000
 
 
 def reviewer_key(reviewer: str) -> str:
@@ -92,21 +89,7 @@ class Digests:
         await self._table.upsert(entity)
 
     async def _queued(self) -> list[Any]:
-        found: list[Any] = []
-        try:
-            pages = self._table.client.query_entities(
-                "PartitionKey eq @pk", parameters={"pk": QUEUE_PARTITION}, results_per_page=PAGE
-            ).by_page()
-            async for page in pages:
-                async for entity in page:
-                    found.append(entity)
-                if len(found) >= MAX_ENTRIES:
-                    break
-        except ResourceNotFoundError:
-            return []
-        except AzureError as exc:
-            raise StorageError(f"could not read the digest queue: {type(exc).__name__}") from exc
-        return found
+        return await self._table.partition(QUEUE_PARTITION, MAX_ENTRIES)
 
     async def _drop(self, entities: list[Any]) -> None:
         for entity in entities:
