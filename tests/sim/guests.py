@@ -386,7 +386,7 @@ def simulate_guests(seed: int) -> list[str]:
         day=DAY,
         clock=clock,
     )
-    sweep = GuestSweep(register, actions, digests, policy, page=rng.choice([2, 5, 100]), clock=clock)
+    sweep = GuestSweep(register, actions, digests, policy, page=rng.choice([2, 5, 100]), concurrency=1, clock=clock)
     admin = GuestAdmin(actions, directory, policy)  # type: ignore[arg-type]
     for n in range(rng.randint(2, 6)):
         profile = rng.choice(["unredeemed", "reviewed"])
