@@ -12,15 +12,18 @@ import os
 
 import azure.functions as func
 
+from shared.access import easy_auth_mode
 from shared.edge import routes
 from shared.services import get_services
 
 from .http import ALL_METHODS, serve
-from .manage import AUTH_LEVEL
 
 log = logging.getLogger(__name__)
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
+
+# As the other manage routes (triggers/manage.py): function keys unless Easy Auth guards them.
+AUTH_LEVEL = func.AuthLevel.ANONYMOUS if easy_auth_mode() else func.AuthLevel.FUNCTION
 
 SCHEDULE = "%GUEST_SWEEP_SCHEDULE%" if os.environ.get("GUEST_SWEEP_SCHEDULE") else "0 30 * * * *"
 # One run's share of the due guests; the rest wait for the next run (a timer invocation has a time limit).
