@@ -142,6 +142,7 @@ async def run(guests: int, concurrency: int) -> dict[str, Any]:
             seeded = await seed_register(register, ids, now - timedelta(days=200), now)
             counted = Counting(register, counts, "register")
             actions.register = counted  # type: ignore[assignment]
+            actions._audit = Counting(actions._audit, counts, "audit")  # type: ignore[assignment]
             digests = sweep._digests
             digests._table = Counting(digests._table, counts, "table")  # type: ignore[assignment]
             timed = GuestSweep(counted, actions, digests, services.policy, concurrency=concurrency)  # type: ignore[arg-type]

@@ -179,6 +179,21 @@ class Table:
             raise StorageError(f"could not read {partition}: {type(exc).__name__}") from exc
         return found[:limit]
 
+    async def delete_many(self, partition: str, rows: list[str]) -> None:
+        """Delete entities of one partition, 100 to a transaction; ones already gone are fine."""
+        from azure.data.tables import TransactionOperation
+
+        for start in range(0, len(rows), 100):
+            chunk = rows[start : start + 100]
+            try:
+                await self.client.submit_transaction(
+                    [(TransactionOperation.DELETE, {"PartitionKey": partition, "RowKey": row}) for row in chunk]
+                )
+            except AzureError:
+                # One entity already gone fails the whole transaction: delete one by one instead.
+                for row in chunk:
+                    await self.delete(partition, row)
+
     async def delete(self, partition: str, row: str) -> None:
         """Delete an entity; one already gone is fine."""
         try:

@@ -92,8 +92,7 @@ class Digests:
         return await self._table.partition(QUEUE_PARTITION, MAX_ENTRIES)
 
     async def _drop(self, entities: list[Any]) -> None:
-        for entity in entities:
-            await self._table.delete(QUEUE_PARTITION, str(entity["RowKey"]))
+        await self._table.delete_many(QUEUE_PARTITION, [str(entity["RowKey"]) for entity in entities])
 
     async def send(self, now: datetime) -> DigestReport:
         """Mail each reviewer with queued guests, at most once today; see the module's rules."""

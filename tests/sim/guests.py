@@ -197,6 +197,10 @@ class SimTable:
         await self._io("digest.delete")
         self.rows.pop((partition, row), None)
 
+    async def delete_many(self, partition: str, rows: list[str]) -> None:
+        for row in rows:
+            await self.delete(partition, row)
+
     async def partition(self, partition: str, limit: int) -> list[Any]:
         await self._io("digest.partition")
         return [dict(e) for (pk, _), (e, _) in sorted(self.rows.items()) if pk == partition][:limit]
