@@ -70,6 +70,14 @@ POLICY = parse_policy(
                 },
             },
             {"name": "plain", "domains": ["wingtip.com"], "action": "approve", "groups": []},
+            {
+                "name": "groups",
+                "domains": ["adatum.com"],
+                "action": "approve",
+                "groups": [GROUP],
+                "approvers": ["boss@contoso.com"],
+                "lifecycle": {"unredeemedExpiryDays": 3, "onRemove": "removeGroups"},
+            },
         ],
     }
 )
@@ -311,3 +319,19 @@ def _reminder(world: World, user_id: str) -> Any:
     signup = _signup_of(world, user_id)
     assert signup.redeem_url is not None
     return reminder_mail(None, signup, signup.redeem_url, "Contoso", "help@contoso.com")
+
+
+@pytest.mark.faults
+async def test_remove_groups_uses_ref_once_and_a_lost_answer_is_settled_by_member_of(world: World) -> None:
+    guest = await world.invite(8, "groups", "adatum.com")
+    assert (GROUP, guest) in world.directory.members
+    world.directory.guests.faults["remove-member"] = [(True, AmbiguousGraphError("lost", code="Timeout"))]
+    await world.days(3.5)
+    record = await world.record(guest)
+    assert record.state is GuestState.REMOVED and record.intent is None and record.due_at is None
+    assert (GROUP, guest) not in world.directory.members
+    assert world.writes(guest) == ["remove-member"]  # member_of showed it gone: not removed again
+    assert guest not in world.directory.guests.disabled  # removeGroups leaves the account
+    assert await world.events(_signup_of(world, guest).id) == ["guest_groups_removed"]
+    await world.days(2)
+    assert world.writes(guest) == ["remove-member"]
