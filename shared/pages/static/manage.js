@@ -103,6 +103,8 @@
     }).join(" · ");
   }
   function notAvailable(message) { message.textContent = M.not_available; }
+  // A route this server does not have: 404 without a problem body (the app's own 404s are problem+json).
+  function missing(r) { return r.status === 404 && !r.body.type; }
 
   // ---- Tabs (WAI-ARIA tabs, automatic activation: arrows, Home and End move and select) ----
   var tabs = Array.prototype.slice.call(document.querySelectorAll("[role=tab]"));
@@ -301,7 +303,7 @@
       params.continuationToken = self.token;
       return request("GET", self.path + query(params)).then(function (r) {
         if (generation !== self.generation) { return "stale"; }
-        if (r.status === 404) { return "missing"; }
+        if (missing(r)) { return "missing"; }
         if (r.status === 400) { return "refused"; }
         if (r.status !== 200) { throw new Error(String(r.status)); }
         r.body.items.filter(self.keep).forEach(function (item) {
@@ -402,16 +404,15 @@
     chunks.reduce(function (done, chunk) {
       return done.then(function () {
         return request("POST", self.options.path, self.options.body(chunk, decision, reason)).then(function (r) {
-          if (r.status === 404) { throw new Error("missing"); }
+          if (missing(r)) { throw new Error("missing"); }
           if (r.status !== 200) { throw new Error(String(r.status)); }
           results = results.concat(r.body.results || []);
         });
       });
     }, Promise.resolve()).then(function () {
       var field = self.options.idField;
-      self.list.remove(results.filter(function (r) { return r.result !== "conflict"; }).map(function (r) {
-        return r[field];
-      }));
+      self.list.remove(results.filter(function (r) { return self.options.settled.indexOf(r.result) >= 0; })
+        .map(function (r) { return r[field]; }));
       self.reason.value = "";
       self.list.message.textContent = fill(M.bulk_done, { summary: summarise(results, "result") });
       status.textContent = self.list.message.textContent;
@@ -444,7 +445,7 @@
     var dl = el("dl");
     row(dl, M.user_id, item.userId);
     row(dl, M.profile, item.profile);
-    var state = row(dl, M.review_state, item.state);
+    var state = row(dl, M.review_state, M.guest_states[item.state] || item.state);
     if (state) { state.className = "guest-state"; }
     row(dl, M.invited_at, item.invitedAt ? when(item.invitedAt) : null);
     row(dl, M.redeemed_at, item.redeemedAt ? when(item.redeemedAt) : M.not_redeemed);
@@ -475,12 +476,17 @@
     button.addEventListener("click", function () {
       button.disabled = true;
       request("POST", "/manage/guests/" + encodeURIComponent(item.userId) + "/restore", {}).then(function (r) {
-        if (r.status === 404) { notAvailable(message); return; }
+        if (missing(r)) { notAvailable(message); return; }
+        if (r.status === 409) {
+          message.textContent = item.state === "deleted" ? M.restore_gone : M.result_busy;
+          button.disabled = false;
+          return;
+        }
         if (r.status !== 200) { message.textContent = M.load_failed; button.disabled = false; return; }
         message.textContent = fill(M.restored, { name: heading.textContent });
         button.remove();
         var state = li.querySelector(".guest-state");
-        if (state) { state.textContent = r.body.state; }
+        if (state) { state.textContent = M.guest_states[r.body.state] || r.body.state; }
       });
     });
   }
@@ -493,7 +499,7 @@
       ul.textContent = "";
       message.textContent = M.working;
       request("GET", "/manage/guests" + query({ state: state })).then(function (r) {
-        if (r.status === 404) { notAvailable(message); return; }
+        if (missing(r)) { notAvailable(message); return; }
         if (r.status !== 200) { message.textContent = M.load_failed; return; }
         r.body.items.forEach(function (item) { ul.appendChild(guestCard(item, null, true)); });
         message.textContent = r.body.items.length ? fill(M.shown, { count: numbers.format(r.body.items.length) })
@@ -509,6 +515,7 @@
     var lists = {
       pending: { listId: "requests", fixed: { status: "pending_approval" },
         bulk: canApprove && { path: "/manage/decisions", yes: "approve", no: "deny", reasonFor: "deny", idField: "id",
+          settled: ["approved", "denied", "already_decided", "not_found"],
           body: function (ids, decision, reason) { return { ids: ids, decision: decision, reason: reason }; } } },
       decisions: { listId: "decisions-list", keep: function (item) { return !!item.decision; } },
       failures: { listId: "failures-list" },
@@ -527,6 +534,7 @@
         listId: "reviews-list", path: "/manage/reviews",
         card: function (item, list) { return guestCard(item, list, false); },
         bulk: canApprove && { path: "/manage/reviews/decisions", yes: "keep", no: "remove", idField: "userId",
+          settled: ["kept", "removed", "not_pending", "not_found"],
           body: function (ids, decision, reason) {
             var body = { userIds: ids, decision: decision };
             if (reason) { body.reason = reason; }
@@ -554,7 +562,7 @@
   }
   // What overview.js needs from here.
   window.SignupConsole = { M: M, lang: lang, request: request, el: el, when: when, fill: fill, numbers: numbers,
-    notAvailable: notAvailable };
+    notAvailable: notAvailable, missing: missing };
 
   function init() {
     build();

@@ -193,7 +193,7 @@
     message.textContent = M.working;
     body.textContent = "";
     C.request("GET", "/manage/stats?days=30").then(function (r) {
-      if (r.status === 404) { C.notAvailable(message); return; }
+      if (C.missing(r)) { C.notAvailable(message); return; }
       if (r.status !== 200) { message.textContent = M.load_failed; return; }
       var generated = C.M.generated.split("%(when)s");
       message.textContent = "";
