@@ -417,6 +417,7 @@ async def test_reviews_keep_remove_and_restore_guests(
     await loaded(page, "reviews")
     for i, user in enumerate(users):  # named from the sign-up that let the guest in
         await expect(page.locator(f"#guest-heading-{user}")).to_have_text(f"Wood {i} {RUN} <w{i}.{RUN}@woodgrove.com>")
+    await expect(page.get_by_label(f"Select Wood 0 {RUN} <w0.{RUN}@woodgrove.com>")).to_have_count(1)
     assert await axe_violations(page) == []
     await shot(page, "console-reviews-en")
 

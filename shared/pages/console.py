@@ -71,6 +71,7 @@ def console_messages(language: str) -> dict[str, Any]:
     _: Callable[[str], str] = t.gettext
     return {
         "statuses": status_names(language),
+        "status_order": [status.value for status in STATUS_ORDER],  # the page's JSON block sorts its keys
         "status": _("Status"),
         "profile": _("Profile"),
         "select_item": _("Select %(name)s"),

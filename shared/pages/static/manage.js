@@ -429,7 +429,10 @@
     var known = names[item.signupId] || request("GET", "/manage/signups/" + encodeURIComponent(item.signupId));
     names[item.signupId] = known;
     known.then(function (r) {
-      if (r.status === 200) { heading.textContent = r.body.displayName + " <" + r.body.email + ">"; }
+      if (r.status !== 200) { return; }
+      heading.textContent = r.body.displayName + " <" + r.body.email + ">";
+      var label = heading.parentNode && heading.parentNode.querySelector(".select-one label");
+      if (label) { label.textContent = fill(M.select_item, { name: heading.textContent }); }
     });
   }
   function guestCard(item, list, restore) {

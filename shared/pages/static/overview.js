@@ -99,7 +99,7 @@
     }
     function perDay(data) {
       var days = data.days || [];
-      var order = Object.keys(M.statuses);
+      var order = M.status_order;
       var used = order.filter(function (s) { return days.some(function (d) { return (d.counts || {})[s]; }); });
       var totals = days.map(function (d) {
         return used.reduce(function (sum, s) { return sum + ((d.counts || {})[s] || 0); }, 0);
