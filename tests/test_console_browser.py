@@ -76,14 +76,20 @@ async def settle(api: httpx.AsyncClient, ids: list[str], statuses: set[str]) -> 
 @pytest.fixture(scope="module")
 async def seeded(site: str, emulator_server: tuple[GraphEmulator, str]) -> dict[str, Any]:
     """This run's requests: four under review on northwind.com (profile northwind), two on another domain
-    (the default review), two invited on fabrikam.com."""
+    (the default review), two invited on fabrikam.com, one failed (the address is a member's: ExistingMember)."""
+    member = f"m.{RUN}@fabrikam.com"
+    emulator_server[0].add_user(
+        mail=f"m.{RUN}@contoso.com", otherMails=[member], userPrincipalName=f"m.{RUN}@contoso.com"
+    )
     async with httpx.AsyncClient(base_url=site, timeout=20) as api:
         north = [await submit(api, f"n{i}.{RUN}@northwind.com", f"North {i} {RUN}") for i in range(4)]
         other = [await submit(api, f"t{i}.{RUN}@tailspin-{RUN}.example", f"Tail {i} {RUN}") for i in range(2)]
         invited = [await submit(api, f"f{i}.{RUN}@fabrikam.com", f"Fab {i} {RUN}") for i in range(2)]
         views = await settle(api, north + other, {"pending_approval"})
         await settle(api, invited, {"invited"})
-    return {"north": north, "other": other, "invited": invited, "views": {v["id"]: v for v in views}}
+        failed = [await submit(api, member, f"Member {RUN}")]
+        await settle(api, failed, {"failed"})
+    return {"north": north, "other": other, "invited": invited, "failed": failed, "views": {v["id"]: v for v in views}}
 
 
 @pytest.fixture
@@ -338,10 +344,21 @@ async def test_the_overview_draws_the_stats_with_text_equivalents(
     assert totals == [sum(day["counts"].values()) for day in stats["days"]]
     # Every colour comes from a class (no inline style, no fill attribute).
     assert await page.locator("#overview-body [style], #overview-body [fill]").count() == 0
+    # Failures by code, with the cause and the fix the API gives; and the failed request on the Failures tab.
+    failure = next(f for f in stats["failures"] if f["code"] == "ExistingMember")
+    row = page.locator("#overview-body table tr", has_text="ExistingMember")
+    await expect(row.locator("td").nth(0)).to_have_text(str(failure["count"]))
+    await expect(row.locator("td").nth(1)).to_have_text(failure["cause"])
+    await expect(row.locator("td").nth(2)).to_have_text(failure["fix"])
     if stats["timeToInvite"]["count"]:
         await expect(page.locator("#overview-body")).to_contain_text(f"{stats['timeToInvite']['count']} invitations.")
     budget = stats["budget"]
     await expect(page.locator("#overview-body")).to_contain_text(f"of {budget['limit']:,} writes in the last")
+    await page.click("#tab-failures")
+    await loaded(page, "failures")
+    card = page.locator(f"#request-{seeded['failed'][0]}")
+    await expect(card).to_contain_text("ExistingMember")
+    await expect(card).to_contain_text("Failed")
 
 
 async def test_a_part_the_server_lacks_is_said_to_be_unavailable(
