@@ -394,7 +394,7 @@
     var reason = self.reason.value.trim();
     self.error.hidden = true;
     self.reason.removeAttribute("aria-invalid");
-    if (!ids.length) { self.fail(M.select_first, self.all); return; }
+    if (!ids.length) { self.fail(M.select_first, null); self.all.focus(); return; }
     if (self.options.reasonFor === decision && !reason) { self.fail(M.reason_required, self.reason); return; }
     self.yes.disabled = self.no.disabled = true;
     self.list.message.textContent = M.working;
