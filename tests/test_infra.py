@@ -35,6 +35,7 @@ NOT_SET_IN_AZURE = {
     "WEBSITE_AUTH_ENABLED": "set by the platform when App Service Authentication is on",
     "WEBSITE_HOSTNAME": "set by the platform: the app's own host name",
     "PORTAL_PUBLIC_URL": "follows WEBSITE_HOSTNAME in Azure (set it for a custom domain)",
+    "PORTAL_SIGNIN_URL": "My Apps by default; set it for another sign-in page",
     "CAPTCHA_VERIFY_URL": "the provider's own endpoint in Azure; set only to point tests at a stand-in",
     "AZURE_AUTHORITY_HOST": "follows GRAPH_CLOUD; only client-secret/certificate credentials use it",
     "AZURE_TENANT_ID": "only client-secret/certificate/workload credentials need it; Azure uses the managed identity",
