@@ -9,7 +9,7 @@ VENVINFRA := .venv-infra
 # The browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: run test simulate test-313 check check-infra lint screenshots bench bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart setup clean
+.PHONY: run test simulate test-313 check check-infra lint screenshots bench bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats setup clean
 
 setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 
@@ -102,7 +102,7 @@ screenshots: setup
 	$(PY) -m pytest -m browser -q tests/test_pages_browser.py
 	@ls screenshots/
 
-bench: bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart
+bench: bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats
 
 bench-intake: setup
 	$(PY) -m bench.intake
@@ -128,3 +128,6 @@ bench-coldstart: setup
 
 clean:
 	rm -rf $(VENV) $(VENV313) $(VENVINFRA) node_modules .azurite .run .pytest_cache .mypy_cache .ruff_cache
+
+bench-stats: setup
+	$(PY) -m bench.stats

@@ -29,6 +29,7 @@ from .lifecycle.worker import InvitationWorker
 from .onboarding import FollowUps
 from .policy import CachedPolicy, PolicySource
 from .settings import GRAPH_CLOUDS, Settings, get_settings
+from .stats import Overview, TableDayIndex
 
 if TYPE_CHECKING:
     from .graph.client import MsGraphDirectory
@@ -58,6 +59,9 @@ class Services:
     captcha: CaptchaVerifier | None = None
     # The per-domain budget, for the lifecycle's admission step (over it: review, not refusal).
     domain_budget: DomainBudget | None = None
+    # Issue 21: the day index every lifecycle write updates, and the admin overview read from it.
+    day_index: TableDayIndex | None = None
+    overview: Overview | None = None
     closers: tuple[Any, ...] = ()
 
     def issue_form_token(self) -> str:
@@ -177,7 +181,8 @@ def build_services(settings: Settings) -> Services:
     )
     audit_table = build_table_client(settings, storage_credential, settings.audit_table)
     audit = TableAuditLog(audit_table)
-    store = TableSignupStore(table)
+    day_index = TableDayIndex(table)
+    store = TableSignupStore(table, record_index=day_index)
     index = TableDueIndex(table)
     signup_queue = StorageQueue(queue)
     lifecycle_timers = timers(settings)
@@ -263,6 +268,14 @@ def build_services(settings: Settings) -> Services:
         form_tokens=form_tokens,
         captcha=captcha,
         domain_budget=domain_budget,
+        day_index=day_index,
+        overview=Overview(
+            day_index,
+            TableBudgetStore(table) if settings.graph_pacing_mode == "shared" else None,
+            budget_limit=settings.graph_write_budget,
+            budget_window=settings.graph_write_window_seconds,
+            cache_seconds=settings.stats_cache_seconds,
+        ),
         # The limiters first: closing publishes their last counts, through the table client.
         closers=tuple(
             c

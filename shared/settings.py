@@ -154,6 +154,8 @@ class Settings:
     captcha_site_key: str | None
     captcha_secret: str | None = field(repr=False)
     captcha_verify_url: str | None
+    # Issue 21 (stats): how long GET /api/manage/stats may answer from its last figures (0: never).
+    stats_cache_seconds: float = 10.0
 
     @property
     def graph_host(self) -> str:
@@ -238,6 +240,7 @@ SETTING_KEYS: Final = (
     "CAPTCHA_SITE_KEY",
     "CAPTCHA_SECRET",
     "CAPTCHA_VERIFY_URL",
+    "STATS_CACHE_SECONDS",
 )
 # Keys the sample lists that are read by the Functions host or azure-identity, not by Settings.
 EXTERNAL_KEYS: Final = ("FUNCTIONS_WORKER_RUNTIME", "IDENTITY_ENDPOINT", "IDENTITY_HEADER")
@@ -630,6 +633,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         captcha_site_key=site_key,
         captcha_secret=captcha_secret,
         captcha_verify_url=verify_url,
+        stats_cache_seconds=r.default("STATS_CACHE_SECONDS", 10.0, _non_negative_float),
     )
     if r.problems:
         raise ConfigurationError(r.problems)

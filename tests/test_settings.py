@@ -234,6 +234,7 @@ def test_every_settings_key_is_read() -> None:
             "SIGNUP_MIN_FILL_SECONDS": "1",
             "CAPTCHA_PROVIDER": "turnstile",
             "CAPTCHA_VERIFY_URL": "https://challenges.cloudflare.com/turnstile/v0/siteverify",
+            "STATS_CACHE_SECONDS": "3",
             "SIGNUP_POLICY_ALLOWED_HOSTS": "policies.contoso.example",
         }.get(key, "value")
         env = {**MINIMAL, key: probe}

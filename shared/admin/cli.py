@@ -9,6 +9,9 @@
                                                           (docs/conversion.md); resumable
     signup-admin lifecycle --dry-run                     print what the guest-lifecycle rules would do to
                                                           each registered guest, and why; writes nothing
+    signup-admin status [--days 30] [--json]             the admin overview: sign-ups per status per day,
+                                                          time to invite, failures, the write budget, and
+                                                          what needs attention (docs/operations.md)
 
 Settings come from the environment, as in the app; a ``local.settings.json`` in
 the current folder fills in what the environment leaves unset. Exit status of
@@ -55,7 +58,22 @@ def parser() -> argparse.ArgumentParser:
     )
     lifecycle = commands.add_parser("lifecycle", help="the guest-lifecycle rules applied to registered guests")
     lifecycle.add_argument("--dry-run", action="store_true", help="print what would happen and why; change nothing")
+    status = commands.add_parser("status", help="the admin overview's figures and what needs attention")
+    status.add_argument("--days", type=_days, default=30, help="intake days to cover, today included (1-90)")
+    status.add_argument("--json", action="store_true", help="print the figures as GET /api/manage/stats does")
     return root
+
+
+def _days(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 90:
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to 90, not {value!r}")
+    return int(value)
+
+
+async def _status(args: argparse.Namespace) -> int:
+    from .status import status
+
+    return await status(args.days, args.json, lambda text: print(text, flush=True))
 
 
 def _load_local_settings(path: Path) -> None:
@@ -118,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print("signup-admin lifecycle: only --dry-run is available yet; the guest sweep acts", file=sys.stderr)
         return 2
     _load_local_settings(Path.cwd() / "local.settings.json")
-    commands = {"convert": convert_command.run, "replay": _replay, "lifecycle": _lifecycle}
+    commands = {"convert": convert_command.run, "replay": _replay, "lifecycle": _lifecycle, "status": _status}
     try:
         return asyncio.run(commands[args.command](args))
     except ConfigurationError as exc:
