@@ -9,7 +9,7 @@ VENVINFRA := .venv-infra
 # The browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: run test simulate test-313 check check-infra lint screenshots bench bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats setup clean
+.PHONY: run test simulate test-313 check check-infra lint screenshots bench bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats bench-guests setup clean
 
 setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 
@@ -99,7 +99,7 @@ check: setup check-infra
 
 ## Screenshots of the pages (en and ja) into screenshots/ (git-ignored), from the browser tests.
 screenshots: setup
-	$(PY) -m pytest -m browser -q tests/test_pages_browser.py
+	$(PY) -m pytest -m browser -q tests/test_pages_browser.py tests/test_console_browser.py
 	@ls screenshots/
 
 bench: bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats
@@ -121,6 +121,10 @@ bench-scale: setup
 
 bench-convert: setup
 	$(PY) -m bench.convert
+
+## one guest review sweep over 50,000 registered guests: storage reads, elapsed time, Graph writes by priority.
+bench-guests: setup
+	$(PY) -m bench.guests
 
 ## import function_app in 10 fresh processes: median time and peak RSS, the heaviest modules (-X importtime).
 bench-coldstart: setup

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from . import admin, handlers
+from . import admin, guests, handlers
 from .pipeline import Route
 
 SUBMIT_SIGNUP: Final = Route("submit_signup", "POST", handlers.submit_signup, cors=True, form=True)
@@ -22,3 +22,8 @@ CONVERT: Final = Route("submit_conversion", "POST", admin.convert, admin_write=T
 # Issue 21: the admin overview and console (shared.stats, shared.approval.bulk).
 STATS: Final = Route("get_stats", "GET", admin.stats)
 DECISIONS: Final = Route("submit_decisions", "POST", admin.decisions, admin_write=True)
+# The guest lifecycle (docs/guest-lifecycle.md).
+LIST_REVIEWS: Final = Route("list_reviews", "GET", guests.list_reviews)
+DECIDE_REVIEWS: Final = Route("decide_reviews", "POST", guests.decide_reviews, admin_write=True)
+LIST_GUESTS: Final = Route("list_guests", "GET", guests.list_guests)
+RESTORE_GUEST: Final = Route("restore_guest", "POST", guests.restore_guest, admin_write=True)

@@ -29,18 +29,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
-from azure.core import MatchConditions
-from azure.core.exceptions import (
-    AzureError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
+from azure.core.exceptions import AzureError
 from azure.data.tables import TransactionOperation, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from ..errors import ConcurrencyConflict, StorageError
-from ..storage import EnsureOnce
+from ..storage import Table
 from .models import DirectoryBefore, Signup, Status, Step
 from .transitions import check_edge
 
@@ -293,54 +287,7 @@ def from_entity(entity: Mapping[str, Any], etag: str | None) -> Signup:
     return Signup(**values)
 
 
-def _missing_table(exc: ResourceNotFoundError) -> bool:
-    return getattr(exc, "error_code", None) == "TableNotFound" or "TableNotFound" in str(exc)
-
-
-class _Table:
-    """The shared table client, created on first use."""
-
-    def __init__(self, client: TableClient) -> None:
-        self.client = client
-        self._ensure = EnsureOnce()
-
-    async def ready(self) -> None:
-        await self._ensure(self.client.create_table, "table")
-
-    async def read(self, partition: str, row: str) -> Any | None:
-        """An entity, None when it does not exist; a missing table is a storage fault, not a missing record."""
-        await self.ready()
-        try:
-            return await self.client.get_entity(partition, row)
-        except ResourceNotFoundError as exc:
-            if _missing_table(exc):
-                raise StorageError(f"table {self.client.table_name} is missing") from exc
-            return None
-        except AzureError as exc:
-            raise StorageError(f"could not read {partition}/{row}: {type(exc).__name__}") from exc
-
-    async def insert(self, entity: dict[str, Any]) -> str | None:
-        """Create an entity; its ETag, or None when it exists already."""
-        await self.ready()
-        try:
-            meta = await self.client.create_entity(entity)
-        except ResourceExistsError:
-            return None
-        except AzureError as exc:
-            raise StorageError(f"could not create {entity['PartitionKey']}: {type(exc).__name__}") from exc
-        return str(meta.get("etag"))
-
-    async def replace(self, entity: dict[str, Any], etag: str) -> str | None:
-        """Overwrite an entity if its ETag matches; the new ETag, or None when it changed or vanished."""
-        try:
-            meta = await self.client.update_entity(
-                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return None
-        except AzureError as exc:
-            raise StorageError(f"could not update {entity['PartitionKey']}: {type(exc).__name__}") from exc
-        return str(meta.get("etag"))
+_Table = Table  # the old name, which shared.approval.denials imports
 
 
 class TableSignupStore:
