@@ -335,3 +335,28 @@ async def test_remove_groups_uses_ref_once_and_a_lost_answer_is_settled_by_membe
     assert await world.events(_signup_of(world, guest).id) == ["guest_groups_removed"]
     await world.days(2)
     assert world.writes(guest) == ["remove-member"]
+
+
+async def test_without_lifecycle_rules_the_sweep_reads_nothing() -> None:
+    from tests.fake_guest_register import FakeGuestRegister
+
+    register = FakeGuestRegister()
+    policy = FixedPolicy(
+        parse_policy({"profiles": [{"name": "p", "domains": ["x.com"], "action": "approve", "groups": []}]})
+    )
+    directory = FakeDirectory()
+    digests = Digests(None, directory, sender=None, reviews_url="", lease=LEASE)  # type: ignore[arg-type]
+    actions = GuestActions(
+        register,
+        directory,
+        FakeStore(),
+        MemoryAuditLog(),
+        digests,
+        policy,
+        sender=None,
+        organisation="",
+        contact="",
+        lease=LEASE,
+    )
+    report = await GuestSweep(register, actions, digests, policy).sweep()
+    assert report.off and register.reads == 0 and report.entries == 0
