@@ -14,7 +14,8 @@ from shared.lifecycle.worker import Outcome
 from shared.policy import Action, FixedPolicy, Policy, parse_policy
 from shared.policy.document import NO_POLICY
 from tests.fakes import FakeDirectory, FakeQueue
-from tests.lifecycle_kit import OPTIONS, Kit
+from tests.lifecycle_kit import Kit
+from tests.wiring import OPTIONS
 
 
 async def test_accepted_signup_is_recorded_indexed_claimed_and_queued() -> None:
