@@ -27,7 +27,7 @@ from shared.guests import (
     TableGuestRegister,
     record_invited,
 )
-from shared.guests.reviews import RestoreWindowPassed
+from shared.guests.reviews import DirectoryUnavailable, RestoreWindowPassed
 from shared.lifecycle.models import Signup
 from shared.policy import FixedPolicy, parse_policy
 from shared.settings import Settings
@@ -255,6 +255,21 @@ async def test_past_the_thirty_days_a_deleted_guest_cannot_be_restored(world: Wo
     world.clock.advance(31 * DAY)
     with pytest.raises(RestoreWindowPassed):
         await world.admin.restore(guest, "boss@contoso.com")
+
+
+@pytest.mark.faults
+async def test_a_restore_whose_enable_failed_is_finished_by_the_next_try(world: World) -> None:
+    guest = await world.invite(9, "reviewed", "tailspin.com")
+    rules = POLICY.profile("reviewed").lifecycle  # type: ignore[union-attr]
+    await world.actions._act(await world.record(guest), rules, "block-delete")
+    await world.actions._act(await world.record(guest), rules, "delete")
+    world.directory.guests.faults["enable"] = [(False, TransientGraphError("503", code="serviceNotAvailable"))]
+    with pytest.raises(DirectoryUnavailable):
+        await world.admin.restore(guest, "boss@contoso.com")  # restored from deleted items, still disabled
+    assert (await world.record(guest)).state is GuestState.DELETED
+    assert await world.admin.restore(guest, "boss@contoso.com") == {"userId": guest, "state": "active"}
+    assert guest not in world.directory.guests.disabled
+    assert [op for op in world.writes(guest) if op == "restore"] == ["restore"]
 
 
 @pytest.mark.faults
