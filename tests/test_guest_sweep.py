@@ -375,3 +375,36 @@ async def test_without_lifecycle_rules_the_sweep_reads_nothing() -> None:
     )
     report = await GuestSweep(register, actions, digests, policy).sweep()
     assert report.off and register.reads == 0 and report.entries == 0
+
+
+async def test_rules_whose_action_is_none_stop_looking_once_they_have_passed(world: World) -> None:
+    """An expiry with onRemove none, and a review nobody answers under onNoAnswer none: nothing is done, and the
+    guest is not looked at again every hour (the review stays listed until someone answers)."""
+    policy = parse_policy(
+        {
+            "profiles": [
+                {
+                    "name": "soft",
+                    "domains": ["fabrikam.com"],
+                    "action": "approve",
+                    "groups": [],
+                    "approvers": ["boss@contoso.com"],
+                    "lifecycle": {"reviewEveryDays": 3, "reviewGraceDays": 1, "onRemove": "none"},
+                }
+            ]
+        }
+    )
+    soft = policy.profile("soft")
+    assert soft is not None and soft.lifecycle is not None
+    record = GuestRecord("u-soft", "s-soft", "soft", START, due_at=START)
+    world.directory.users["soft@fabrikam.com"] = world.directory.add_user("soft@fabrikam.com", "Guest", "Accepted")
+    record = record.evolve(user_id=world.directory.users["soft@fabrikam.com"].id)
+    stored = await world.register.insert(record)
+    assert stored is not None
+    world.clock.advance(3.1 * DAY)
+    looked = await world.actions.look(stored, soft.lifecycle)
+    assert looked is not None and looked[1].state is GuestState.REVIEW_PENDING
+    world.clock.advance(1.5 * DAY)
+    looked = await world.actions.look(looked[1], soft.lifecycle)
+    assert looked is not None and looked[0].step.value == "nothing"
+    assert looked[1].state is GuestState.REVIEW_PENDING and looked[1].due_at is None
