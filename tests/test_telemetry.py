@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from opentelemetry import metrics, trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -16,6 +23,8 @@ from shared.errors import TransientGraphError
 from shared.lifecycle.models import Status
 from tests.fakes import FakeDirectory
 from tests.lifecycle_kit import Kit
+
+ROOT = Path(__file__).resolve().parent.parent
 
 UNAVAILABLE = TransientGraphError("down", code="serviceNotAvailable", status=503)
 _EXPORTER = InMemorySpanExporter()
@@ -89,3 +98,48 @@ async def test_the_sweeper_reports_how_overdue_its_oldest_entry_is() -> None:
     kit.pass_time(kit.timers.queued_grace + 300)
     report = await kit.sweeper.sweep()
     assert report.oldest_due is not None and 300 <= report.oldest_due <= 420
+
+
+_OTLP_CHILD = """
+from opentelemetry import metrics, trace
+from shared import telemetry
+assert telemetry.configure() == ["otlp", "otlp_metrics"], "installed"
+with telemetry.span("signup.intake", domain="fabrikam.com"):
+    telemetry.count("signup.decisions", action="approve")
+trace.get_tracer_provider().shutdown()
+metrics.get_meter_provider().shutdown()
+"""
+
+
+def test_otlp_exports_spans_and_metrics(tmp_path: Path) -> None:
+    """With OTEL_EXPORTER_OTLP_ENDPOINT the spans and the metrics both go out over OTLP/HTTP, serialised."""
+    received: list[tuple[str, bytes]] = []
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPLICATIONINSIGHTS_"))}
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{server.server_port}"
+        done = subprocess.run(
+            [sys.executable, "-c", _OTLP_CHILD], env=env, cwd=ROOT, capture_output=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr.decode()
+    finally:
+        server.shutdown()
+    paths = {path for path, _ in received}
+    assert {"/v1/traces", "/v1/metrics"} <= paths
+    [traces] = [body for path, body in received if path == "/v1/traces"]
+    exported = ExportTraceServiceRequest.FromString(traces)
+    names = [s.name for r in exported.resource_spans for sc in r.scope_spans for s in sc.spans]
+    assert names == ["signup.intake"]
+    metric_bodies = [body for path, body in received if path == "/v1/metrics"]
+    assert any(b"signup.decisions" in body for body in metric_bodies)

@@ -13,7 +13,8 @@ Exporters (``configure``, once, when the services are built; nothing at import, 
 * ``APPLICATIONINSIGHTS_CONNECTION_STRING``: Microsoft's Azure Monitor distro (``configure_azure_monitor``),
   as "Use OpenTelemetry with Azure Functions" prescribes for Python, with host.json's
   ``"telemetryMode": "OpenTelemetry"`` and ``PYTHON_ENABLE_OPENTELEMETRY=true``;
-* ``OTEL_EXPORTER_OTLP_ENDPOINT``: OTLP over HTTP (a local collector or Jaeger);
+* ``OTEL_EXPORTER_OTLP_ENDPOINT``: spans and metrics over OTLP/HTTP (a local collector or Jaeger), with the
+  OpenTelemetry SDK's own ``OTEL_*`` variables for batch sizes and the metric export interval;
 * ``TELEMETRY_CONSOLE=1``: spans printed to the console (``make run`` sets nothing by default).
 
 Without any of them the OpenTelemetry API is a no-op and costs next to nothing.
@@ -68,6 +69,8 @@ def configure(*, console: bool = False, environ: Mapping[str, str] | None = None
 
         extra.append(OTLPSpanExporter())
         installed.append("otlp")
+        if _otlp_metrics():
+            installed.append("otlp_metrics")
     if console:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -87,6 +90,21 @@ def configure(*, console: bool = False, environ: Mapping[str, str] | None = None
     if installed:
         log.info("telemetry.configured exporters=%s", ",".join(installed))
     return installed
+
+
+def _otlp_metrics() -> bool:
+    """Export the metrics through OTLP too, unless a meter provider is set already (the Azure Monitor distro's:
+    an SDK provider takes its readers when it is built)."""
+    from opentelemetry import metrics
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    if isinstance(metrics.get_meter_provider(), MeterProvider):
+        log.warning("telemetry.otlp_metrics_skipped reason=meter_provider_set")
+        return False
+    metrics.set_meter_provider(MeterProvider(metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())]))
+    return True
 
 
 @contextmanager
