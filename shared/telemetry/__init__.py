@@ -107,14 +107,26 @@ def _otlp_metrics() -> bool:
     return True
 
 
+# The tracer and the propagator, looked up once (a lookup per span cost a third of a span's price). A tracer
+# taken before a provider is set is the API's proxy, which uses the provider once one is set.
+_tracing: tuple[Any, Any] | None = None
+
+
+def _tracer_and_propagator() -> tuple[Any, Any]:
+    global _tracing
+    if _tracing is None:
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        _tracing = (trace.get_tracer(SCOPE), TraceContextTextMapPropagator())
+    return _tracing
+
+
 @contextmanager
 def span(name: str, *, parent: str | None = None, **attributes: Any) -> Iterator[Any]:
     """A span named ``name`` under ``parent`` (a traceparent) or the current span; yields it."""
-    from opentelemetry import trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    context = TraceContextTextMapPropagator().extract({"traceparent": parent}) if parent else None
-    tracer = trace.get_tracer(SCOPE)
+    tracer, propagator = _tracer_and_propagator()
+    context = propagator.extract({"traceparent": parent}) if parent else None
     clean = {k.replace("__", "."): v for k, v in attributes.items() if v is not None}
     with tracer.start_as_current_span(name, context=context, attributes=clean) as current:
         yield current
@@ -122,10 +134,8 @@ def span(name: str, *, parent: str | None = None, **attributes: Any) -> Iterator
 
 def traceparent() -> str | None:
     """The current span's W3C traceparent (None when no span is recording)."""
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
+    _tracer_and_propagator()[1].inject(carrier)
     return carrier.get("traceparent")
 
 
