@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -18,7 +19,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NoOpTracer
 
+from shared import telemetry
 from shared.errors import TransientGraphError
 from shared.lifecycle.models import Status
 from tests.fakes import FakeDirectory
@@ -143,3 +146,33 @@ def test_otlp_exports_spans_and_metrics(tmp_path: Path) -> None:
     assert names == ["signup.intake"]
     metric_bodies = [body for path, body in received if path == "/v1/metrics"]
     assert any(b"signup.decisions" in body for body in metric_bodies)
+
+
+async def test_each_graph_call_is_one_span_without_the_query_or_an_address(spans: InMemorySpanExporter) -> None:
+    """The Graph client's transport: one client span per request, with method, path, status and request-id; the
+    query (a $filter holds the address looked up) is left out and a segment holding an address is masked."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(202, headers={"request-id": "rid-1"})
+
+    transport = telemetry.traced_transport(httpx.MockTransport(answer), "graph.call")
+    async with httpx.AsyncClient(transport=transport) as http:
+        url = "https://graph.microsoft.com/v1.0/users/mailer@contoso.com/sendMail?$filter=mail eq 'sam@fabrikam.com'"
+        await http.post(url)
+    [call] = [s for s in spans.get_finished_spans() if s.name == "graph.call"]
+    assert dict(call.attributes or {}) == {
+        "http.request.method": "POST",
+        "url.path": "/v1.0/users/{upn}/sendMail",
+        "http.response.status_code": 202,
+        "graph.request_id": "rid-1",
+    }
+
+
+def test_kiotas_own_tracers_are_mute() -> None:
+    """Kiota's spans (about fifteen per request, with the full URL) are not made; the app's are."""
+    provider = TracerProvider()
+    telemetry.mute_libraries(provider)
+    telemetry.mute_libraries(provider)  # once is enough; twice changes nothing
+    assert isinstance(provider.get_tracer("com.microsoft.com:microsoft-kiota-http-httpx"), NoOpTracer)
+    assert isinstance(provider.get_tracer("microsoft-python-kiota-abstractions"), NoOpTracer)
+    assert not isinstance(provider.get_tracer(telemetry.SCOPE), NoOpTracer)

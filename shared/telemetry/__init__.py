@@ -76,9 +76,10 @@ def configure(*, console: bool = False, environ: Mapping[str, str] | None = None
 
         extra.append(ConsoleSpanExporter())
         installed.append("console")
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
     if extra:
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         provider = trace.get_tracer_provider()
@@ -87,9 +88,69 @@ def configure(*, console: bool = False, environ: Mapping[str, str] | None = None
             trace.set_tracer_provider(provider)
         for exporter in extra:
             provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        mute_libraries(provider)
     if installed:
         log.info("telemetry.configured exporters=%s", ",".join(installed))
     return installed
+
+
+# Kiota, under msgraph-sdk, makes about fifteen spans of its own per Graph request, and they carry the request's
+# full URL (url.full), whose $filter holds the address being looked up: measured by bench/telemetry, 30 spans per
+# invitation and addresses in the exported spans. Its tracers are mute; every Graph call gets one span of ours
+# instead (``traced_transport``).
+MUTED_SCOPES: Final = ("kiota",)
+
+
+def mute_libraries(provider: Any) -> None:
+    """Make ``provider`` hand no-op tracers to the libraries of ``MUTED_SCOPES`` (their tracers are taken when they
+    are imported, after this; one taken before a provider was set is the API's proxy, which asks it later)."""
+    from opentelemetry.trace import NoOpTracer
+
+    original = provider.get_tracer
+    if getattr(original, "muting", False):
+        return
+
+    def get_tracer(name: str, *args: Any, **kwargs: Any) -> Any:
+        if any(muted in name for muted in MUTED_SCOPES):
+            return NoOpTracer()
+        return original(name, *args, **kwargs)
+
+    get_tracer.muting = True  # type: ignore[attr-defined]
+    provider.get_tracer = get_tracer
+
+
+def traced_transport(inner: Any, name: str) -> Any:
+    """``inner``, an httpx async transport, with one client span ``name`` per request it sends: the method, the
+    path without the query (a segment holding an address shows as ``{upn}``), the status and the answer's
+    ``request-id``; a failure records its type only (a message may hold a URL)."""
+    import httpx
+    from opentelemetry.trace import SpanKind
+
+    class Traced(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            segments = request.url.path.split("/")
+            path = "/".join("{upn}" if "@" in segment else segment for segment in segments)
+            attributes = {"http.request.method": request.method, "url.path": path}
+            with _tracer_and_propagator()[0].start_as_current_span(
+                name, kind=SpanKind.CLIENT, attributes=attributes, record_exception=False, set_status_on_exception=False
+            ) as current:
+                try:
+                    response: httpx.Response = await inner.handle_async_request(request)
+                except Exception as exc:
+                    current.set_attribute("error.type", type(exc).__name__)
+                    raise
+                current.set_attribute("http.response.status_code", response.status_code)
+                request_id = response.headers.get("request-id")
+                if request_id:
+                    current.set_attribute("graph.request_id", request_id)
+                return response
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    return Traced()
 
 
 def _otlp_metrics() -> bool:
