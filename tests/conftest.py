@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# schemathesis's pytest plugin imports this module lazily in pytest_sessionfinish, where pytest's assertion
+# rewriter parses it with ast.parse. On CPython 3.11 a garbage collection during that parse can run a finaliser
+# that formats a traceback (3.11's caret anchors call ast.parse too), and the nested parse resets the AST
+# constructor's shared depth counter: "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905)
+# ended single-file runs after their tests had passed. Importing it here, before any test runs, avoids that.
+import schemathesis.reporting.html.writer  # noqa: F401
 from aiohttp import web
 
 from devhost.processes import Service, azurite_connection_string, free_port, start_azurite, start_devhost

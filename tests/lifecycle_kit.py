@@ -6,22 +6,17 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from shared.access import Caller
-from shared.approval import Approvals
 from shared.approval.denials import MemoryDenials
 from shared.audit import MemoryAuditLog
-from shared.graph.directory import InvitationOptions
-from shared.guests import GuestRecorder
-from shared.lifecycle.intake import Admission, Intake, Timers
+from shared.lifecycle.intake import Timers
 from shared.lifecycle.models import Signup
-from shared.lifecycle.sweeper import Sweeper
 from shared.lifecycle.validation import SignupForm
-from shared.lifecycle.worker import InvitationWorker, Outcome
-from shared.onboarding import FollowUps
-from shared.policy import Action, FixedPolicy, Policy
+from shared.lifecycle.worker import Outcome
+from shared.policy import Action, Policy
 from tests.fake_guest_register import FakeGuestRegister
 from tests.fakes import Clock, FakeAddressBook, FakeDirectory, FakeDueIndex, FakeQueue, FakeStore
+from tests.wiring import Parts, wire
 
-OPTIONS = InvitationOptions(redirect_url="https://myapps.microsoft.com")
 # The kit's default policy invites everyone, so lifecycle tests need not name one.
 APPROVE_ALL = Policy(default_action=Action.APPROVE)
 TIMERS = Timers(
@@ -57,61 +52,30 @@ class Kit:
     guests: FakeGuestRegister = field(default_factory=FakeGuestRegister)
 
     def __post_init__(self) -> None:
-        source = FixedPolicy(self.policy)
         self.timers = dataclasses.replace(self.timers, pending_expiry=self.pending_expiry)
-        self.follow_ups = FollowUps(
-            self.store,
-            self.queue,
-            self.directory,
-            self.audit,
-            self.timers,
-            policy=source,
-            sender=self.sender,
-            manage_url="https://portal.example/api/manage",
-            organisation="Contoso",
-            contact="partners@contoso.com",
-            clock=self.clock,
-            jitter=lambda: 0.0,
-        )
-        self.admission = Admission(
+        parts = Parts(
             self.store,
             self.addresses,
             self.index,
             self.queue,
-            self.timers,
-            clock=self.clock,
-            denials=self.denials,
-            audit=self.audit,
-            approver_step=self.follow_ups.approver_step,
-        )
-        self.intake = Intake(self.store, self.queue, self.timers, clock=self.clock, policy=source)
-        self.approvals = Approvals(
-            self.store,
-            self.admission,
-            self.index,
+            self.directory,
             self.audit,
             self.denials,
             self.timers,
-            denial_memory=self.denial_memory,
-            clock=self.clock,
-        )
-        self.worker = InvitationWorker(
-            self.store,
-            self.queue,
-            self.directory,
-            OPTIONS,
-            self.timers,
-            admission=self.admission,
-            clock=self.clock,
+            self.clock,
+            self.policy,
             jitter=lambda: 0.0,
-            policy=source,
-            follow_ups=self.follow_ups,
-            audit=self.audit,
-            guests=GuestRecorder(self.guests, source),
+            sender=self.sender,
+            denial_memory=self.denial_memory,
+            guests=self.guests,
         )
-        self.sweeper = Sweeper(
-            self.store, self.index, self.queue, self.admission, self.timers, clock=self.clock, audit=self.audit
-        )
+        wired = wire(parts)
+        self.follow_ups = wired.follow_ups
+        self.admission = wired.admission
+        self.intake = wired.intake
+        self.approvals = wired.approvals
+        self.worker = wired.worker
+        self.sweeper = wired.sweeper
 
     async def submit(self, email: str = "sam@fabrikam.com", *, admit: bool = True) -> str:
         """Submit a sign-up; its id. ``admit``: also run the worker's first step (admission) on it, as a

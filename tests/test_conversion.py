@@ -445,3 +445,21 @@ async def test_the_worker_retries_a_failed_user_type_change(host: str, emulator:
     assert view["status"] == "invited" and emulator.users[user["id"]]["userType"] == "Guest"
     assert len([r for r in emulator.requests if r.operation == "user-update"]) == 2
     assert len([p for p in posts(emulator) if not p.body.get("resetRedemption")]) == 1  # converted once
+
+
+@pytest.mark.e2e
+async def test_the_worker_ends_a_refused_user_type_change_at_once(host: str, emulator: GraphEmulator) -> None:
+    """A permanent refusal of the userType change (403) ends the request with Graph's code, not retried until the
+    deadline; the user stays converted once, and the admin view names the converted user."""
+    [user] = emulator.seed(conversion_users(1, start=14 * 300)) and list(emulator.users.values())
+    emulator.faults.append(Fault("403", operation="user-update", times=5))
+    async with httpx.AsyncClient(base_url=host, timeout=10) as http:
+        started = asyncio.get_running_loop().time()
+        view = await _converted(http, {"user": user["id"], "setGuestUserType": True})
+        elapsed = asyncio.get_running_loop().time() - started
+    assert view["status"] == "failed" and view["error"]["code"] == "Authorization_RequestDenied", view
+    assert elapsed < 20, f"{elapsed:.1f} s: retried, not ended"  # the host's deadline is minutes away
+    assert view["invitation"]["invitedUserId"] == user["id"]
+    assert len([r for r in emulator.requests if r.operation == "user-update"]) == 1  # not retried
+    assert len([p for p in posts(emulator) if not p.body.get("resetRedemption")]) == 1  # converted once
+    assert emulator.users[user["id"]]["userType"] == "Member"

@@ -18,7 +18,8 @@ from shared.policy import Action, FixedPolicy, Policy, parse_policy
 from shared.policy.document import NO_POLICY
 from shared.storage import environment_proxies
 from tests.fakes import FakeDirectory, FakeQueue
-from tests.lifecycle_kit import OPTIONS, Kit
+from tests.lifecycle_kit import Kit
+from tests.wiring import OPTIONS
 
 
 async def test_accepted_signup_is_recorded_indexed_claimed_and_queued() -> None:

@@ -1,5 +1,6 @@
-"""What the logs keep: end-to-end traffic through the local host leaves no raw address, redeem URL, form token,
-CAPTCHA token or secret in any record of the host's log output (the app's and the host's loggers, at DEBUG)."""
+"""What the logs and spans keep: end-to-end traffic through the local host leaves no raw address, display name,
+redeem URL, form token, CAPTCHA token or secret in any record of the host's output: the app's and the host's
+loggers at DEBUG, and every span, printed by the console exporter (``TELEMETRY_CONSOLE``)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ async def traffic_host(
         SIGNUP_POLICY=REVIEW_POLICY,
         ORGANISATION_NAME="Contoso",
         LOG_LEVEL="DEBUG",
+        TELEMETRY_CONSOLE="1",
         FORM_TOKEN_SECRET=FORM_SECRET,
         SIGNUP_MIN_FILL_SECONDS="1",
         CAPTCHA_PROVIDER="hcaptcha",
@@ -66,7 +68,7 @@ async def _until(http: httpx.AsyncClient, sid: str, statuses: set[str], within: 
         await asyncio.sleep(0.3)
 
 
-async def test_end_to_end_traffic_leaves_no_address_redeem_url_token_or_secret_in_the_logs(
+async def test_end_to_end_traffic_leaves_no_address_name_redeem_url_token_or_secret_in_logs_or_spans(
     traffic_host: dict[str, Any], emulator: GraphEmulator
 ) -> None:
     emulator.add_user(mail="lee.member@fabrikam.com", userPrincipalName="lee.member@fabrikam.com", displayName="Lee")
@@ -94,7 +96,7 @@ async def test_end_to_end_traffic_leaves_no_address_redeem_url_token_or_secret_i
             body = {"email": email, "displayName": name, "formToken": form_token, "h-captcha-response": CAPTCHA_TOKEN}
             return await http.post("/api/signups", json=body)
 
-        ana = await sign_up("Ana.Guest@Fabrikam.com", "Ana <b>Guest</b>")
+        ana = await sign_up("Ana.Guest@Fabrikam.com", "Ana Quillfeather")
         sam = await sign_up("sam.partner@northwind.com")
         eve = await sign_up("eve.partner@northwind.com")
         lee = await sign_up("lee.member@fabrikam.com")
@@ -141,6 +143,9 @@ async def test_end_to_end_traffic_leaves_no_address_redeem_url_token_or_secret_i
     await asyncio.sleep(0.5)  # the host's last lines
     log = await asyncio.to_thread(Path(traffic_host["log"]).read_text, encoding="utf-8", errors="replace")
     assert "signup_id=" in log and len(log.splitlines()) > 50  # the capture did capture the app's records
+    assert '"trace_id"' in log and '"signup.id"' in log, "no span was printed: the capture missed the spans"
+    for name in ("Ana Quillfeather", "Pat Guest", "Lee", "Mia"):
+        assert not re.search(rf"\b{name}\b", log), f"a display name in the log or a span: {name}"
     lowered = log.lower()
     found = {a for a in addresses if a.lower() in lowered}
     assert found == set(), f"addresses in the log: {found}"

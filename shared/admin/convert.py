@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections import Counter
@@ -34,6 +35,7 @@ from ..conversion.report import (
 )
 
 USAGE_ERROR = 3
+INTERRUPTED = 2  # Ctrl-C at the confirmation question: nothing was started
 
 
 def add_arguments(convert: argparse.ArgumentParser) -> None:
@@ -128,9 +130,10 @@ async def run(args: argparse.Namespace) -> int:
             if dry.fatal is not None or dry.interrupted:
                 return _finish(dry)
             print(f"convert: a dry run finds {_counts(dry.outcomes)}; {dry.skipped} settled before")
-            # Read on the loop's own thread: nothing else runs now, and Ctrl-C here interrupts the read itself
-            # (a read in a worker thread would keep the process waiting for a line after Ctrl-C).
-            answer = input(f"Convert {dry.outcomes[WOULD_CONVERT]} users? [y/N] ")  # noqa: ASYNC250
+            answer = await ask(f"Convert {dry.outcomes[WOULD_CONVERT]} users? [y/N] ")
+            if answer is None:
+                print("signup-admin: interrupted; nothing more was changed", file=sys.stderr)
+                return INTERRUPTED
             if answer.strip().lower() not in {"y", "yes"}:
                 print("convert: nothing changed")
                 return 0
@@ -144,6 +147,39 @@ async def run(args: argparse.Namespace) -> int:
         return _finish(bulk)
     finally:
         await services.aclose()
+
+
+async def ask(question: str) -> str | None:
+    """Ask on the terminal: the line typed, '' at the end of input, or None on Ctrl-C.
+
+    Read through the event loop (a reader on stdin, Ctrl-C through the loop's signal handler), not ``input()``:
+    Python runs a signal's handler between bytecodes, so a Ctrl-C that came after the question was shown but
+    before ``input()``'s read(2) began was only acted on once a line came, and the command hung on a loaded
+    machine. The loop's handler is in place before the question is shown and wakes the loop whenever it comes.
+    """
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str | None] = loop.create_future()
+    fd = sys.stdin.fileno()
+    read: list[bytes] = []
+
+    def settle(value: str | None) -> None:
+        if not answer.done():
+            answer.set_result(value)
+
+    def readable() -> None:
+        chunk = os.read(fd, 1024)
+        read.append(chunk)
+        if not chunk or b"\n" in chunk:
+            settle(b"".join(read).decode(sys.stdin.encoding or "utf-8", "replace"))
+
+    loop.add_signal_handler(signal.SIGINT, settle, None)
+    loop.add_reader(fd, readable)
+    try:
+        print(question, end="", flush=True)
+        return await answer
+    finally:
+        loop.remove_reader(fd)
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 async def _mailer(services: Any, settings: Any, options: ConversionOptions) -> Any:

@@ -430,6 +430,8 @@ class InvitationWorker:
         if verdict.code is Code.ALREADY_EXTERNAL and signup.maybe_invited and user is not None:
             try:  # the earlier attempt converted: finish what it left (userType, a redeem URL for the mail)
                 done = await after_lost_answer(converter, user, options)
+            except PermanentGraphError as exc:
+                return await self._converted_not_settled(signup, user.id, exc)
             except GraphError as exc:
                 return await self._retry(signup, exc, maybe_invited=True)
             await self._finish(
@@ -476,6 +478,8 @@ class InvitationWorker:
         detail = verdict.reason if verdict.synced else None
         try:
             await converter.settle(user, options)
+        except PermanentGraphError as exc:
+            return await self._converted_not_settled(claimed, user.id, exc, result.invitation_id)
         except GraphError as exc:  # converted, userType not yet: the next delivery finds it external and settles
             return await self._retry(claimed, exc, maybe_invited=True)
         await self._finish(
@@ -493,6 +497,22 @@ class InvitationWorker:
         )
         log.info("worker.converted signup_id=%s attempt=%s", claimed.id, claimed.attempts)
         return Outcome.INVITED
+
+    async def _converted_not_settled(
+        self, signup: Signup, user_id: str, exc: PermanentGraphError, invitation_id: str | None = None
+    ) -> Outcome:
+        """Converted, but Graph refused the asked-for ``userType`` change for good (a 403, a 400): ``failed``
+        at once with Graph's code, not retried until the deadline. The user is known converted, so there is no
+        doubt left; the detail says so, and an admin finishes with ``signup-admin convert`` or the portal."""
+        changes = self._failure(exc.code or "Refused", "permanent", exc)
+        changes["error_detail"] = f"converted; userType not changed: {changes['error_detail']}"[:1000]
+        await self._finish(
+            signup,
+            Event.REFUSED,
+            {**changes, "maybe_invited": False, "invited_user_id": user_id, "invitation_id": invitation_id},
+        )
+        log.warning("worker.user_type_refused signup_id=%s code=%s", signup.id, exc.code)
+        return Outcome.FAILED
 
     async def _options_for(self, signup: Signup) -> InvitationOptions:
         """The invitation options of the sign-up's policy profile, or the settings' options.

@@ -29,24 +29,19 @@ from typing import Any
 
 from shared.access import Caller
 from shared.admin.replay import Replayer, Selection
-from shared.approval import Approvals
 from shared.conversion.converter import ConversionOptions
 from shared.conversion.requests import ConversionRequests
 from shared.errors import IllegalTransition, PortalError, StorageError
-from shared.graph.directory import InvitationOptions
 from shared.lifecycle import intake as intake_module
 from shared.lifecycle.admission import Admission
-from shared.lifecycle.intake import Intake
 from shared.lifecycle.models import DIRECTORY_FACT_CODES, Signup, Status
 from shared.lifecycle.store import bucket_of
-from shared.lifecycle.sweeper import Sweeper
 from shared.lifecycle.timers import Timers
 from shared.lifecycle.validation import SignupForm
-from shared.lifecycle.worker import InvitationWorker
-from shared.onboarding import FollowUps
-from shared.policy import Action, FixedPolicy, Policy
+from shared.policy import Action, Policy
 from shared.policy.document import MailTemplate, Profile
 
+from ..wiring import Parts, wire
 from .core import Crash, Op, Scheduler, VirtualClock
 from .world import (
     Faults,
@@ -80,7 +75,6 @@ LATE = timedelta(hours=1)  # the bound when storage faults or crashes may hold t
 VISIBILITY = 10.0  # host.json's visibilityTimeout: a failed delivery is visible again after this
 MAX_DEQUEUE = 5
 APPROVER = Caller("principal", "approver@contoso.com")
-OPTIONS = InvitationOptions(redirect_url="https://myapps.microsoft.com")
 TEMPLATE = MailTemplate(subject={"en": "Welcome {displayName}"}, html={"en": "<a href='{redeemUrl}'>join</a>"})
 POLICY = Policy(
     default_action=Action.APPROVE,
@@ -302,68 +296,30 @@ class Simulation:
         w.on_approver_mail = self.checks.on_approver_mail  # type: ignore[attr-defined]
         w.on_failed = self.checks.on_failed  # type: ignore[attr-defined]
         self.timers = TIMERS
-        source = FixedPolicy(POLICY)
         ids = Ids()
-        jitter = rng.random
-        self.follow_ups = FollowUps(
-            self.store,
-            self.queue,
-            self.directory,
-            self.audit,
-            self.timers,
-            policy=source,
-            sender="portal@contoso.com",
-            manage_url="https://portal.example/api/manage",
-            organisation="Contoso",
-            contact="partners@contoso.com",
-            clock=self.clock,
-            jitter=jitter,
-        )
-        self.admission = Admission(
+        parts = Parts(
             self.store,
             self.claims,
             self.index,
             self.queue,
-            self.timers,
-            clock=self.clock,
-            denials=self.denials,
-            audit=self.audit,
-            approver_step=self.follow_ups.approver_step,
-        )
-        self.intake = Intake(self.store, self.queue, self.timers, clock=self.clock, policy=source, new_id=ids)
-        self.approvals = Approvals(
-            self.store,
-            self.admission,
-            self.index,
+            self.directory,
             self.audit,
             self.denials,
             self.timers,
+            self.clock,
+            POLICY,
+            jitter=rng.random,
             denial_memory=1800,
-            clock=self.clock,
+            new_id=ids,
+            sweeper_page_size=rng.choice((2, 50)),
         )
-        self.worker = InvitationWorker(
-            self.store,
-            self.queue,
-            self.directory,
-            OPTIONS,
-            self.timers,
-            admission=self.admission,
-            clock=self.clock,
-            jitter=jitter,
-            policy=source,
-            follow_ups=self.follow_ups,
-            audit=self.audit,
-        )
-        self.sweeper = Sweeper(
-            self.store,
-            self.index,
-            self.queue,
-            self.admission,
-            self.timers,
-            clock=self.clock,
-            audit=self.audit,
-            page_size=rng.choice((2, 50)),
-        )
+        wired = wire(parts)
+        self.follow_ups = wired.follow_ups
+        self.admission = wired.admission
+        self.intake = wired.intake
+        self.approvals = wired.approvals
+        self.worker = wired.worker
+        self.sweeper = wired.sweeper
         self.replayer = Replayer(self.store, self.admission)
         self.conversions = ConversionRequests(
             self.store, self.index, self.queue, self.audit, self.timers, clock=self.clock, new_id=ids
