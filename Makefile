@@ -9,7 +9,7 @@ VENVINFRA := .venv-infra
 # The browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: run test simulate test-313 check check-infra lint screenshots bench bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats bench-guests setup clean
+.PHONY: run test simulate test-313 check check-infra lint screenshots bench bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats bench-guests bench-telemetry setup clean
 
 setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 
@@ -102,10 +102,13 @@ screenshots: setup
 	$(PY) -m pytest -m browser -q tests/test_pages_browser.py tests/test_console_browser.py
 	@ls screenshots/
 
-bench: bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats
+bench: bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats bench-guests bench-telemetry
 
 bench-intake: setup
 	$(PY) -m bench.intake
+
+bench-telemetry: setup
+	$(PY) -m bench.telemetry
 
 bench-ratelimit: setup
 	$(PY) -m bench.ratelimit
