@@ -232,6 +232,7 @@ def build_services(settings: Settings) -> Services:
         settings.graph_write_budget,
         settings.graph_write_window_seconds,
     )
+    addresses = TableAddressBook(table)
     follow_ups = FollowUps(
         store,
         signup_queue,
@@ -243,6 +244,8 @@ def build_services(settings: Settings) -> Services:
         manage_url=f"{settings.portal_public_url}/api/manage",
         organisation=settings.organisation_name,
         contact=settings.organisation_contact,
+        signin_url=settings.portal_signin_url,
+        addresses=addresses,
     )
     denials = TableDenialMemory(table)
     # Rate counts: per IP at the door (the gate), per domain in the admission step (the budget).
@@ -252,7 +255,7 @@ def build_services(settings: Settings) -> Services:
     domain_budget = DomainBudget.create(counts, settings.rate_limit_per_domain, window, sync)
     admission = Admission(
         store,
-        TableAddressBook(table),
+        addresses,
         index,
         signup_queue,
         lifecycle_timers,

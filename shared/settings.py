@@ -133,6 +133,8 @@ class Settings:
     portal_public_url: str
     organisation_name: str
     organisation_contact: str
+    # Where the "you already have an account" mail sends a member's address (issue 18): My Apps unless set.
+    portal_signin_url: str
     denial_memory_seconds: float
     pending_expiry_seconds: float
     brand_logo_url: str | None
@@ -221,6 +223,7 @@ SETTING_KEYS: Final = (
     "WEBSITE_HOSTNAME",
     "ORGANISATION_NAME",
     "ORGANISATION_CONTACT",
+    "PORTAL_SIGNIN_URL",
     "APPROVAL_DENIAL_MEMORY_SECONDS",
     "APPROVAL_PENDING_EXPIRY_SECONDS",
     "BRAND_LOGO_URL",
@@ -395,6 +398,9 @@ def _one_of(*allowed: str) -> Callable[[str], str]:
         return value
 
     return check
+
+
+MY_APPS_URL: Final = "https://myapps.microsoft.com"
 
 
 def _url(value: str) -> str:
@@ -611,6 +617,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         portal_public_url=str(public_url).rstrip("/"),
         organisation_name=r.default("ORGANISATION_NAME", "the organisation", _plain_text),
         organisation_contact=r.default("ORGANISATION_CONTACT", "", _plain_text),
+        portal_signin_url=r.default("PORTAL_SIGNIN_URL", MY_APPS_URL, _url),
         denial_memory_seconds=r.default("APPROVAL_DENIAL_MEMORY_SECONDS", 30 * 86400.0, _positive_float),
         pending_expiry_seconds=r.default("APPROVAL_PENDING_EXPIRY_SECONDS", 14 * 86400.0, _positive_float),
         brand_logo_url=r.optional("BRAND_LOGO_URL", _url),

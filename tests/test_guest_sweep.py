@@ -27,7 +27,7 @@ from shared.guests import (
     TableGuestRegister,
     record_invited,
 )
-from shared.guests.reviews import RestoreWindowPassed
+from shared.guests.reviews import DirectoryUnavailable, RestoreWindowPassed
 from shared.lifecycle.models import Signup
 from shared.policy import FixedPolicy, parse_policy
 from shared.settings import Settings
@@ -258,6 +258,21 @@ async def test_past_the_thirty_days_a_deleted_guest_cannot_be_restored(world: Wo
 
 
 @pytest.mark.faults
+async def test_a_restore_whose_enable_failed_is_finished_by_the_next_try(world: World) -> None:
+    guest = await world.invite(9, "reviewed", "tailspin.com")
+    rules = POLICY.profile("reviewed").lifecycle  # type: ignore[union-attr]
+    await world.actions._act(await world.record(guest), rules, "block-delete")
+    await world.actions._act(await world.record(guest), rules, "delete")
+    world.directory.guests.faults["enable"] = [(False, TransientGraphError("503", code="serviceNotAvailable"))]
+    with pytest.raises(DirectoryUnavailable):
+        await world.admin.restore(guest, "boss@contoso.com")  # restored from deleted items, still disabled
+    assert (await world.record(guest)).state is GuestState.DELETED
+    assert await world.admin.restore(guest, "boss@contoso.com") == {"userId": guest, "state": "active"}
+    assert guest not in world.directory.guests.disabled
+    assert [op for op in world.writes(guest) if op == "restore"] == ["restore"]
+
+
+@pytest.mark.faults
 async def test_a_lost_mail_answer_is_never_resent_and_a_lost_block_is_settled_by_a_read(world: World) -> None:
     guest = await world.invite(5, "unredeemed", "fabrikam.com")
     world.directory.mail_outcomes = [(True, AmbiguousGraphError("lost", code="Timeout"))]
@@ -335,3 +350,61 @@ async def test_remove_groups_uses_ref_once_and_a_lost_answer_is_settled_by_membe
     assert await world.events(_signup_of(world, guest).id) == ["guest_groups_removed"]
     await world.days(2)
     assert world.writes(guest) == ["remove-member"]
+
+
+async def test_without_lifecycle_rules_the_sweep_reads_nothing() -> None:
+    from tests.fake_guest_register import FakeGuestRegister
+
+    register = FakeGuestRegister()
+    policy = FixedPolicy(
+        parse_policy({"profiles": [{"name": "p", "domains": ["x.com"], "action": "approve", "groups": []}]})
+    )
+    directory = FakeDirectory()
+    digests = Digests(None, directory, sender=None, reviews_url="", lease=LEASE)  # type: ignore[arg-type]
+    actions = GuestActions(
+        register,
+        directory,
+        FakeStore(),
+        MemoryAuditLog(),
+        digests,
+        policy,
+        sender=None,
+        organisation="",
+        contact="",
+        lease=LEASE,
+    )
+    report = await GuestSweep(register, actions, digests, policy).sweep()
+    assert report.off and register.reads == 0 and report.entries == 0
+
+
+async def test_rules_whose_action_is_none_stop_looking_once_they_have_passed(world: World) -> None:
+    """An expiry with onRemove none, and a review nobody answers under onNoAnswer none: nothing is done, and the
+    guest is not looked at again every hour (the review stays listed until someone answers)."""
+    policy = parse_policy(
+        {
+            "profiles": [
+                {
+                    "name": "soft",
+                    "domains": ["fabrikam.com"],
+                    "action": "approve",
+                    "groups": [],
+                    "approvers": ["boss@contoso.com"],
+                    "lifecycle": {"reviewEveryDays": 3, "reviewGraceDays": 1, "onRemove": "none"},
+                }
+            ]
+        }
+    )
+    soft = policy.profile("soft")
+    assert soft is not None and soft.lifecycle is not None
+    record = GuestRecord("u-soft", "s-soft", "soft", START, due_at=START)
+    world.directory.users["soft@fabrikam.com"] = world.directory.add_user("soft@fabrikam.com", "Guest", "Accepted")
+    record = record.evolve(user_id=world.directory.users["soft@fabrikam.com"].id)
+    stored = await world.register.insert(record)
+    assert stored is not None
+    world.clock.advance(3.1 * DAY)
+    looked = await world.actions.look(stored, soft.lifecycle)
+    assert looked is not None and looked[1].state is GuestState.REVIEW_PENDING
+    world.clock.advance(1.5 * DAY)
+    looked = await world.actions.look(looked[1], soft.lifecycle)
+    assert looked is not None and looked[0].step.value == "nothing"
+    assert looked[1].state is GuestState.REVIEW_PENDING and looked[1].due_at is None

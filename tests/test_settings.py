@@ -186,6 +186,7 @@ def test_every_settings_key_is_read() -> None:
             "SIGNUP_TABLE": "othertable",
             "INVITE_USER_TYPE": "Member",
             "INVITE_SEND_MESSAGE": "false",
+            "PORTAL_SIGNIN_URL": "https://signin.contoso.com",
             "INVITE_MESSAGE_LANGUAGE": "fr-FR",
             "INVITE_MESSAGE_BODY": "Welcome",
             "INVITE_CC_ADDRESS": "owner@contoso.com",

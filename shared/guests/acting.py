@@ -109,8 +109,14 @@ class GuestActions:
         entry = AuditEntry(record.signup_id, self.clock(), event, actor, {"userId": record.user_id, **detail})
         await self._audit.append(entry)
 
-    def next_due(self, record: GuestRecord, rules: LifecycleRules | None, now: datetime) -> datetime | None:
-        """When the rules next need a look at ``record`` (None: never)."""
+    def next_due(
+        self, record: GuestRecord, rules: LifecycleRules | None, now: datetime, *, idle: bool = False
+    ) -> datetime | None:
+        """When the rules next need a look at ``record`` (None: never).
+
+        ``idle``: the rules called for nothing now, so a moment already past is moot (an expiry whose action is
+        ``none``, a review nobody answered under ``onNoAnswer: none``): only later ones count.
+        """
         if rules is None:
             return None
         day, found = self.day, []
@@ -127,6 +133,8 @@ class GuestActions:
             found.append((record.review_asked_at or now) + rules.review_grace_days * day)
         elif record.state is GuestState.BLOCKED and record.due_at is not None and rules.delete_after_days:
             found.append((record.blocked_at or now) + rules.delete_after_days * day)
+        if idle:
+            found = [moment for moment in found if moment > now]
         if not found:
             return None
         return max(min(found), now + day / 24)  # never due again at once: a sweep does not loop on a guest
@@ -157,7 +165,7 @@ class GuestActions:
                 record = await self.save(record, redeemed_at=account.external_user_state_changed or now)
             step = plan(record, rules, account, now, sign_in_available=available, day=self.day)
             if step.step is Step.NOTHING or rules is None:
-                due = self.next_due(record, rules, now) if account is not None else None
+                due = self.next_due(record, rules, now, idle=True) if account is not None else None
                 if due != record.due_at:
                     record = await self.save(record, due_at=due)
             elif step.step is Step.REMIND:

@@ -208,12 +208,13 @@ class GuestAdmin:
         try:
             if record.state is GuestState.DELETED:
                 deleted = await self._directory.get_deleted_user(user_id)
-                if deleted is None:
+                if deleted is not None:
+                    await self._directory.restore_deleted_user(user_id, priority="normal")
+                elif await self._directory.get_guest(user_id) is None:  # not restored by an earlier try either
                     raise RestoreWindowPassed(
                         "The guest was deleted more than 30 days ago (or purged): Microsoft keeps deleted users "
                         "for 30 days only, so it cannot be restored. Invite it again instead."
                     )
-                await self._directory.restore_deleted_user(user_id, priority="normal")
             # Restored from deleted items a blocked guest comes back blocked: enabled in both cases.
             await self._directory.set_sign_in_enabled(user_id, True, priority="normal")
         except GraphError as exc:
