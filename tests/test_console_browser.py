@@ -264,6 +264,14 @@ async def test_bulk_approval_with_one_reason_changes_the_records(
             assert view["decision"]["outcome"] == "approved" and view["decision"]["reason"] == f"Known partner {RUN}"
         untouched = (await api.get(f"/api/manage/signups/{seeded['north'][2]}", headers=KEY)).json()
         assert untouched["status"] == "pending_approval" and untouched["decision"] is None
+    # Denying in bulk, with the reason given.
+    await page.check(f"#select-{seeded['north'][3]}")
+    await page.fill("#pending-bulk-reason", f"Not a partner {RUN}")
+    await page.click("#pending-bulk-no")
+    await expect(page.locator("#pending-message")).to_have_text("Done. Denied: 1")
+    async with httpx.AsyncClient(base_url=site, timeout=20) as api:
+        [denied] = await settle(api, [seeded["north"][3]], {"denied"})
+        assert denied["decision"]["reason"] == f"Not a partner {RUN}"
     # The decisions now show in Recent decisions, with who and why.
     await page.click("#tab-decisions")
     await page.fill("#decisions-q", f"n0.{RUN}@northwind.com")
@@ -271,6 +279,15 @@ async def test_bulk_approval_with_one_reason_changes_the_records(
     await loaded(page, "decisions")
     await expect(cards(page, "decisions-list")).to_contain_text("Approved by function-key")
     await expect(cards(page, "decisions-list")).to_contain_text(f"Known partner {RUN}")
+
+
+async def test_a_link_to_one_request_focuses_it(
+    browser: Browser, site: str, watched: list[tuple[Any, Watch]], seeded: dict[str, Any]
+) -> None:
+    """The approvers' mail links ``/api/manage?id=<id>``: that request's heading gets the focus once listed."""
+    signup_id = seeded["other"][1]
+    page = await console(browser, site, watched, f"/api/manage?lang=en&id={signup_id}")
+    await expect(page.locator(f"#request-heading-{signup_id}")).to_be_focused()
 
 
 @pytest.mark.parametrize(
