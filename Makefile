@@ -9,7 +9,7 @@ VENVINFRA := .venv-infra
 # The browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: run test simulate test-313 check check-infra lint screenshots bench bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart setup clean
+.PHONY: run test simulate test-313 check check-infra lint screenshots bench bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats bench-guests bench-telemetry setup clean
 
 setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 
@@ -99,13 +99,16 @@ check: setup check-infra
 
 ## Screenshots of the pages (en and ja) into screenshots/ (git-ignored), from the browser tests.
 screenshots: setup
-	$(PY) -m pytest -m browser -q tests/test_pages_browser.py
+	$(PY) -m pytest -m browser -q tests/test_pages_browser.py tests/test_console_browser.py
 	@ls screenshots/
 
-bench: bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart
+bench: bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats bench-guests bench-telemetry
 
 bench-intake: setup
 	$(PY) -m bench.intake
+
+bench-telemetry: setup
+	$(PY) -m bench.telemetry
 
 bench-ratelimit: setup
 	$(PY) -m bench.ratelimit
@@ -122,9 +125,16 @@ bench-scale: setup
 bench-convert: setup
 	$(PY) -m bench.convert
 
+## one guest review sweep over 50,000 registered guests: storage reads, elapsed time, Graph writes by priority.
+bench-guests: setup
+	$(PY) -m bench.guests
+
 ## import function_app in 10 fresh processes: median time and peak RSS, the heaviest modules (-X importtime).
 bench-coldstart: setup
 	$(PY) -m bench.coldstart
 
 clean:
 	rm -rf $(VENV) $(VENV313) $(VENVINFRA) node_modules .azurite .run .pytest_cache .mypy_cache .ruff_cache
+
+bench-stats: setup
+	$(PY) -m bench.stats

@@ -138,6 +138,9 @@ param signupQueuedGraceSeconds string = '600'
 @description('SWEEP_SCHEDULE: NCRONTAB schedule (six fields, with seconds) of the sweep timer function.')
 param sweepSchedule string = '0 */1 * * * *'
 
+@description('GUEST_SWEEP_SCHEDULE: NCRONTAB schedule of the guest lifecycle sweep (idle while no profile has lifecycle rules).')
+param guestSweepSchedule string = '0 30 * * * *'
+
 // ---------------------------------------------------------------------------------------------------
 // Microsoft Graph application permissions of the managed identity
 // ---------------------------------------------------------------------------------------------------
@@ -468,6 +471,7 @@ var appSettings = {
   SIGNUP_REPEAT_WINDOW_SECONDS: signupRepeatWindowSeconds
   SIGNUP_QUEUED_GRACE_SECONDS: signupQueuedGraceSeconds
   SWEEP_SCHEDULE: sweepSchedule
+  GUEST_SWEEP_SCHEDULE: guestSweepSchedule
   // Approval, mail and the audit trail.
   SIGNUP_AUDIT_TABLE: auditTableName
   MAIL_SENDER: mailSender

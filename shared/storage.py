@@ -11,10 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from .errors import StorageError
@@ -89,6 +99,138 @@ class EnsureOnce:
             self._done = True
 
 
+def missing_table(exc: ResourceNotFoundError) -> bool:
+    """True when a 404 means the table itself is missing, not the entity."""
+    return getattr(exc, "error_code", None) == "TableNotFound" or "TableNotFound" in str(exc)
+
+
+class Table:
+    """A table client with the conditional reads and writes the capabilities share, created on first use.
+
+    ``read`` with ``create=False`` (the guest register's dry-run reads) neither creates the table nor
+    counts a missing one as a fault: it reads as empty. Otherwise a missing table is a storage fault,
+    never a missing record.
+    """
+
+    def __init__(self, client: TableClient) -> None:
+        self.client = client
+        self._ensure = EnsureOnce()
+
+    async def ready(self) -> None:
+        await self._ensure(self.client.create_table, "table")
+
+    async def read(self, partition: str, row: str, *, create: bool = True) -> Any | None:
+        """An entity, None when it does not exist."""
+        if create:
+            await self.ready()
+        try:
+            return await self.client.get_entity(partition, row)
+        except ResourceNotFoundError as exc:
+            if create and missing_table(exc):
+                raise StorageError(f"table {self.client.table_name} is missing") from exc
+            return None
+        except AzureError as exc:
+            raise StorageError(f"could not read {partition}/{row}: {type(exc).__name__}") from exc
+
+    async def insert(self, entity: dict[str, Any]) -> str | None:
+        """Create an entity; its ETag, or None when it exists already."""
+        await self.ready()
+        try:
+            meta = await self.client.create_entity(entity)
+        except ResourceExistsError:
+            return None
+        except AzureError as exc:
+            raise StorageError(f"could not create {entity['PartitionKey']}: {type(exc).__name__}") from exc
+        return str(meta.get("etag"))
+
+    async def replace(self, entity: dict[str, Any], etag: str) -> str | None:
+        """Overwrite an entity if its ETag matches; the new ETag, or None when it changed or vanished."""
+        try:
+            meta = await self.client.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+        except AzureError as exc:
+            raise StorageError(f"could not update {entity['PartitionKey']}: {type(exc).__name__}") from exc
+        return str(meta.get("etag"))
+
+    async def upsert(self, entity: dict[str, Any]) -> None:
+        """Write an entity whatever was there (idempotent index entries)."""
+        await self.ready()
+        try:
+            await self.client.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except AzureError as exc:
+            raise StorageError(f"could not write {entity['PartitionKey']}: {type(exc).__name__}") from exc
+
+    async def partition(self, partition: str, limit: int) -> list[Any]:
+        """Up to ``limit`` entities of one partition, in key order (a missing table reads as empty)."""
+        found: list[Any] = []
+        try:
+            pages = self.client.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": partition}, results_per_page=min(limit, 1000)
+            ).by_page()
+            async for page in pages:
+                async for entity in page:
+                    found.append(entity)
+                if len(found) >= limit:
+                    break
+        except ResourceNotFoundError:
+            return []
+        except AzureError as exc:
+            raise StorageError(f"could not read {partition}: {type(exc).__name__}") from exc
+        return found[:limit]
+
+    async def delete_many(self, partition: str, rows: list[str]) -> None:
+        """Delete entities of one partition, 100 to a transaction; ones already gone are fine."""
+        from azure.data.tables import TransactionOperation
+
+        for start in range(0, len(rows), 100):
+            chunk = rows[start : start + 100]
+            try:
+                await self.client.submit_transaction(
+                    [(TransactionOperation.DELETE, {"PartitionKey": partition, "RowKey": row}) for row in chunk]
+                )
+            except AzureError:
+                # One entity already gone fails the whole transaction: delete one by one instead.
+                for row in chunk:
+                    await self.delete(partition, row)
+
+    async def delete(self, partition: str, row: str) -> None:
+        """Delete an entity; one already gone is fine."""
+        try:
+            await self.client.delete_entity(partition, row)
+        except ResourceNotFoundError:
+            pass
+        except AzureError as exc:
+            raise StorageError(f"could not delete {partition}/{row}: {type(exc).__name__}") from exc
+
+
+def environment_proxies(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the environment names anything the SDKs' aiohttp session would use with ``trust_env``: a proxy
+    variable (``HTTP_PROXY``, ``HTTPS_PROXY``, ...) or a netrc file (``NETRC``, else ``~/.netrc``).
+
+    With ``trust_env`` aiohttp looks both up again, in a worker thread, on every request: about a fifth of
+    the local host's CPU per sign-up (docs/benchmarks.md, "Intake"). When neither exists the lookups can
+    only find nothing, so the clients are built without them (``use_env_settings=False``); when either
+    exists they are kept, and the SDKs behave as by default. The environment is read once, when the
+    clients are built: the Functions host restarts the worker when app settings change.
+    """
+    names = {"http_proxy", "https_proxy", "ws_proxy", "wss_proxy", "all_proxy"}
+    if any(key.lower() in names and value for key, value in environ.items()):
+        return True
+    netrc = environ.get("NETRC")
+    try:
+        path = Path(netrc) if netrc is not None else Path.home() / ".netrc"
+    except RuntimeError:  # no home directory: aiohttp finds no netrc either
+        return False
+    return path.is_file()
+
+
+def _transport_options() -> dict[str, Any]:
+    return {"use_env_settings": environment_proxies()}
+
+
 def build_storage_credential(settings: Settings) -> Any:
     """The managed-identity credential for identity-based storage, or None with a connection string.
 
@@ -116,6 +258,7 @@ def build_table_client(settings: Settings, credential: Any = None, table_name: s
             name,
             **CLIENT_OPTIONS,
             **TABLE_RETRY,
+            **_transport_options(),
         )
     assert settings.storage_table_service_uri is not None  # settings guarantee one of the two
     return TableClient(
@@ -124,6 +267,7 @@ def build_table_client(settings: Settings, credential: Any = None, table_name: s
         credential=_needs(credential),
         **CLIENT_OPTIONS,
         **TABLE_RETRY,
+        **_transport_options(),
     )
 
 
@@ -141,6 +285,7 @@ def build_queue_client(settings: Settings, queue_name: str | None = None, creden
             message_encode_policy=policy,
             **QUEUE_RETRY,
             **CLIENT_OPTIONS,
+            **_transport_options(),
         )
     assert settings.storage_queue_service_uri is not None
     return QueueClient(
@@ -150,4 +295,5 @@ def build_queue_client(settings: Settings, queue_name: str | None = None, creden
         message_encode_policy=policy,
         **QUEUE_RETRY,
         **CLIENT_OPTIONS,
+        **_transport_options(),
     )

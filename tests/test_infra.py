@@ -37,6 +37,7 @@ NOT_SET_IN_AZURE = {
     "PORTAL_PUBLIC_URL": "follows WEBSITE_HOSTNAME in Azure (set it for a custom domain)",
     "PORTAL_SIGNIN_URL": "My Apps by default; set it for another sign-in page",
     "CAPTCHA_VERIFY_URL": "the provider's own endpoint in Azure; set only to point tests at a stand-in",
+    "GUEST_LIFECYCLE_DAY_SECONDS": "a real day in Azure; shortened only for trials and tests",
     "AZURE_AUTHORITY_HOST": "follows GRAPH_CLOUD; only client-secret/certificate credentials use it",
     "AZURE_TENANT_ID": "only client-secret/certificate/workload credentials need it; Azure uses the managed identity",
     "AZURE_CLIENT_SECRET": "no secrets: Azure uses the managed identity",
@@ -71,6 +72,9 @@ GRAPH_APP_ROLES = {
     "User.ReadWrite.All": "741f803b-c850-494e-b5df-cde7c675a1ca",
     "GroupMember.ReadWrite.All": "dbaae8cf-10b5-4b86-a4a1-f871c94c6695",
     "Mail.Send": "b633e1c5-b582-4048-a93e-9f11b44c7e96",
+    # The guest lifecycle's rules (tests/test_guest_infra.py).
+    "AuditLog.Read.All": "b0afded3-3588-46d8-8b3d-9842eff778da",
+    "Directory.Read.All": "7ab1d382-f21e-4acd-a863-ba3e13f7da61",
 }
 
 
