@@ -36,7 +36,6 @@ NOT_SET_IN_AZURE = {
     "WEBSITE_HOSTNAME": "set by the platform: the app's own host name",
     "PORTAL_PUBLIC_URL": "follows WEBSITE_HOSTNAME in Azure (set it for a custom domain)",
     "PORTAL_SIGNIN_URL": "My Apps by default; set it for another sign-in page",
-    "STATS_CACHE_SECONDS": "the 10 s default serves Azure; set it to tune GET /api/manage/stats",
     "CAPTCHA_VERIFY_URL": "the provider's own endpoint in Azure; set only to point tests at a stand-in",
     "GUEST_LIFECYCLE_DAY_SECONDS": "a real day in Azure; shortened only for trials and tests",
     "AZURE_AUTHORITY_HOST": "follows GRAPH_CLOUD; only client-secret/certificate credentials use it",
