@@ -8,7 +8,7 @@ import logging
 
 import azure.functions as func
 
-from triggers import manage, meta, pages, signups
+from triggers import guests, manage, meta, pages, signups
 
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -18,3 +18,4 @@ app.register_functions(signups.bp)
 app.register_functions(manage.bp)
 app.register_functions(meta.bp)
 app.register_functions(pages.bp)
+app.register_functions(guests.bp)

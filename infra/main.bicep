@@ -138,6 +138,9 @@ param signupQueuedGraceSeconds string = '600'
 @description('SWEEP_SCHEDULE: NCRONTAB schedule (six fields, with seconds) of the sweep timer function.')
 param sweepSchedule string = '0 */1 * * * *'
 
+@description('GUEST_SWEEP_SCHEDULE: NCRONTAB schedule of the guest lifecycle sweep (idle while no profile has lifecycle rules).')
+param guestSweepSchedule string = '0 30 * * * *'
+
 // ---------------------------------------------------------------------------------------------------
 // Microsoft Graph application permissions of the managed identity
 // ---------------------------------------------------------------------------------------------------
@@ -250,6 +253,10 @@ var signupTableName = 'signups'
 var auditTableName = 'signupaudit'
 // The sign-up policy document lives in this container (SIGNUP_POLICY).
 var policyContainerName = 'policy'
+// The containers the Functions host keeps its own state in (the host id lock, timer schedules and locks; function
+// keys), created here so the app's identity needs blob write on these and the deployment container only.
+var hostsContainerName = 'azure-webjobs-hosts'
+var functionKeysContainerName = 'azure-webjobs-secrets'
 // Names of the Key Vault secrets the app settings reference (and azd's secretOrRandomPassword reads back).
 var formTokenSecretName = 'form-token-secret'
 var captchaSecretName = 'captcha-secret'
@@ -306,6 +313,8 @@ module storage 'br/public:avm/res/storage/storage-account:0.33.0' = {
       containers: [
         { name: deploymentContainerName }
         { name: policyContainerName }
+        { name: hostsContainerName }
+        { name: functionKeysContainerName }
       ]
     }
     queueServices: {
@@ -462,6 +471,7 @@ var appSettings = {
   SIGNUP_REPEAT_WINDOW_SECONDS: signupRepeatWindowSeconds
   SIGNUP_QUEUED_GRACE_SECONDS: signupQueuedGraceSeconds
   SWEEP_SCHEDULE: sweepSchedule
+  GUEST_SWEEP_SCHEDULE: guestSweepSchedule
   // Approval, mail and the audit trail.
   SIGNUP_AUDIT_TABLE: auditTableName
   MAIL_SENDER: mailSender
@@ -547,6 +557,7 @@ module rbac 'app/rbac.bicep' = {
     storageAccountName: storage.outputs.name
     appInsightsName: monitoring.outputs.name
     identityPrincipalId: identity.outputs.principalId
+    hostContainerNames: [deploymentContainerName, hostsContainerName, functionKeysContainerName]
     policyContainerName: policyContainerName
     policyUploaderPrincipalId: policyUploaderPrincipalId
   }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from .conversion.requests import ConversionRequests
 from .graph.budget import INVITATIONS, WRITES, SharedBucket, SharedGate, TableBudgetStore
 from .graph.directory import InvitationOptions
 from .graph.pacing import WritePacer
-from .guests import GuestRecorder, TableGuestRegister
+from .guests import Digests, GuestActions, GuestAdmin, GuestRecorder, GuestSweep, TableGuestRegister
 from .lifecycle.intake import Admission, Intake, Timers
 from .lifecycle.queue import StorageQueue
 from .lifecycle.store import TableAddressBook, TableDueIndex, TableSignupStore
@@ -29,6 +30,7 @@ from .lifecycle.worker import InvitationWorker
 from .onboarding import FollowUps
 from .policy import CachedPolicy, PolicySource
 from .settings import GRAPH_CLOUDS, Settings, get_settings
+from .stats import Overview, TableDayIndex
 
 if TYPE_CHECKING:
     from .graph.client import MsGraphDirectory
@@ -58,6 +60,12 @@ class Services:
     captcha: CaptchaVerifier | None = None
     # The per-domain budget, for the lifecycle's admission step (over it: review, not refusal).
     domain_budget: DomainBudget | None = None
+    # Issue 21: the day index every lifecycle write updates, and the admin overview read from it.
+    day_index: TableDayIndex | None = None
+    overview: Overview | None = None
+    # The guest lifecycle after the invitation (docs/guest-lifecycle.md).
+    guest_sweep: GuestSweep | None = None
+    guest_admin: GuestAdmin | None = None
     closers: tuple[Any, ...] = ()
 
     def issue_form_token(self) -> str:
@@ -147,6 +155,37 @@ def build_gate(settings: Settings, table: Any) -> SharedGate | None:
     )
 
 
+def build_guest_lifecycle(
+    settings: Settings, table: Any, directory: Any, store: Any, audit: Any, policy: PolicySource
+) -> GuestActions:
+    """The guest lifecycle's actions over the lifecycle's table (the register and the digests live there)."""
+    from .storage import Table
+
+    day = timedelta(seconds=settings.guest_lifecycle_day_seconds)
+    lease = lease_seconds(settings)
+    digests = Digests(
+        Table(table),
+        directory,
+        sender=settings.mail_sender,
+        reviews_url=f"{settings.portal_public_url}/api/manage?tab=reviews",
+        lease=lease,
+        day=day,
+    )
+    return GuestActions(
+        TableGuestRegister(table),
+        directory,
+        store,
+        audit,
+        digests,
+        policy,
+        sender=settings.mail_sender,
+        organisation=settings.organisation_name,
+        contact=settings.organisation_contact,
+        lease=lease,
+        day=day,
+    )
+
+
 def build_services(settings: Settings) -> Services:
     """Wire the real Azure Storage and Microsoft Graph implementations."""
     telemetry.configure(console=settings.telemetry_console)
@@ -177,7 +216,8 @@ def build_services(settings: Settings) -> Services:
     )
     audit_table = build_table_client(settings, storage_credential, settings.audit_table)
     audit = TableAuditLog(audit_table)
-    store = TableSignupStore(table)
+    day_index = TableDayIndex(table)
+    store = TableSignupStore(table, record_index=day_index)
     index = TableDueIndex(table)
     signup_queue = StorageQueue(queue)
     lifecycle_timers = timers(settings)
@@ -192,6 +232,7 @@ def build_services(settings: Settings) -> Services:
         settings.graph_write_budget,
         settings.graph_write_window_seconds,
     )
+    addresses = TableAddressBook(table)
     follow_ups = FollowUps(
         store,
         signup_queue,
@@ -203,6 +244,8 @@ def build_services(settings: Settings) -> Services:
         manage_url=f"{settings.portal_public_url}/api/manage",
         organisation=settings.organisation_name,
         contact=settings.organisation_contact,
+        signin_url=settings.portal_signin_url,
+        addresses=addresses,
     )
     denials = TableDenialMemory(table)
     # Rate counts: per IP at the door (the gate), per domain in the admission step (the budget).
@@ -212,7 +255,7 @@ def build_services(settings: Settings) -> Services:
     domain_budget = DomainBudget.create(counts, settings.rate_limit_per_domain, window, sync)
     admission = Admission(
         store,
-        TableAddressBook(table),
+        addresses,
         index,
         signup_queue,
         lifecycle_timers,
@@ -221,6 +264,7 @@ def build_services(settings: Settings) -> Services:
         approver_step=follow_ups.approver_step,
         domain_allows=domain_budget.admit,
     )
+    guests = build_guest_lifecycle(settings, table, directory, store, audit, policy)
     form_tokens = (
         FormTokens(settings.form_token_secret, settings.min_fill_seconds) if settings.form_token_secret else None
     )
@@ -240,7 +284,12 @@ def build_services(settings: Settings) -> Services:
             policy=policy,
             follow_ups=follow_ups,
             audit=audit,
-            guests=GuestRecorder(TableGuestRegister(table), policy, settings.invite_sponsor_ids),
+            guests=GuestRecorder(
+                guests.register,
+                policy,
+                settings.invite_sponsor_ids,
+                timedelta(seconds=settings.guest_lifecycle_day_seconds),
+            ),
         ),
         sweeper=Sweeper(store, index, signup_queue, admission, lifecycle_timers, audit=audit),
         replayer=Replayer(store, admission),
@@ -260,6 +309,16 @@ def build_services(settings: Settings) -> Services:
         form_tokens=form_tokens,
         captcha=captcha,
         domain_budget=domain_budget,
+        day_index=day_index,
+        overview=Overview(
+            day_index,
+            TableBudgetStore(table) if settings.graph_pacing_mode == "shared" else None,
+            budget_limit=settings.graph_write_budget,
+            budget_window=settings.graph_write_window_seconds,
+            cache_seconds=settings.stats_cache_seconds,
+        ),
+        guest_sweep=GuestSweep(guests.register, guests, guests.digests, policy),
+        guest_admin=GuestAdmin(guests, directory, policy),
         # The limiters first: closing publishes their last counts, through the table client.
         closers=tuple(
             c

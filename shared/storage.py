@@ -16,7 +16,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from .errors import StorageError
@@ -89,6 +97,113 @@ class EnsureOnce:
             except AzureError as exc:
                 raise StorageError(f"could not create the {what}: {type(exc).__name__}") from exc
             self._done = True
+
+
+def missing_table(exc: ResourceNotFoundError) -> bool:
+    """True when a 404 means the table itself is missing, not the entity."""
+    return getattr(exc, "error_code", None) == "TableNotFound" or "TableNotFound" in str(exc)
+
+
+class Table:
+    """A table client with the conditional reads and writes the capabilities share, created on first use.
+
+    ``read`` with ``create=False`` (the guest register's dry-run reads) neither creates the table nor
+    counts a missing one as a fault: it reads as empty. Otherwise a missing table is a storage fault,
+    never a missing record.
+    """
+
+    def __init__(self, client: TableClient) -> None:
+        self.client = client
+        self._ensure = EnsureOnce()
+
+    async def ready(self) -> None:
+        await self._ensure(self.client.create_table, "table")
+
+    async def read(self, partition: str, row: str, *, create: bool = True) -> Any | None:
+        """An entity, None when it does not exist."""
+        if create:
+            await self.ready()
+        try:
+            return await self.client.get_entity(partition, row)
+        except ResourceNotFoundError as exc:
+            if create and missing_table(exc):
+                raise StorageError(f"table {self.client.table_name} is missing") from exc
+            return None
+        except AzureError as exc:
+            raise StorageError(f"could not read {partition}/{row}: {type(exc).__name__}") from exc
+
+    async def insert(self, entity: dict[str, Any]) -> str | None:
+        """Create an entity; its ETag, or None when it exists already."""
+        await self.ready()
+        try:
+            meta = await self.client.create_entity(entity)
+        except ResourceExistsError:
+            return None
+        except AzureError as exc:
+            raise StorageError(f"could not create {entity['PartitionKey']}: {type(exc).__name__}") from exc
+        return str(meta.get("etag"))
+
+    async def replace(self, entity: dict[str, Any], etag: str) -> str | None:
+        """Overwrite an entity if its ETag matches; the new ETag, or None when it changed or vanished."""
+        try:
+            meta = await self.client.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+        except AzureError as exc:
+            raise StorageError(f"could not update {entity['PartitionKey']}: {type(exc).__name__}") from exc
+        return str(meta.get("etag"))
+
+    async def upsert(self, entity: dict[str, Any]) -> None:
+        """Write an entity whatever was there (idempotent index entries)."""
+        await self.ready()
+        try:
+            await self.client.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except AzureError as exc:
+            raise StorageError(f"could not write {entity['PartitionKey']}: {type(exc).__name__}") from exc
+
+    async def partition(self, partition: str, limit: int) -> list[Any]:
+        """Up to ``limit`` entities of one partition, in key order (a missing table reads as empty)."""
+        found: list[Any] = []
+        try:
+            pages = self.client.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": partition}, results_per_page=min(limit, 1000)
+            ).by_page()
+            async for page in pages:
+                async for entity in page:
+                    found.append(entity)
+                if len(found) >= limit:
+                    break
+        except ResourceNotFoundError:
+            return []
+        except AzureError as exc:
+            raise StorageError(f"could not read {partition}: {type(exc).__name__}") from exc
+        return found[:limit]
+
+    async def delete_many(self, partition: str, rows: list[str]) -> None:
+        """Delete entities of one partition, 100 to a transaction; ones already gone are fine."""
+        from azure.data.tables import TransactionOperation
+
+        for start in range(0, len(rows), 100):
+            chunk = rows[start : start + 100]
+            try:
+                await self.client.submit_transaction(
+                    [(TransactionOperation.DELETE, {"PartitionKey": partition, "RowKey": row}) for row in chunk]
+                )
+            except AzureError:
+                # One entity already gone fails the whole transaction: delete one by one instead.
+                for row in chunk:
+                    await self.delete(partition, row)
+
+    async def delete(self, partition: str, row: str) -> None:
+        """Delete an entity; one already gone is fine."""
+        try:
+            await self.client.delete_entity(partition, row)
+        except ResourceNotFoundError:
+            pass
+        except AzureError as exc:
+            raise StorageError(f"could not delete {partition}/{row}: {type(exc).__name__}") from exc
 
 
 def environment_proxies(environ: Mapping[str, str] = os.environ) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from shared.errors import ConcurrencyConflict
-from shared.guests import GuestDue, GuestRecord
+from shared.guests import GuestDue, GuestRecord, GuestState
 
 
 class FakeGuestRegister:
@@ -17,6 +17,7 @@ class FakeGuestRegister:
         self.reads = 0
         self._etags = itertools.count(1)
         self.sweep_cursor: tuple[str, str] | None = None  # (day, etag)
+        self.states: dict[GuestState, set[str]] = {}
 
     def _stamp(self, record: GuestRecord) -> GuestRecord:
         stamped = record.evolve(etag=f'W/"{next(self._etags)}"')
@@ -49,6 +50,26 @@ class FakeGuestRegister:
     async def due(self, day: str, limit: int) -> list[GuestDue]:
         self.reads += 1
         return [GuestDue(day, u) for u in sorted(self.days.get(day, ()))[:limit]]
+
+    async def due_page(self, day: str, size: int, token: str | None) -> tuple[list[GuestDue], str | None]:
+        self.reads += 1
+        ordered = sorted(self.days.get(day, ()))
+        start = int(token or 0)
+        more = start + size < len(ordered)
+        return [GuestDue(day, u) for u in ordered[start : start + size]], (str(start + size) if more else None)
+
+    async def index_state(self, user_id: str, state: GuestState) -> None:
+        self.states.setdefault(state, set()).add(user_id)
+
+    async def unindex_state(self, user_id: str, state: GuestState) -> None:
+        self.states.get(state, set()).discard(user_id)
+
+    async def in_state(self, state: GuestState, size: int, token: str | None) -> tuple[list[str], str | None]:
+        self.reads += 1
+        ordered = sorted(self.states.get(state, ()))
+        start = int(token or 0)
+        more = start + size < len(ordered)
+        return ordered[start : start + size], (str(start + size) if more else None)
 
     async def unschedule(self, entries: list[GuestDue]) -> None:
         for entry in entries:

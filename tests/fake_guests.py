@@ -32,6 +32,9 @@ class GuestState:
     sign_ins: dict[str, SignInActivity] = field(default_factory=dict)
     calls: list[tuple[str, str, str]] = field(default_factory=list)  # (operation, object id, priority)
     premium_licence: bool = True
+    # Scripted faults per operation ("disable", "enable", "remove-member", "delete"): (acted, error) pops one
+    # per call; acted True does the write and then loses the answer as ``error``.
+    faults: dict[str, list[tuple[bool, BaseException]]] = field(default_factory=dict)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
@@ -51,21 +54,39 @@ class FakeGuestCalls:
     def _by_id(self, user_id: str) -> DirectoryUser | None:
         return next((u for u in self.users.values() if u.id == user_id), None)
 
+    def _fault(self, operation: str) -> tuple[bool, BaseException] | None:
+        queued = self.guests.faults.get(operation)
+        return queued.pop(0) if queued else None
+
     async def set_sign_in_enabled(self, user_id: str, enabled: bool, *, priority: str = "low") -> None:
-        self.guests.calls.append(("enable" if enabled else "disable", user_id, priority))
+        operation = "enable" if enabled else "disable"
+        self.guests.calls.append((operation, user_id, priority))
+        fault = self._fault(operation)
+        if fault is not None and not fault[0]:
+            raise fault[1]
         if self._by_id(user_id) is None:
             raise PermanentGraphError("no such user", code="Request_ResourceNotFound", status=404)
         (self.guests.disabled.discard if enabled else self.guests.disabled.add)(user_id)
+        if fault is not None:
+            raise fault[1]
 
     async def remove_group_member(self, group_id: str, user_id: str, *, priority: str = "low") -> bool:
         self.guests.calls.append(("remove-member", f"{group_id}/{user_id}", priority))
+        fault = self._fault("remove-member")
+        if fault is not None and not fault[0]:
+            raise fault[1]
         if (group_id, user_id) not in self.members:
             return False
         self.members.discard((group_id, user_id))
+        if fault is not None:
+            raise fault[1]
         return True
 
     async def delete_user(self, user_id: str, *, priority: str = "low") -> bool:
         self.guests.calls.append(("delete", user_id, priority))
+        fault = self._fault("delete")
+        if fault is not None and not fault[0]:
+            raise fault[1]
         user = self._by_id(user_id)
         if user is None:
             return False
@@ -73,6 +94,8 @@ class FakeGuestCalls:
         self.members -= {(g, user_id) for g in groups}
         del self.users[(user.mail or "").lower()]
         self.guests.deleted[user_id] = (user, self.guests.clock(), groups)
+        if fault is not None:
+            raise fault[1]
         return True
 
     def _deleted(self, user_id: str) -> tuple[DirectoryUser, datetime, list[str]] | None:
@@ -95,6 +118,17 @@ class FakeGuestCalls:
     async def get_deleted_user(self, user_id: str) -> DeletedUser | None:
         item = self._deleted(user_id)
         return None if item is None else DeletedUser(user_id, item[1], item[0].user_type)
+
+    async def get_guest(self, user_id: str, *, sign_in_activity: bool = False) -> GuestAccount | None:
+        if sign_in_activity and not self.guests.premium_licence:
+            raise FeatureUnavailable(
+                "signInActivity", "no premium licence", code="Authentication_RequestFromNonPremiumTenantOrB2CTenant"
+            )
+        user = self._by_id(user_id)
+        if user is None:
+            return None
+        sign_in = self.guests.sign_ins.get(user.id, SignInActivity()) if sign_in_activity else None
+        return _account(user, user.id not in self.guests.disabled, sign_in)
 
     async def guest_pages(self, *, sign_in_activity: bool = True) -> AsyncIterator[list[GuestAccount]]:
         if sign_in_activity and not self.guests.premium_licence:

@@ -40,6 +40,12 @@ def test_exactly_these_functions_are_registered() -> None:
         "signup_status_page",
         "manage_page",
         "static_file",
+        # The guest lifecycle (triggers/guests.py).
+        "guest_sweep",
+        "list_reviews",
+        "decide_reviews",
+        "list_guests",
+        "restore_guest",
     }
 
 

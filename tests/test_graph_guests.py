@@ -259,3 +259,23 @@ async def test_any_query_selecting_sign_in_activity_meets_the_licence_gate(
     body = (await _raw(emulator, graph_base, "GET", f"/v1.0/users/{guest['id']}?$select=id,signInActivity")).json()
     assert body == {"id": guest["id"], "signInActivity": None}
     assert schema.errors("user-with-signin-activity", body) == []
+
+
+async def test_one_guest_is_read_with_the_lifecycle_fields_and_the_licence_gate(
+    directory: MsGraphDirectory, emulator: GraphEmulator
+) -> None:
+    guest = _guest(emulator, "ria", accountEnabled=False)
+    emulator.users[guest["id"]]["signInActivity"] = {"lastSignInDateTime": "2026-11-20T10:00:00Z"}
+    account = await directory.get_guest(guest["id"], sign_in_activity=True)
+    assert account is not None and account.id == guest["id"]
+    assert (account.account_enabled, account.external_user_state) == (False, "PendingAcceptance")
+    assert account.sign_in is not None and account.sign_in.latest is not None
+    [read] = _requests(emulator, "get-user")
+    assert "signInActivity" in read.query["$select"] and "accountEnabled" in read.query["$select"]
+    assert read.status == 200 and read.findings == []
+    assert await directory.get_guest("00000000-0000-4000-8000-000000000000") is None
+    emulator.config.premium_licence = False
+    with pytest.raises(FeatureUnavailable):
+        await directory.get_guest(guest["id"], sign_in_activity=True)
+    plain = await directory.get_guest(guest["id"])
+    assert plain is not None and plain.sign_in is None

@@ -15,7 +15,7 @@ import pytest
 
 from graph_emulator.server import GraphEmulator
 from shared.graph.directory import GuestAccount, SignInActivity
-from shared.guests import GuestRecord, GuestState, TableGuestRegister
+from shared.guests import GuestDue, GuestRecord, GuestState, TableGuestRegister, due_day
 from shared.guests.planning import Step, plan
 from shared.policy.lifecycle_rules import LifecycleRules, RemovalAction
 from shared.settings import Settings
@@ -152,4 +152,47 @@ async def test_dry_run_prints_each_registered_guest_and_writes_nothing(
     assert after == before  # not one storage write
     await table.close()
     code, _, err = await _signup_admin(["lifecycle"], app_env, repo_root)
-    assert code == 2 and "only --dry-run" in err
+    assert code == 2 and "give --yes" in err  # not interactive: a live run needs --yes
+
+
+async def test_a_live_run_sweeps_once_and_leaves_unregistered_guests_alone(
+    settings: Settings, emulator: GraphEmulator, app_env: dict[str, str], repo_root: Path, tmp_path: Path
+) -> None:
+    policy = {
+        "profiles": [
+            {
+                "name": "partners",
+                "domains": ["fabrikam.com"],
+                "action": "approve",
+                "groups": [],
+                "approvers": ["boss@contoso.com"],
+                "lifecycle": {"reviewEveryDays": 180, "unredeemedExpiryDays": 30, "onRemove": "blockSignIn"},
+            }
+        ]
+    }
+    (tmp_path / "policy.json").write_text(json.dumps(policy), encoding="utf-8")
+    now = datetime.now(UTC)
+    expired, due, foreign = (
+        str(emulator.add_user(mail=f"{n}@fabrikam.com", userType="Guest", externalUserState=state)["id"])
+        for n, state in (("late", "PendingAcceptance"), ("old", "Accepted"), ("foreign", "PendingAcceptance"))
+    )
+    table = build_table_client(settings)
+    register = TableGuestRegister(table)
+    for user_id, days in ((expired, 31), (due, 181)):
+        await register.insert(GuestRecord(user_id, f"s-{days}", "partners", now - timedelta(days=days), due_at=now))
+        await register.schedule(GuestDue(due_day(now), user_id))
+    env = {**app_env, "SIGNUP_POLICY": str(tmp_path / "policy.json"), "MAIL_SENDER": "portal@contoso.com"}
+    code, out, err = await _signup_admin(["lifecycle", "--yes"], env, repo_root)
+    assert code == 0, err
+    assert "lifecycle: 1 block, 1 review" in out and "digests: 1 sent" in out, out
+    assert emulator.users[expired]["accountEnabled"] is False
+    assert emulator.users[foreign].get("accountEnabled") is not False
+    writes = [r for r in emulator.requests if r.method in ("PATCH", "DELETE") or r.path.endswith("sendMail")]
+    assert {r.path for r in writes} == {f"/v1.0/users/{expired}", "/v1.0/users/portal@contoso.com/sendMail"}
+    pending = await register.get(due)
+    assert pending is not None and pending.state is GuestState.REVIEW_PENDING
+    code, out, _ = await _signup_admin(["lifecycle", "--yes"], env, repo_root)
+    assert code == 0 and "no guest was due" in out, out  # nothing twice
+    code, out, _ = await _signup_admin(["lifecycle", "--permissions"], env, repo_root)
+    assert code == 0 and json.loads(out) == ["User.Read.All", "User.ReadWrite.All"], out
+    await table.close()

@@ -186,6 +186,7 @@ def test_every_settings_key_is_read() -> None:
             "SIGNUP_TABLE": "othertable",
             "INVITE_USER_TYPE": "Member",
             "INVITE_SEND_MESSAGE": "false",
+            "PORTAL_SIGNIN_URL": "https://signin.contoso.com",
             "INVITE_MESSAGE_LANGUAGE": "fr-FR",
             "INVITE_MESSAGE_BODY": "Welcome",
             "INVITE_CC_ADDRESS": "owner@contoso.com",
@@ -233,7 +234,10 @@ def test_every_settings_key_is_read() -> None:
             "SIGNUP_MIN_FILL_SECONDS": "1",
             "CAPTCHA_PROVIDER": "turnstile",
             "CAPTCHA_VERIFY_URL": "https://challenges.cloudflare.com/turnstile/v0/siteverify",
+            "STATS_CACHE_SECONDS": "3",
             "SIGNUP_POLICY_ALLOWED_HOSTS": "policies.contoso.example",
+            "GUEST_SWEEP_SCHEDULE": "0 0 3 * * *",
+            "GUEST_LIFECYCLE_DAY_SECONDS": "60",
         }.get(key, "value")
         env = {**MINIMAL, key: probe}
         if key in {"AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE"}:

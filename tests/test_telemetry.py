@@ -103,6 +103,33 @@ async def test_the_sweeper_reports_how_overdue_its_oldest_entry_is() -> None:
     assert report.oldest_due is not None and 300 <= report.oldest_due <= 420
 
 
+async def test_the_write_budget_is_exported_as_gauges() -> None:
+    """graph.budget.used and graph.budget.limit (issue 21), from the budget's stored schedule."""
+    import time
+
+    from shared.graph.budget import WRITES, BucketState
+    from shared.stats import Overview
+
+    class Schedule:
+        async def read(self, name: str) -> BucketState | None:
+            return BucketState(time.time() - 150.0 + 300 / (3000 * 0.975 / 150.0)) if name == WRITES else None
+
+        async def write(self, name: str, state: BucketState) -> str | None:
+            raise AssertionError("the overview never writes the schedule")
+
+    overview = Overview(None, Schedule(), budget_limit=3000, budget_window=150.0)  # type: ignore[arg-type]
+    assert await overview.publish_budget() is not None
+    data = _READER.get_metrics_data()
+    points = {
+        m.name: [p.value for p in m.data.data_points]
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name.startswith("graph.budget.")
+    }
+    assert points["graph.budget.limit"] == [3000] and 295 <= points["graph.budget.used"][0] <= 300
+
+
 _OTLP_CHILD = """
 from opentelemetry import metrics, trace
 from shared import telemetry

@@ -9,6 +9,13 @@
                                                           (docs/conversion.md); resumable
     signup-admin lifecycle --dry-run                     print what the guest-lifecycle rules would do to
                                                           each registered guest, and why; writes nothing
+    signup-admin status [--days 30] [--json]             the admin overview: sign-ups per status per day,
+                                                          time to invite, failures, the write budget, and
+                                                          what needs attention (docs/operations.md)
+    signup-admin lifecycle [--yes]                       run one guest sweep (after a dry run and a
+                                                          confirmation, unless --yes)
+    signup-admin lifecycle --permissions                 the Graph permissions the rules need (JSON), for
+                                                          the template's lifecyclePermissions
 
 Settings come from the environment, as in the app; a ``local.settings.json`` in
 the current folder fills in what the environment leaves unset. Exit status of
@@ -55,7 +62,28 @@ def parser() -> argparse.ArgumentParser:
     )
     lifecycle = commands.add_parser("lifecycle", help="the guest-lifecycle rules applied to registered guests")
     lifecycle.add_argument("--dry-run", action="store_true", help="print what would happen and why; change nothing")
+    lifecycle.add_argument("--yes", action="store_true", help="do not ask for confirmation before a live run")
+    lifecycle.add_argument(
+        "--permissions",
+        action="store_true",
+        help="print the Graph permissions the policy's rules need (the template's lifecyclePermissions), as JSON",
+    )
+    status = commands.add_parser("status", help="the admin overview's figures and what needs attention")
+    status.add_argument("--days", type=_days, default=30, help="intake days to cover, today included (1-90)")
+    status.add_argument("--json", action="store_true", help="print the figures as GET /api/manage/stats does")
     return root
+
+
+def _days(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 90:
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to 90, not {value!r}")
+    return int(value)
+
+
+async def _status(args: argparse.Namespace) -> int:
+    from .status import status
+
+    return await status(args.days, args.json, lambda text: print(text, flush=True))
 
 
 def _load_local_settings(path: Path) -> None:
@@ -87,13 +115,35 @@ async def _replay(args: argparse.Namespace) -> int:
 
 
 async def _lifecycle(args: argparse.Namespace) -> int:
-    from .lifecycle_report import dry_run
+    from .lifecycle_report import dry_run, sweep
 
-    counts = await dry_run(lambda text: print(text, flush=True))
-    print(
-        "lifecycle (dry run): "
-        + (", ".join(f"{n} {step}" for step, n in sorted(counts.items())) or "no guests registered")
-    )
+    if args.permissions:
+        from ..policy.lifecycle_rules import required_permissions
+        from ..services import build_services
+        from ..settings import get_settings
+
+        services = build_services(get_settings())
+        try:
+            policy = await services.policy.current()
+        finally:
+            await services.aclose()
+        print(json.dumps(sorted(required_permissions(p.lifecycle for p in policy.profiles))))
+        return 0
+    if args.dry_run or not args.yes:
+        counts = await dry_run(lambda text: print(text, flush=True))
+        print(
+            "lifecycle (dry run): "
+            + (", ".join(f"{n} {step}" for step, n in sorted(counts.items())) or "no guests registered")
+        )
+        if args.dry_run:
+            return 0
+        acting = sum(n for step, n in counts.items() if step != "nothing")
+        # Read on the loop's own thread, as convert does: Ctrl-C here interrupts the read itself.
+        answer = input(f"Apply the rules to {acting} guests now? [y/N] ")  # noqa: ASYNC250
+        if answer.strip().lower() not in {"y", "yes"}:
+            print("lifecycle: nothing changed")
+            return 0
+    await sweep(lambda text: print(text, flush=True))
     return 0
 
 
@@ -114,11 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     if convert and not args.users.exists():
         print(f"signup-admin convert: {args.users} does not exist", file=sys.stderr)
         return convert_command.USAGE_ERROR
-    if args.command == "lifecycle" and not args.dry_run:
-        print("signup-admin lifecycle: only --dry-run is available yet; the guest sweep acts", file=sys.stderr)
+    if args.command == "lifecycle" and not (args.dry_run or args.permissions or args.yes or sys.stdin.isatty()):
+        print(
+            "signup-admin lifecycle: a live run asks for confirmation; not interactive, so give --yes", file=sys.stderr
+        )
         return 2
     _load_local_settings(Path.cwd() / "local.settings.json")
-    commands = {"convert": convert_command.run, "replay": _replay, "lifecycle": _lifecycle}
+    commands = {"convert": convert_command.run, "replay": _replay, "lifecycle": _lifecycle, "status": _status}
     try:
         return asyncio.run(commands[args.command](args))
     except ConfigurationError as exc:

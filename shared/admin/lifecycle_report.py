@@ -1,4 +1,5 @@
-"""``signup-admin lifecycle --dry-run``: what the guest-lifecycle rules would do to each registered guest, and why.
+"""``signup-admin lifecycle``: what the lifecycle rules would do to each registered guest, and why (``--dry-run``),
+or one guest sweep that acts (``sweep``: the same as the ``guest_sweep`` timer's run).
 
 It reads the register, the policy's rules and the directory's guests (with ``signInActivity`` when a rule
 needs it; without the tenant's licence it says so and judges nothing on it) and writes nothing anywhere:
@@ -15,6 +16,7 @@ from ..errors import FeatureUnavailable
 from ..graph.directory import GuestAccount
 from ..guests.planning import Plan, plan
 from ..guests.register import TableGuestRegister
+from ..guests.sweep import SweepReport
 
 PAGE: int = 500
 
@@ -64,3 +66,25 @@ async def dry_run(emit: Callable[[str], None], now: datetime | None = None) -> C
         await table.close()
         await services.aclose()
     return counts
+
+
+async def sweep(emit: Callable[[str], None]) -> SweepReport:
+    """Run one guest sweep (reminders, reviews, blocks, deletions, digests), as the timer would; its report."""
+    from ..services import build_services
+    from ..settings import get_settings
+
+    services = build_services(get_settings())
+    try:
+        assert services.guest_sweep is not None
+        report = await services.guest_sweep.sweep()
+    finally:
+        await services.aclose()
+    if report.off:
+        emit("lifecycle: no policy profile has lifecycle rules; nothing to do")
+        return report
+    steps = ", ".join(f"{n} {step}" for step, n in sorted(report.steps.items())) or "no guest was due"
+    emit(
+        f"lifecycle: {steps}; {report.held} left for later, {report.stale} stale entries dropped; "
+        f"digests: {report.digests.sent} sent, {report.digests.unknown} in doubt, {report.digests.waiting} wait a day"
+    )
+    return report

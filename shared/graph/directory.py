@@ -209,6 +209,13 @@ class Directory(Protocol):
         """``GET /directory/deletedItems/{id}``, or None when it is not (or no longer) there."""
         ...
 
+    async def get_guest(self, user_id: str, *, sign_in_activity: bool = False) -> GuestAccount | None:
+        """``GET /users/{id}`` with the lifecycle's fields (``accountEnabled``, ``externalUserState``), or None.
+
+        With ``sign_in_activity`` a tenant without the licence raises ``FeatureUnavailable``.
+        """
+        ...
+
     def guest_pages(self, *, sign_in_activity: bool = True) -> AsyncIterator[list[GuestAccount]]:
         """Every guest, one page at a time (following ``@odata.nextLink``).
 

@@ -150,6 +150,30 @@ class GuestLifecycleCalls:
             id=str(data["id"]), deleted=graph_time(data.get("deletedDateTime")), user_type=data.get("userType")
         )
 
+    async def get_guest(self, user_id: str, *, sign_in_activity: bool = False) -> GuestAccount | None:
+        from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+
+        from .client import classify
+
+        select = [*GUEST_FIELDS, "signInActivity"] if sign_in_activity else GUEST_FIELDS
+        params = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=select)
+        builder = self._client.users.by_user_id(user_id)
+        request = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+        try:
+            data = await self._json(request)
+        except Exception as exc:
+            error = classify(exc, write=False)
+            if error.status == 404:
+                return None
+            if error.status == 403 and error.code == NON_PREMIUM:
+                raise FeatureUnavailable(
+                    "signInActivity", str(error), code=error.code, status=403, request_id=error.request_id
+                ) from exc
+            raise error from exc
+        if not data.get("id"):
+            return None
+        return guest_from_json(data, with_sign_in=sign_in_activity)
+
     async def guest_pages(self, *, sign_in_activity: bool = True) -> AsyncIterator[list[GuestAccount]]:
         from .client import classify
 

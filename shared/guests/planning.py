@@ -14,7 +14,7 @@ from typing import Final
 
 from ..graph.directory import GuestAccount
 from ..policy.lifecycle_rules import LifecycleRules, RemovalAction
-from .records import GuestRecord, GuestState
+from .records import DAY, GuestRecord, GuestState
 
 SIGN_IN_LAG: Final = timedelta(days=1)  # Graph's last sign-in date can lag a day: never judge inside it
 PENDING: Final = "PendingAcceptance"
@@ -60,8 +60,9 @@ def plan(
     now: datetime,
     *,
     sign_in_available: bool = True,
+    day: timedelta = DAY,
 ) -> Plan:
-    """The step the rules call for now (at most one), with its reason."""
+    """The step the rules call for now (at most one), with its reason (``day``: the rules' day, shortened in tests)."""
 
     def result(step: Step, reason: str) -> Plan:
         return Plan(record.user_id, record.profile, step, reason)
@@ -70,11 +71,13 @@ def plan(
         return result(Step.NOTHING, f"profile {record.profile or '(default)'} has no lifecycle rules")
     if record.state is GuestState.DELETED:
         return result(Step.NOTHING, "deleted by the portal; restorable from deleted items for 30 days")
+    if record.state is GuestState.REMOVED:
+        return result(Step.NOTHING, "removed by a rule that leaves the account; not looked at again")
     if account is None:
         return result(Step.NOTHING, "not in the directory any more (removed outside the portal)")
     due = record.due_at
     if record.state is GuestState.BLOCKED:
-        if rules.delete_after_days is None:
+        if rules.delete_after_days is None or due is None:
             return result(Step.NOTHING, "sign-in blocked; the rules do not delete")
         if due is not None and now >= due:
             return result(Step.DELETE, f"blocked, and deleteAfterDays={rules.delete_after_days} has passed")
@@ -90,20 +93,20 @@ def plan(
     age = now - record.invited_at
     unredeemed = account.external_user_state == PENDING and record.redeemed_at is None
     if unredeemed and rules.unredeemed_expiry_days is not None:
-        if age >= timedelta(days=rules.unredeemed_expiry_days):
+        if age >= rules.unredeemed_expiry_days * day:
             return result(
                 _REMOVAL[rules.on_remove],
                 f"invitation not redeemed after unredeemedExpiryDays={rules.unredeemed_expiry_days}: "
                 f"onRemove={rules.on_remove}",
             )
         reminders, sent = rules.unredeemed_reminder_days, record.reminders
-        if sent < len(reminders) and age >= timedelta(days=reminders[sent]):
+        if sent < len(reminders) and age >= reminders[sent] * day:
             return result(
                 Step.REMIND, f"not redeemed after {reminders[sent]} days (reminder {sent + 1} of {len(reminders)})"
             )
     if rules.review_every_days is not None:
         since = record.reviewed_at or record.invited_at
-        if now - since >= timedelta(days=rules.review_every_days):
+        if now - since >= rules.review_every_days * day:
             return result(
                 Step.REVIEW, f"reviewEveryDays={rules.review_every_days}: last reviewed or invited on {_day(since)}"
             )
@@ -113,7 +116,7 @@ def plan(
             notes = "; inactiveDays: sign-in activity is not available in this tenant (not judged)"
         elif account.sign_in is not None:
             last = account.sign_in.latest or account.created or record.invited_at
-            if now - last >= timedelta(days=rules.inactive_days) + SIGN_IN_LAG:
+            if now - last >= rules.inactive_days * day + SIGN_IN_LAG * (day / DAY):
                 never = account.sign_in.latest is None
                 seen = "never signed in" if never else f"last signed in on {_day(last)}"
                 return result(Step.REVIEW, f"inactiveDays={rules.inactive_days}: {seen}")

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from ..lifecycle.models import Signup, Status
 from ..lifecycle.store import SignupStore
 from ..policy.document import Policy
 from ..policy.loader import PolicySource
-from .records import GuestDue, GuestRecord, first_due
-from .register import GuestRegister, due_day
+from .records import DAY, GuestDue, GuestRecord, first_due
+from .register import GuestRegister, index_day
 
 log = logging.getLogger(__name__)
 BACKFILL_PAGE = 100
 
 
 def record_for(
-    signup: Signup, policy: Policy, *, default_sponsors: tuple[str, ...] = (), now: datetime | None = None
+    signup: Signup,
+    policy: Policy,
+    *,
+    default_sponsors: tuple[str, ...] = (),
+    now: datetime | None = None,
+    day: timedelta = DAY,
 ) -> GuestRecord | None:
     """The register's record for an invited sign-up, or None when it made no guest the portal can name."""
     if signup.status is not Status.INVITED or not signup.invited_user_id:
@@ -41,7 +46,7 @@ def record_for(
         groups=tuple(sorted(gid for gid, step in signup.groups.items() if not step.startswith("failed:"))),
         sponsors=tuple(sponsors),
         approvers=approvers,
-        due_at=first_due(rules, invited_at),
+        due_at=first_due(rules, invited_at, day),
         updated_at=now or datetime.now(UTC),
     )
 
@@ -53,6 +58,7 @@ async def record_invited(
     policy: Policy,
     default_sponsors: tuple[str, ...] = (),
     now: datetime | None = None,
+    day: timedelta = DAY,
 ) -> GuestRecord | None:
     """Register the guest an invited sign-up made; safe to call again for the same sign-up (at most one record).
 
@@ -64,11 +70,11 @@ async def record_invited(
     later (the call is idempotent) or leave it to ``backfill``. The due entry is written before the
     record, so a record never exists without its entry; an entry without a record is dropped by readers.
     """
-    record = record_for(signup, policy, default_sponsors=default_sponsors, now=now)
+    record = record_for(signup, policy, default_sponsors=default_sponsors, now=now, day=day)
     if record is None:
         return None
     if record.due_at is not None:
-        await register.schedule(GuestDue(due_day(record.due_at), record.user_id))
+        await register.schedule(GuestDue(index_day(record.due_at, now), record.user_id))
     stored = await register.insert(record)
     if stored is None:  # registered already (a redelivery, the backfill, or a re-invitation of the same user)
         return await register.get(record.user_id)
@@ -93,6 +99,7 @@ async def backfill(
     policy: Policy,
     *,
     default_sponsors: tuple[str, ...] = (),
+    day: timedelta = DAY,
     page_size: int = BACKFILL_PAGE,
     max_pages: int | None = None,
     token: str | None = None,
@@ -107,12 +114,12 @@ async def backfill(
         signups, token = await store.page(Status.INVITED, page_size, token)
         for signup in signups:
             read += 1
-            record = record_for(signup, policy, default_sponsors=default_sponsors)
+            record = record_for(signup, policy, default_sponsors=default_sponsors, day=day)
             if record is None:
                 skipped += 1
                 continue
             if record.due_at is not None:
-                await register.schedule(GuestDue(due_day(record.due_at), record.user_id))
+                await register.schedule(GuestDue(index_day(record.due_at), record.user_id))
             if await register.insert(record) is None:
                 already += 1
             else:
@@ -130,10 +137,17 @@ class GuestRecorder:
     ``await recorder.record_invited(signup)`` once an ``invited`` status is stored.
     """
 
-    def __init__(self, register: GuestRegister, policy: PolicySource, default_sponsors: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        register: GuestRegister,
+        policy: PolicySource,
+        default_sponsors: tuple[str, ...] = (),
+        day: timedelta = DAY,
+    ) -> None:
         self._register = register
         self._policy = policy
         self._default_sponsors = default_sponsors
+        self._day = day
 
     async def record_invited(self, signup: Signup) -> GuestRecord | None:
         """See the module function ``record_invited``: idempotent; ``StorageError`` when storage fails."""
@@ -142,4 +156,5 @@ class GuestRecorder:
             register=self._register,
             policy=await self._policy.current(),
             default_sponsors=self._default_sponsors,
+            day=self._day,
         )

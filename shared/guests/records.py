@@ -10,6 +10,9 @@ from typing import Any
 
 from ..policy.lifecycle_rules import LifecycleRules
 
+# The rules count in days; GUEST_LIFECYCLE_DAY_SECONDS shortens a day for trials and tests.
+DAY = timedelta(days=1)
+
 
 class GuestState(StrEnum):
     """Where a registered guest stands in its lifecycle."""
@@ -18,6 +21,7 @@ class GuestState(StrEnum):
     REVIEW_PENDING = "review_pending"  # its sponsors or approvers were asked; the grace period runs
     BLOCKED = "blocked"  # sign-in disabled by the portal (restorable)
     DELETED = "deleted"  # deleted by the portal (restorable from deleted items for 30 days)
+    REMOVED = "removed"  # removed by a rule whose action leaves the account (removeGroups, none): not looked at again
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,14 @@ class GuestRecord:
     reviewed_at: datetime | None = None  # the last review someone answered (reviews count from it)
     due_at: datetime | None = None  # when its rules next need a look; None: no rule applies
     state: GuestState = GuestState.ACTIVE
-    reminders: int = 0  # reminders sent for an unredeemed invitation
+    reminders: int = 0  # reminders sent (or in doubt: never resent) for an unredeemed invitation
+    # The at-most-once mark: the step under way (``Step`` value; "block-delete" blocks then deletes later),
+    # written with the record's ETag before the Graph call or mail, cleared when its outcome is known.
+    intent: str | None = None
+    intent_at: datetime | None = None
+    review_asked_at: datetime | None = None
+    blocked_at: datetime | None = None
+    deleted_at: datetime | None = None
     updated_at: datetime | None = None
     etag: str | None = None
 
@@ -52,7 +63,7 @@ class GuestDue:
     user_id: str
 
 
-def first_due(rules: LifecycleRules | None, invited_at: datetime) -> datetime | None:
+def first_due(rules: LifecycleRules | None, invited_at: datetime, day: timedelta = DAY) -> datetime | None:
     """The first moment a new guest's rules need a look: the earliest reminder, expiry, review or inactivity check.
 
     None when the profile has no rules: the guest is registered but never due.
@@ -68,4 +79,4 @@ def first_due(rules: LifecycleRules | None, invited_at: datetime) -> datetime | 
         days.append(rules.review_every_days)
     if rules.inactive_days is not None:
         days.append(rules.inactive_days)
-    return invited_at + timedelta(days=min(days)) if days else None
+    return invited_at + min(days) * day if days else None

@@ -29,18 +29,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
-from azure.core import MatchConditions
-from azure.core.exceptions import (
-    AzureError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
+from azure.core.exceptions import AzureError
 from azure.data.tables import TransactionOperation, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from ..errors import ConcurrencyConflict, StorageError
-from ..storage import EnsureOnce
+from ..storage import Table
 from .models import DirectoryBefore, Signup, Status, Step
 from .transitions import check_edge
 
@@ -126,6 +120,34 @@ class SignupStore(Protocol):
         An admin scan of the table, never on the request path; ``token`` is opaque to callers.
         """
         ...
+
+
+class RecordIndex(Protocol):
+    """What hears of every record write that landed (the day index, ``shared.stats``).
+
+    ``writes.write`` calls it after each successful write; the sweeper calls it again (``force`` for a final
+    record) when it meets a record, so a crash between the write and this call is repaired.
+    """
+
+    async def indexed(self, signup: Signup, *, force: bool = False) -> bool:
+        """Bring the index in step with ``signup`` as stored; True when it wrote."""
+        ...
+
+
+class NoIndex:
+    """A ``RecordIndex`` that keeps nothing (stores built without one, and tests that do not care)."""
+
+    async def indexed(self, signup: Signup, *, force: bool = False) -> bool:
+        return False
+
+
+NO_INDEX: Final = NoIndex()
+
+
+def index_of(store: object) -> RecordIndex:
+    """The ``RecordIndex`` a store's writes report to (its ``record_index``); ``NO_INDEX`` when it has none."""
+    found = getattr(store, "record_index", None)
+    return found if found is not None else NO_INDEX
 
 
 class AddressBook(Protocol):
@@ -265,61 +287,15 @@ def from_entity(entity: Mapping[str, Any], etag: str | None) -> Signup:
     return Signup(**values)
 
 
-def _missing_table(exc: ResourceNotFoundError) -> bool:
-    return getattr(exc, "error_code", None) == "TableNotFound" or "TableNotFound" in str(exc)
-
-
-class _Table:
-    """The shared table client, created on first use."""
-
-    def __init__(self, client: TableClient) -> None:
-        self.client = client
-        self._ensure = EnsureOnce()
-
-    async def ready(self) -> None:
-        await self._ensure(self.client.create_table, "table")
-
-    async def read(self, partition: str, row: str) -> Any | None:
-        """An entity, None when it does not exist; a missing table is a storage fault, not a missing record."""
-        await self.ready()
-        try:
-            return await self.client.get_entity(partition, row)
-        except ResourceNotFoundError as exc:
-            if _missing_table(exc):
-                raise StorageError(f"table {self.client.table_name} is missing") from exc
-            return None
-        except AzureError as exc:
-            raise StorageError(f"could not read {partition}/{row}: {type(exc).__name__}") from exc
-
-    async def insert(self, entity: dict[str, Any]) -> str | None:
-        """Create an entity; its ETag, or None when it exists already."""
-        await self.ready()
-        try:
-            meta = await self.client.create_entity(entity)
-        except ResourceExistsError:
-            return None
-        except AzureError as exc:
-            raise StorageError(f"could not create {entity['PartitionKey']}: {type(exc).__name__}") from exc
-        return str(meta.get("etag"))
-
-    async def replace(self, entity: dict[str, Any], etag: str) -> str | None:
-        """Overwrite an entity if its ETag matches; the new ETag, or None when it changed or vanished."""
-        try:
-            meta = await self.client.update_entity(
-                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return None
-        except AzureError as exc:
-            raise StorageError(f"could not update {entity['PartitionKey']}: {type(exc).__name__}") from exc
-        return str(meta.get("etag"))
+_Table = Table  # the old name, which shared.approval.denials imports
 
 
 class TableSignupStore:
-    """``SignupStore`` on Azure Table storage (or Azurite)."""
+    """``SignupStore`` on Azure Table storage (or Azurite); ``record_index`` hears of every write."""
 
-    def __init__(self, client: TableClient) -> None:
+    def __init__(self, client: TableClient, record_index: RecordIndex = NO_INDEX) -> None:
         self._table = _Table(client)
+        self.record_index = record_index
 
     async def create(self, signup: Signup) -> Signup:
         check_edge(None, signup.status)

@@ -210,6 +210,11 @@ def record(name: str, value: float, unit: str, **attributes: Any) -> None:
     _instrument("histogram", name, unit).record(value, {k.replace("__", "."): v for k, v in attributes.items()})
 
 
+def gauge(name: str, value: float, unit: str, **attributes: Any) -> None:
+    """Set the gauge ``name`` to ``value`` (the last value recorded is exported)."""
+    _instrument("gauge", name, unit).set(value, {k.replace("__", "."): v for k, v in attributes.items()})
+
+
 _instruments: dict[tuple[str, str], Any] = {}
 
 
@@ -219,6 +224,6 @@ def _instrument(kind: str, name: str, unit: str) -> Any:
     key = (kind, name)
     if key not in _instruments:
         meter = metrics.get_meter(SCOPE)
-        make = meter.create_counter if kind == "counter" else meter.create_histogram
+        make = {"counter": meter.create_counter, "gauge": meter.create_gauge}.get(kind, meter.create_histogram)
         _instruments[key] = make(name, unit=unit)
     return _instruments[key]

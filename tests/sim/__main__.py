@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="run this one seed only")
     parser.add_argument("--trace", action="store_true", help="print the run's trace (with --seed)")
     parser.add_argument("--jobs", type=int, default=1, help="processes to run seeds in")
+    parser.add_argument(
+        "--guest-seeds", type=int, help="seeds of the guest lifecycle's rules (tests/sim/guests.py); default seeds/100"
+    )
     args = parser.parse_args(argv)
     if args.seed is not None:
         result = simulate(args.seed, trace=args.trace)
@@ -43,7 +46,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(seeds)} seeds in {elapsed:.1f} s ({len(seeds) / elapsed:.0f} seeds/s, {steps / elapsed:.0f} steps/s); "
         f"{len(sites)} distinct crash points hit ({sum(sites.values())} crashes); {len(failing)} failing seeds"
     )
-    return 1 if failing else 0
+    return 1 if guests(args) or failing else 0
+
+
+def guests(args: argparse.Namespace) -> bool:
+    """Run the guest lifecycle's seeds; True when one broke an invariant."""
+    from .guests import run_guest_seeds
+
+    count = args.guest_seeds if args.guest_seeds is not None else max(1, args.seeds // 100)
+    began = time.perf_counter()
+    failing = run_guest_seeds(range(args.start, args.start + count))
+    for seed, violations in failing:
+        print(f"guest seed {seed} FAILED: {violations[0]}")
+    print(f"{count} guest lifecycle seeds in {time.perf_counter() - began:.1f} s; {len(failing)} failing seeds")
+    return bool(failing)
 
 
 if __name__ == "__main__":
