@@ -505,6 +505,8 @@ var appSettings = {
   // host.json's telemetryMode OpenTelemetry: the Python worker joins the host's traces (shared/telemetry).
   PYTHON_ENABLE_OPENTELEMETRY: 'true'
   TELEMETRY_CONSOLE: 'false'
+  // The admin overview answers from figures read within this many seconds (shared/stats).
+  STATS_CACHE_SECONDS: '10'
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -40,6 +40,9 @@ def test_exactly_these_functions_are_registered() -> None:
         "signup_status_page",
         "manage_page",
         "static_file",
+        # The admin overview and bulk decisions (triggers/manage.py).
+        "get_stats",
+        "submit_decisions",
         # The guest lifecycle (triggers/guests.py).
         "guest_sweep",
         "list_reviews",
@@ -77,6 +80,12 @@ MANAGE_ROUTES = {
     "approve_signup": "manage/signups/{id}/approve",
     "deny_signup": "manage/signups/{id}/deny",
     "submit_conversion": "manage/conversions",
+    "get_stats": "manage/stats",
+    "submit_decisions": "manage/decisions",
+    "list_reviews": "manage/reviews",
+    "decide_reviews": "manage/reviews/decisions",
+    "list_guests": "manage/guests",
+    "restore_guest": "manage/guests/{userId}/restore",
 }
 
 

@@ -46,6 +46,9 @@ class Parts:
     new_id: Callable[[datetime], str] | None = None
     guests: Any = None  # a guest register, or None for none
     sweeper_page_size: int = 200
+    traced: bool = (
+        True  # False: no trace context on records (a span recording elsewhere in the process makes it random)
+    )
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,10 @@ def wire(p: Parts) -> Lifecycle:
         audit=p.audit,
         approver_step=follow_ups.approver_step,
     )
-    ids = {} if p.new_id is None else {"new_id": p.new_id}
-    intake = Intake(p.store, p.queue, p.timers, clock=p.clock, policy=source, **ids)
+    options: dict[str, Any] = {} if p.new_id is None else {"new_id": p.new_id}
+    if not p.traced:
+        options["trace_parent"] = lambda: None
+    intake = Intake(p.store, p.queue, p.timers, clock=p.clock, policy=source, **options)
     approvals = Approvals(
         p.store,
         admission,

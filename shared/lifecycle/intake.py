@@ -57,8 +57,10 @@ class Intake:
         new_id: Callable[[datetime], str] = new_signup_id,
         policy: PolicySource | None = None,
         index: DueIndex | None = None,
+        trace_parent: Callable[[], str | None] = telemetry.traceparent,
     ) -> None:
         self._index = index
+        self._trace_parent = trace_parent  # the simulator's replays need one that is not random
         self._store = store
         self._queue = queue
         self._policy = policy or FixedPolicy(NO_POLICY)
@@ -101,7 +103,7 @@ class Intake:
             language=form.language,
             answers=answers,
             terms_version=form.terms_version,
-            trace_parent=telemetry.traceparent(),
+            trace_parent=self._trace_parent(),
         )
         if denied:
             created = await self._store.create(signup)

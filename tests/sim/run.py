@@ -316,6 +316,7 @@ class Simulation:
             denial_memory=1800,
             new_id=ids,
             sweeper_page_size=rng.choice((2, 50)),
+            traced=False,
         )
         wired = wire(parts)
         self.follow_ups = wired.follow_ups
