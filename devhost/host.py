@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import azure.functions as func
 from aiohttp import web
@@ -89,6 +89,23 @@ def function_timeout_of(host_json: Mapping[str, Any]) -> float | None:
     if value == "-1":
         return None
     return timespan_seconds(value)
+
+
+HOST_JSON_OVERRIDE: Final = "AzureFunctionsJobHost__"
+
+
+def with_overrides(host_json: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """host.json with the app settings that override it, as the Functions host reads them:
+    ``AzureFunctionsJobHost__extensions__queues__maxPollingInterval`` sets ``extensions.queues.maxPollingInterval``."""
+    merged = json.loads(json.dumps(host_json))
+    for key, value in environ.items():
+        if key.startswith(HOST_JSON_OVERRIDE):
+            *parents, leaf = key[len(HOST_JSON_OVERRIDE) :].split("__")
+            node = merged
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return merged
 
 
 def load_local_settings(path: Path, environ: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
@@ -544,7 +561,7 @@ async def serve(
     ``function_timeout`` overrides host.json's ``functionTimeout`` and ``receive_visibility``
     the queue listeners' receive period (both in seconds; for tests).
     """
-    host_json = json.loads((app_dir / "host.json").read_text(encoding="utf-8"))
+    host_json = with_overrides(json.loads((app_dir / "host.json").read_text(encoding="utf-8")), os.environ)
     options = QueueOptions.from_host_json(host_json)
     prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api")
     limit = function_timeout if function_timeout is not None else function_timeout_of(host_json)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -161,6 +162,9 @@ FAST_TIMERS = {
     "SIGNUP_QUEUED_GRACE_SECONDS": "5",
     "LEASE_MARGIN_SECONDS": "2",
     "SWEEP_SCHEDULE": "*/2 * * * * *",
+    # An idle queue is polled at most every 0.5 s, not host.json's 2 s: a retry comes back when it is due, not up
+    # to 2 s later (the Functions host's own override of a host.json value; devhost.host.with_overrides).
+    "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.5",
 }
 
 
@@ -243,3 +247,36 @@ def problem_of(body: Any) -> dict[str, Any]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+# -- the fault tests' stack (tests/fault_stack.py) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
+    root = tmp_path_factory.mktemp("fault-azurite")
+    blob, queue, table = free_port(), free_port(), free_port()
+    service = start_azurite(root / "data", root, blob, queue, table)
+    try:
+        yield service, azurite_connection_string(queue, table, blob)
+    finally:
+        os.killpg(service.process.pid, signal.SIGCONT)  # never leave it paused
+        service.stop()
+
+
+@pytest.fixture
+async def stack(
+    own_azurite: tuple[Service, str],
+    emulator: GraphEmulator,
+    emulator_server: tuple[GraphEmulator, str],
+    tmp_path: Path,
+) -> AsyncIterator[Any]:
+    """A ``tests.fault_stack.Stack`` on the module's own Azurite; its host is stopped afterwards."""
+    from tests.fault_stack import Stack  # it imports this module's helpers
+
+    service, connection = own_azurite
+    st = Stack(service, connection, emulator_server[1], tmp_path)
+    try:
+        yield st
+    finally:
+        await st.stop_host()

@@ -411,3 +411,15 @@ async def test_client_sent_principal_headers_never_reach_a_function(
     from shared.flags import flag
 
     assert (stand_in.status_code == 200) == flag(website_auth)
+
+
+def test_app_settings_override_host_json_as_in_azure() -> None:
+    """``AzureFunctionsJobHost__a__b`` sets host.json's ``a.b`` (the tests shorten the queue's polling this way);
+    other settings and other host.json values are left alone."""
+    from devhost.host import with_overrides
+
+    host_json = {"extensions": {"queues": {"maxPollingInterval": "00:00:02", "batchSize": 32}}}
+    environ = {"AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.5", "OTHER": "1"}
+    merged = with_overrides(host_json, environ)
+    assert merged == {"extensions": {"queues": {"maxPollingInterval": "00:00:00.5", "batchSize": 32}}}
+    assert host_json["extensions"]["queues"]["maxPollingInterval"] == "00:00:02"  # the file's own value untouched

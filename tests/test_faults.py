@@ -11,107 +11,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from devhost.processes import Service, azurite_connection_string, free_port, start_azurite
 from graph_emulator.server import Fault, GraphEmulator
-from tests.conftest import eventually, host_env, start_host
+from tests.conftest import eventually
+from tests.fault_stack import Stack, mails, settle, submit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
-
-FINAL = {"invited", "failed"}
-
-
-@dataclass
-class Stack:
-    """A dedicated Azurite (so pausing it disturbs no other test) and a host process on it."""
-
-    azurite: Service
-    connection: str
-    graph: str
-    logs: Path
-    host: Service | None = None
-    url: str = ""
-    env: dict[str, str] | None = None
-
-    async def start_host(self, **extra: str) -> None:
-        """Start (or restart) the local host with the same queue and table names (off the emulator's loop)."""
-        self.env = self.env or host_env(self.connection, self.graph)
-        self.env.update(extra)
-        self.host, self.url = await start_host(self.env, self.logs)
-
-    async def stop_host(self) -> None:
-        if self.host is not None:
-            await asyncio.to_thread(self.host.stop)
-            self.host = None
-
-
-@pytest.fixture(scope="module")
-def own_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
-    root = tmp_path_factory.mktemp("fault-azurite")
-    blob, queue, table = free_port(), free_port(), free_port()
-    service = start_azurite(root / "data", root, blob, queue, table)
-    try:
-        yield service, azurite_connection_string(queue, table, blob)
-    finally:
-        os.killpg(service.process.pid, signal.SIGCONT)  # never leave it paused
-        service.stop()
-
-
-@pytest.fixture
-async def stack(
-    own_azurite: tuple[Service, str],
-    emulator: GraphEmulator,
-    emulator_server: tuple[GraphEmulator, str],
-    tmp_path: Path,
-) -> AsyncIterator[Stack]:
-    service, connection = own_azurite
-    st = Stack(service, connection, emulator_server[1], tmp_path)
-    try:
-        yield st
-    finally:
-        await st.stop_host()
-
-
-async def submit(client: httpx.AsyncClient, email: str) -> str:
-    """POST one sign-up; its status URL."""
-    response = await client.post("/api/signups", json={"email": email, "displayName": email.split("@")[0]})
-    assert response.status_code == 202, response.text
-    return str(response.json()["statusUrl"])
-
-
-async def settle(client: httpx.AsyncClient, urls: list[str], within: float = 90) -> list[dict[str, Any]]:
-    """Poll the status URLs until all are final (only those still pending are asked again); their views."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    views: dict[str, dict[str, Any]] = {}
-    pending = list(urls)
-    while pending:
-        for start in range(0, len(pending), 50):
-            batch = pending[start : start + 50]
-            for url, response in zip(batch, await asyncio.gather(*(client.get(u) for u in batch)), strict=True):
-                views[url] = response.json()
-        pending = [u for u in pending if views[u]["status"] not in FINAL]
-        if pending:
-            left = sorted({views[u]["status"] for u in pending})
-            assert loop.time() < deadline, f"{len(pending)} still {left} after {within}s"
-            await asyncio.sleep(1.0)
-    return [views[u] for u in urls]
-
-
-def mails(emulator: GraphEmulator) -> dict[str, int]:
-    """Microsoft invitation mails per address: invitations Graph performed with sendInvitationMessage."""
-    counts: dict[str, int] = {}
-    for inv in emulator.invitations:
-        if inv.get("mailed"):
-            counts[inv["email"]] = counts.get(inv["email"], 0) + 1
-    return counts
 
 
 async def test_graph_unavailable_for_more_attempts_than_the_hosts_budget(stack: Stack, emulator: GraphEmulator) -> None:
@@ -224,22 +132,3 @@ async def test_host_killed_mid_invitation_and_restarted(stack: Stack, emulator: 
     posts = [r for r in emulator.requests if r.operation == "invitation"]
     assert [(r.body["sendInvitationMessage"], r.status) for r in posts] == [(True, 201), (False, 201)]
     assert mails(emulator) == {"killed@fabrikam.com": 1}
-
-
-async def test_burst_of_a_thousand_mixed_signups(stack: Stack, emulator: GraphEmulator) -> None:
-    """1,000 concurrent sign-ups, 600 distinct addresses and 400 repeats: all answered 202, all final, one
-    invitation (and one mail) per distinct address."""
-    emulator.config.write_budget = 30000
-    emulator.bucket = type(emulator.bucket)(30000, 150)
-    await stack.start_host(GRAPH_WRITE_BUDGET="30000")
-    addresses = [f"burst{n % 600:03d}@fabrikam.com" for n in range(1000)]
-    async with httpx.AsyncClient(base_url=stack.url, timeout=60, limits=httpx.Limits(max_connections=64)) as client:
-        urls = list(await asyncio.gather(*(submit(client, a) for a in addresses)))
-        # Watch the emulator's count first (as bench/common.py does): polling a thousand statuses each second
-        # would compete with the drain it waits for.
-        await eventually(lambda: len(emulator.invitations) >= 600, 180, "600 invitations performed", every=0.5)
-        views = await settle(client, urls, within=60)
-    assert len(urls) == 1000 and {v["status"] for v in views} == {"invited"}
-    performed = [r for r in emulator.requests if r.operation == "invitation" and r.status == 201]
-    assert len(performed) == 600
-    assert len(mails(emulator)) == 600 and set(mails(emulator).values()) == {1}

@@ -132,7 +132,7 @@ async def run(args: argparse.Namespace) -> int:
             print(f"convert: a dry run finds {_counts(dry.outcomes)}; {dry.skipped} settled before")
             answer = await ask(f"Convert {dry.outcomes[WOULD_CONVERT]} users? [y/N] ")
             if answer is None:
-                print("signup-admin: interrupted; nothing more was changed", file=sys.stderr)
+                print("\nsignup-admin: interrupted; nothing more was changed", file=sys.stderr)  # after the question
                 return INTERRUPTED
             if answer.strip().lower() not in {"y", "yes"}:
                 print("convert: nothing changed")
