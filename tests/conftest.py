@@ -42,7 +42,18 @@ TEST_POLICY = str(Path(__file__).resolve().parent / "policies" / "test-domains.j
 
 # The slowest modules, started first: with `make test`'s workers (--dist loadscope) the suite then ends
 # about when they do, instead of one of them starting last.
-SLOW_FIRST = ("test_faults.py", "test_pages_browser.py", "test_scale.py", "test_conversion.py", "test_e2e.py")
+SLOW_FIRST = (
+    "test_faults_burst.py",
+    "test_stats_recount.py",
+    "test_faults.py",
+    "test_guest_scenario.py",
+    "test_console_browser.py",
+    "test_pages_browser.py",
+    "test_faults_doubt.py",
+    "test_scale.py",
+    "test_conversion.py",
+    "test_e2e.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,10 +17,9 @@ import pytest
 
 from graph_emulator.server import Fault, GraphEmulator
 from tests.conftest import FUNCTION_KEY
-from tests.test_faults import Stack, mails, own_azurite, settle, stack, submit
+from tests.fault_stack import Stack, mails, settle, submit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
-__all__ = ["own_azurite", "stack"]  # fixtures, imported for pytest
 
 KEY = {"x-functions-key": FUNCTION_KEY}
 REVIEW_POLICY = str(Path(__file__).resolve().parent / "policies" / "review.json")  # northwind has approvers

@@ -21,13 +21,11 @@ import httpx
 import pytest
 
 from graph_emulator.server import Fault, GraphEmulator
-from tests import test_faults
 from tests.conftest import FUNCTION_KEY, eventually
-from tests.test_faults import Stack, settle, submit
+from tests.fault_stack import Stack, settle, submit
 
-# test_faults' fixtures: a dedicated Azurite (its pause disturbs no other test) and a host process on it.
-own_azurite = test_faults.own_azurite
-stack = test_faults.stack
+# The fault stack's fixtures (conftest: own_azurite, stack): a dedicated Azurite whose pause disturbs no other
+# test, and a host process on it.
 
 pytestmark = [pytest.mark.e2e]
 

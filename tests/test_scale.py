@@ -25,7 +25,7 @@ import pytest
 
 from devhost.processes import Service, free_port, start_devhost, start_emulator
 from tests.conftest import IDENTITY_HEADER, host_env
-from tests.test_faults import settle, submit
+from tests.fault_stack import settle, submit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
