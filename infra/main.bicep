@@ -253,6 +253,10 @@ var signupTableName = 'signups'
 var auditTableName = 'signupaudit'
 // The sign-up policy document lives in this container (SIGNUP_POLICY).
 var policyContainerName = 'policy'
+// The containers the Functions host keeps its own state in (the host id lock, timer schedules and locks; function
+// keys), created here so the app's identity needs blob write on these and the deployment container only.
+var hostsContainerName = 'azure-webjobs-hosts'
+var functionKeysContainerName = 'azure-webjobs-secrets'
 // Names of the Key Vault secrets the app settings reference (and azd's secretOrRandomPassword reads back).
 var formTokenSecretName = 'form-token-secret'
 var captchaSecretName = 'captcha-secret'
@@ -309,6 +313,8 @@ module storage 'br/public:avm/res/storage/storage-account:0.33.0' = {
       containers: [
         { name: deploymentContainerName }
         { name: policyContainerName }
+        { name: hostsContainerName }
+        { name: functionKeysContainerName }
       ]
     }
     queueServices: {
@@ -551,6 +557,7 @@ module rbac 'app/rbac.bicep' = {
     storageAccountName: storage.outputs.name
     appInsightsName: monitoring.outputs.name
     identityPrincipalId: identity.outputs.principalId
+    hostContainerNames: [deploymentContainerName, hostsContainerName, functionKeysContainerName]
     policyContainerName: policyContainerName
     policyUploaderPrincipalId: policyUploaderPrincipalId
   }

@@ -30,6 +30,7 @@ from .lifecycle.worker import InvitationWorker
 from .onboarding import FollowUps
 from .policy import CachedPolicy, PolicySource
 from .settings import GRAPH_CLOUDS, Settings, get_settings
+from .stats import Overview, TableDayIndex
 
 if TYPE_CHECKING:
     from .graph.client import MsGraphDirectory
@@ -59,6 +60,9 @@ class Services:
     captcha: CaptchaVerifier | None = None
     # The per-domain budget, for the lifecycle's admission step (over it: review, not refusal).
     domain_budget: DomainBudget | None = None
+    # Issue 21: the day index every lifecycle write updates, and the admin overview read from it.
+    day_index: TableDayIndex | None = None
+    overview: Overview | None = None
     # The guest lifecycle after the invitation (docs/guest-lifecycle.md).
     guest_sweep: GuestSweep | None = None
     guest_admin: GuestAdmin | None = None
@@ -212,7 +216,8 @@ def build_services(settings: Settings) -> Services:
     )
     audit_table = build_table_client(settings, storage_credential, settings.audit_table)
     audit = TableAuditLog(audit_table)
-    store = TableSignupStore(table)
+    day_index = TableDayIndex(table)
+    store = TableSignupStore(table, record_index=day_index)
     index = TableDueIndex(table)
     signup_queue = StorageQueue(queue)
     lifecycle_timers = timers(settings)
@@ -227,6 +232,7 @@ def build_services(settings: Settings) -> Services:
         settings.graph_write_budget,
         settings.graph_write_window_seconds,
     )
+    addresses = TableAddressBook(table)
     follow_ups = FollowUps(
         store,
         signup_queue,
@@ -238,6 +244,8 @@ def build_services(settings: Settings) -> Services:
         manage_url=f"{settings.portal_public_url}/api/manage",
         organisation=settings.organisation_name,
         contact=settings.organisation_contact,
+        signin_url=settings.portal_signin_url,
+        addresses=addresses,
     )
     denials = TableDenialMemory(table)
     # Rate counts: per IP at the door (the gate), per domain in the admission step (the budget).
@@ -247,7 +255,7 @@ def build_services(settings: Settings) -> Services:
     domain_budget = DomainBudget.create(counts, settings.rate_limit_per_domain, window, sync)
     admission = Admission(
         store,
-        TableAddressBook(table),
+        addresses,
         index,
         signup_queue,
         lifecycle_timers,
@@ -301,6 +309,14 @@ def build_services(settings: Settings) -> Services:
         form_tokens=form_tokens,
         captcha=captcha,
         domain_budget=domain_budget,
+        day_index=day_index,
+        overview=Overview(
+            day_index,
+            TableBudgetStore(table) if settings.graph_pacing_mode == "shared" else None,
+            budget_limit=settings.graph_write_budget,
+            budget_window=settings.graph_write_window_seconds,
+            cache_seconds=settings.stats_cache_seconds,
+        ),
         guest_sweep=GuestSweep(guests.register, guests, guests.digests, policy),
         guest_admin=GuestAdmin(guests, directory, policy),
         # The limiters first: closing publishes their last counts, through the table client.

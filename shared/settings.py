@@ -133,6 +133,8 @@ class Settings:
     portal_public_url: str
     organisation_name: str
     organisation_contact: str
+    # Where the "you already have an account" mail sends a member's address (issue 18): My Apps unless set.
+    portal_signin_url: str
     denial_memory_seconds: float
     pending_expiry_seconds: float
     brand_logo_url: str | None
@@ -152,6 +154,8 @@ class Settings:
     captcha_site_key: str | None
     captcha_secret: str | None = field(repr=False)
     captcha_verify_url: str | None
+    # Issue 21 (stats): how long GET /api/manage/stats may answer from its last figures (0: never).
+    stats_cache_seconds: float = 10.0
     # The guest lifecycle (docs/guest-lifecycle.md): the sweep's timer, and the rules' day (shortened in tests).
     guest_sweep_schedule: str = "0 30 * * * *"
     guest_lifecycle_day_seconds: float = 86400.0
@@ -219,6 +223,7 @@ SETTING_KEYS: Final = (
     "WEBSITE_HOSTNAME",
     "ORGANISATION_NAME",
     "ORGANISATION_CONTACT",
+    "PORTAL_SIGNIN_URL",
     "APPROVAL_DENIAL_MEMORY_SECONDS",
     "APPROVAL_PENDING_EXPIRY_SECONDS",
     "BRAND_LOGO_URL",
@@ -238,6 +243,7 @@ SETTING_KEYS: Final = (
     "CAPTCHA_SITE_KEY",
     "CAPTCHA_SECRET",
     "CAPTCHA_VERIFY_URL",
+    "STATS_CACHE_SECONDS",
     "GUEST_SWEEP_SCHEDULE",
     "GUEST_LIFECYCLE_DAY_SECONDS",
 )
@@ -392,6 +398,9 @@ def _one_of(*allowed: str) -> Callable[[str], str]:
         return value
 
     return check
+
+
+MY_APPS_URL: Final = "https://myapps.microsoft.com"
 
 
 def _url(value: str) -> str:
@@ -608,6 +617,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         portal_public_url=str(public_url).rstrip("/"),
         organisation_name=r.default("ORGANISATION_NAME", "the organisation", _plain_text),
         organisation_contact=r.default("ORGANISATION_CONTACT", "", _plain_text),
+        portal_signin_url=r.default("PORTAL_SIGNIN_URL", MY_APPS_URL, _url),
         denial_memory_seconds=r.default("APPROVAL_DENIAL_MEMORY_SECONDS", 30 * 86400.0, _positive_float),
         pending_expiry_seconds=r.default("APPROVAL_PENDING_EXPIRY_SECONDS", 14 * 86400.0, _positive_float),
         brand_logo_url=r.optional("BRAND_LOGO_URL", _url),
@@ -628,6 +638,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         captcha_site_key=site_key,
         captcha_secret=captcha_secret,
         captcha_verify_url=verify_url,
+        stats_cache_seconds=r.default("STATS_CACHE_SECONDS", 10.0, _non_negative_float),
         guest_sweep_schedule=r.default("GUEST_SWEEP_SCHEDULE", "0 30 * * * *", _ncrontab),
         guest_lifecycle_day_seconds=r.default("GUEST_LIFECYCLE_DAY_SECONDS", 86400.0, _positive_float),
     )

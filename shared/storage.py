@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from azure.core import MatchConditions
@@ -204,6 +206,31 @@ class Table:
             raise StorageError(f"could not delete {partition}/{row}: {type(exc).__name__}") from exc
 
 
+def environment_proxies(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the environment names anything the SDKs' aiohttp session would use with ``trust_env``: a proxy
+    variable (``HTTP_PROXY``, ``HTTPS_PROXY``, ...) or a netrc file (``NETRC``, else ``~/.netrc``).
+
+    With ``trust_env`` aiohttp looks both up again, in a worker thread, on every request: about a fifth of
+    the local host's CPU per sign-up (docs/benchmarks.md, "Intake"). When neither exists the lookups can
+    only find nothing, so the clients are built without them (``use_env_settings=False``); when either
+    exists they are kept, and the SDKs behave as by default. The environment is read once, when the
+    clients are built: the Functions host restarts the worker when app settings change.
+    """
+    names = {"http_proxy", "https_proxy", "ws_proxy", "wss_proxy", "all_proxy"}
+    if any(key.lower() in names and value for key, value in environ.items()):
+        return True
+    netrc = environ.get("NETRC")
+    try:
+        path = Path(netrc) if netrc is not None else Path.home() / ".netrc"
+    except RuntimeError:  # no home directory: aiohttp finds no netrc either
+        return False
+    return path.is_file()
+
+
+def _transport_options() -> dict[str, Any]:
+    return {"use_env_settings": environment_proxies()}
+
+
 def build_storage_credential(settings: Settings) -> Any:
     """The managed-identity credential for identity-based storage, or None with a connection string.
 
@@ -231,6 +258,7 @@ def build_table_client(settings: Settings, credential: Any = None, table_name: s
             name,
             **CLIENT_OPTIONS,
             **TABLE_RETRY,
+            **_transport_options(),
         )
     assert settings.storage_table_service_uri is not None  # settings guarantee one of the two
     return TableClient(
@@ -239,6 +267,7 @@ def build_table_client(settings: Settings, credential: Any = None, table_name: s
         credential=_needs(credential),
         **CLIENT_OPTIONS,
         **TABLE_RETRY,
+        **_transport_options(),
     )
 
 
@@ -256,6 +285,7 @@ def build_queue_client(settings: Settings, queue_name: str | None = None, creden
             message_encode_policy=policy,
             **QUEUE_RETRY,
             **CLIENT_OPTIONS,
+            **_transport_options(),
         )
     assert settings.storage_queue_service_uri is not None
     return QueueClient(
@@ -265,4 +295,5 @@ def build_queue_client(settings: Settings, queue_name: str | None = None, creden
         message_encode_policy=policy,
         **QUEUE_RETRY,
         **CLIENT_OPTIONS,
+        **_transport_options(),
     )

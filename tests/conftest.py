@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
@@ -12,12 +14,17 @@ from typing import Any
 
 import pytest
 
-# schemathesis's pytest plugin imports this module lazily in pytest_sessionfinish, where pytest's assertion
-# rewriter parses it with ast.parse. On CPython 3.11 a garbage collection during that parse can run a finaliser
-# that formats a traceback (3.11's caret anchors call ast.parse too), and the nested parse resets the AST
-# constructor's shared depth counter: "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905)
-# ended single-file runs after their tests had passed. Importing it here, before any test runs, avoids that.
-import schemathesis.reporting.html.writer  # noqa: F401
+# schemathesis's pytest plugin imports its report writers lazily in pytest_sessionfinish, deep in pluggy's stack,
+# where pytest's assertion rewriter parses them with ast.parse. There CPython 3.11.7 could raise "SystemError: AST
+# constructor recursion depth mismatch" (python/cpython#106905, fixed in later 3.11 releases), which ended runs
+# after their tests had passed. So they are imported here, before any test runs; the Allure writer needs
+# allure-pytest, which is not installed, and ``None`` in sys.modules makes its import fail at once, unparsed,
+# as the plugin expects when Allure is missing.
+import schemathesis.reporting.html.writer
+import schemathesis.reporting.junitxml  # noqa: F401
+
+if importlib.util.find_spec("allure_commons") is None:
+    sys.modules["schemathesis.reporting.allure"] = None  # type: ignore[assignment]
 from aiohttp import web
 
 from devhost.processes import Service, azurite_connection_string, free_port, start_azurite, start_devhost

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from devhost.processes import Service, free_port, start_devhost
+from devhost.processes import Service, free_port
 from graph_emulator.server import GraphEmulator
 from shared.abuse import (
     FormTokens,
@@ -31,7 +31,7 @@ from shared.errors import FormRejected, TooManyRequests, ValidationFailed
 from shared.lifecycle.models import is_signup_id
 from shared.lifecycle.validation import parse_submission
 from shared.settings import Settings
-from tests.conftest import host_env, problem_of, running_host, unique_names
+from tests.conftest import host_env, problem_of, running_host, start_host, unique_names
 
 
 def test_form_tokens() -> None:
@@ -220,15 +220,19 @@ async def test_the_guarded_endpoint(
         assert problem_of(limited.json())["type"] == "/problems/too-many-requests"
 
 
-def _one_ip_host(azurite: str, graph: str, logs: Path, secret: str, **extra: str) -> tuple[Service, str]:
-    """A host with form tokens and ``extra`` settings; the rate limits not given there at their defaults."""
+async def _one_ip_host(azurite: str, graph: str, logs: Path, secret: str, **extra: str) -> tuple[Service, str]:
+    """A host with form tokens and ``extra`` settings; the rate limits not given there at their defaults. Started
+    off the event loop (which goes on serving the emulator)."""
     env = host_env(azurite, graph, FORM_TOKEN_SECRET=secret, **extra)
     for name in ("RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_DOMAIN"):
         if name not in extra:
             del env[name]  # host_env turns the limits off for other tests; here the defaults apply
-    logs.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    return start_devhost(port, env, logs, settings_file=logs / "none.json"), f"http://127.0.0.1:{port}"
+    await asyncio.to_thread(logs.mkdir, parents=True, exist_ok=True)
+    return await start_host(env, logs)
+
+
+async def _stop(*services: Service) -> None:
+    await asyncio.gather(*(asyncio.to_thread(service.stop) for service in services))
 
 
 async def _burst(url: str, secret: str, count: int) -> list[int]:
@@ -254,7 +258,19 @@ async def test_an_onboarding_burst_from_one_address(
     """64 concurrent sign-ups from one IP and one domain: all accepted under the default limits; with the
     per-IP limit lowered to 20, exactly the 44 over it are refused (429), none for contention. And a reused
     form token is refused."""
-    default, url = _one_ip_host(azurite, emulator_server[1], tmp_path, "burst")
+    # Both hosts start together. The no-JavaScript post below is not about fill time: no minimum on the first.
+    (default, url), (lowered, lowered_url) = await asyncio.gather(
+        _one_ip_host(azurite, emulator_server[1], tmp_path / "default", "burst", SIGNUP_MIN_FILL_SECONDS="0"),
+        # A day-long window: a window's end cannot fall inside the burst and reset the count.
+        _one_ip_host(
+            azurite,
+            emulator_server[1],
+            tmp_path / "lowered",
+            "burst",
+            RATE_LIMIT_PER_IP="20",
+            RATE_LIMIT_WINDOW_SECONDS="86400",
+        ),
+    )
     try:
         assert settings.rate_limit_per_ip >= 64  # the defaults (app_env sets no limit)
         assert await _burst(url, "burst", 64) == [202] * 64
@@ -270,7 +286,6 @@ async def test_an_onboarding_burst_from_one_address(
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             page = await http.get("/api/signup?lang=en")
             served = page.text.split('name="formToken" value="', 1)[1].split('"', 1)[0]
-            await asyncio.sleep(3)  # SIGNUP_MIN_FILL_SECONDS
             form = {"email": "nojs@fabrikam.com", "displayName": "N", "formToken": served}
             html = {"Accept": "text/html"}
             posted = await http.post("/api/signups", data=form, headers=html)
@@ -278,17 +293,10 @@ async def test_an_onboarding_burst_from_one_address(
         assert posted.status_code == 303
         assert posted.headers["Location"].startswith(f"/api/signup/{FormTokens('burst', 0).signup_id(served)}?")
         assert reposted.status_code == 400 and 'name="formToken"' in reposted.text and served not in reposted.text
-    finally:
-        default.stop()
-    # A day-long window: a window's end cannot fall inside the burst and reset the count.
-    lowered, url = _one_ip_host(
-        azurite, emulator_server[1], tmp_path, "burst", RATE_LIMIT_PER_IP="20", RATE_LIMIT_WINDOW_SECONDS="86400"
-    )
-    try:
-        statuses = await _burst(url, "burst", 64)
+        statuses = await _burst(lowered_url, "burst", 64)
         assert sorted(statuses) == [202] * 20 + [429] * 44
     finally:
-        lowered.stop()
+        await _stop(default, lowered)
 
 
 def _gate(settings: Settings, limiter: SharedLimiter | None = None, **changes: Any) -> SubmissionGate:
@@ -393,22 +401,23 @@ async def test_two_hosts_share_the_count_through_table_storage(
     """Two hosts (two instances) on one table, per-IP limit 20: 15 sign-ups through the first; once the
     instances have reconciled (two rounds of RATE_LIMIT_SYNC_SECONDS), the second admits exactly the 5 left."""
     shared_names = unique_names()
-    hosts = [
-        _one_ip_host(
-            azurite,
-            emulator_server[1],
-            tmp_path / name,
-            "two",
-            RATE_LIMIT_PER_IP="20",
-            RATE_LIMIT_WINDOW_SECONDS="86400",
-            **shared_names,
+    hosts = await asyncio.gather(
+        *(
+            _one_ip_host(
+                azurite,
+                emulator_server[1],
+                tmp_path / name,
+                "two",
+                RATE_LIMIT_PER_IP="20",
+                RATE_LIMIT_WINDOW_SECONDS="86400",
+                **shared_names,
+            )
+            for name in ("a", "b")
         )
-        for name in ("a", "b")
-    ]
+    )
     try:
         assert await _burst(hosts[0][1], "two", 15) == [202] * 15
         await asyncio.sleep(3)  # the first publishes within a second, the second reads within the next
         assert sorted(await _burst(hosts[1][1], "two", 15)) == [202] * 5 + [429] * 10
     finally:
-        for service, _ in hosts:
-            service.stop()
+        await _stop(*(service for service, _ in hosts))

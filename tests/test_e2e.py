@@ -300,3 +300,35 @@ async def test_the_anonymous_view_reveals_nothing_about_the_directory(
     key = {"x-functions-key": FUNCTION_KEY}
     detail = (await client.get(f"/api/manage/signups/{answers[0]['id']}", headers=key)).json()
     assert (detail["status"], detail["error"]["code"]) == ("failed", "ExistingMember")
+
+
+async def test_a_members_address_gets_one_account_mail_and_the_same_answers(
+    client: httpx.AsyncClient, emulator: GraphEmulator
+) -> None:
+    """Issue 18: with MAIL_SENDER set, a member's address gets one short "you already have an account" mail, in the
+    page's language, pointing at the sign-in page, with nothing the requester typed. At most once: the answer to the
+    send is lost (Graph sent it; the step ends unknown, never resent), and a repeat sign-up in the window sends
+    none. The anonymous answers keep the shape of a fresh address's completed request."""
+    emulator.add_user(mail="lee@contoso.com", otherMails=["lee.home@fabrikam.com"], userPrincipalName="lee@contoso.com")
+    member, fresh = "lee.home@fabrikam.com", "lee.fresh@fabrikam.com"
+    emulator.faults.append(Fault("acted504", operation="send-mail", times=1))
+    answers, views = [], []
+    for address in (member, member, fresh):
+        body = {"email": address, "displayName": "Lee <b>Typed</b>", "language": "de"}
+        accepted = await client.post("/api/signups", json=body)
+        assert accepted.status_code == 202, accepted.text
+        answers.append(accepted.json())
+        views.append(await _until(client, accepted.json()["statusUrl"], {"invited", "failed"}))
+    assert [a["status"] for a in answers] == ["queued"] * 3
+    assert [sorted(a) for a in answers] == [sorted(answers[2])] * 3
+    assert [(v["status"], v["error"], sorted(v)) for v in views] == [("invited", None, sorted(views[2]))] * 3
+
+    [mail] = [m for m in emulator.sent_mails if member in m["to"]]
+    assert mail["to"] == [member] and mail["sender"] == "portal@contoso.com"
+    assert mail["subject"] == "Sie haben bereits ein Konto bei the organisation"
+    assert 'href="https://myapps.microsoft.com"' in mail["body"] and "Typed" not in mail["body"]
+    assert not [m for m in emulator.sent_mails if fresh in m["to"]]  # Microsoft mails the fresh one, not the portal
+    key = {"x-functions-key": FUNCTION_KEY}
+    first, repeat = [(await client.get(f"/api/manage/signups/{a['id']}", headers=key)).json() for a in answers[:2]]
+    assert (first["error"]["code"], first["mail"]) == ("ExistingMember", {"state": "unknown"})  # answer lost
+    assert (repeat["error"]["code"], repeat["mail"]) == ("ExistingMember", None)  # the window's one mail went

@@ -35,6 +35,7 @@ NOT_SET_IN_AZURE = {
     "WEBSITE_AUTH_ENABLED": "set by the platform when App Service Authentication is on",
     "WEBSITE_HOSTNAME": "set by the platform: the app's own host name",
     "PORTAL_PUBLIC_URL": "follows WEBSITE_HOSTNAME in Azure (set it for a custom domain)",
+    "PORTAL_SIGNIN_URL": "My Apps by default; set it for another sign-in page",
     "CAPTCHA_VERIFY_URL": "the provider's own endpoint in Azure; set only to point tests at a stand-in",
     "GUEST_LIFECYCLE_DAY_SECONDS": "a real day in Azure; shortened only for trials and tests",
     "AZURE_AUTHORITY_HOST": "follows GRAPH_CLOUD; only client-secret/certificate credentials use it",
@@ -61,6 +62,7 @@ AZURE_ROLES = {
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
 }
 # Microsoft Graph application permissions (app role ids), as Microsoft documents them.
 GRAPH_APP_ROLES = {
@@ -341,6 +343,53 @@ def test_role_ids_are_the_documented_ones() -> None:
             role = _config(resource)["properties"]["roleDefinitionId"]["function"]["parameters"]
             assigned.update(variables[arg] for arg in role.values() if arg in variables)
     assert assigned == set(AZURE_ROLES.values())
+
+
+def _assignments(doc: dict[str, Any]) -> dict[str, tuple[str, str, str, bool]]:
+    """Each role assignment in a template: (role variable, scope, principal, looped)."""
+    found = {}
+    for name, resource in doc["resources"].items():
+        if resource["type"] == "Microsoft.Authorization/roleAssignments":
+            config = _config(resource)
+            role = config["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+            scope = config["scope"]
+            if isinstance(scope, dict):  # hostContainers[i]
+                scope = scope["operator"]["operands"]["operand_1"]
+            looped = resource["config"].get("loop_type") is not None
+            found[name] = (role, scope, config["properties"]["principalId"], looped)
+    return found
+
+
+def test_the_app_writes_blobs_only_where_the_host_does_and_only_reads_the_policy(main: dict[str, Any]) -> None:
+    """Least privilege (issue 18): the runtime identity has no blob role on the account. It is Storage Blob Data Owner
+    (Microsoft's role for host storage) on the containers the host and Flex write, which the template creates, and
+    Storage Blob Data Reader on the policy container, so the internet-facing app cannot rewrite its own policy."""
+    doc = _parse(INFRA / "app" / "rbac.bicep")
+    roles = {name: v["value"] for name, v in doc["variables"].items() if isinstance(v["value"], str)}
+    blob_roles = {AZURE_ROLES[r] for r in AZURE_ROLES if r.startswith("Storage Blob")}
+    app = {n: a for n, a in _assignments(doc).items() if a[2] == "identityPrincipalId"}
+    on_account = {roles[role] for role, scope, _, _ in app.values() if scope == "storageAccount"}
+    assert on_account & blob_roles == set(), "a blob role on the whole account"
+    on_policy = {roles[role] for role, scope, _, _ in app.values() if scope == "policyContainer"}
+    assert on_policy == {AZURE_ROLES["Storage Blob Data Reader"]}
+    on_host = {(roles[role], looped) for role, scope, _, looped in app.values() if scope == "hostContainers"}
+    assert on_host == {(AZURE_ROLES["Storage Blob Data Owner"], True)}
+    assert {(roles[r], s) for r, s, _, _ in app.values() if roles[r] in blob_roles} == {
+        (AZURE_ROLES["Storage Blob Data Reader"], "policyContainer"),
+        (AZURE_ROLES["Storage Blob Data Owner"], "hostContainers"),
+    }
+    looped_over = _config(doc["resources"]["hostContainers"])["name"]
+    assert looped_over == "${storageAccountName}/default/${name}"
+    assert doc["resources"]["hostContainers"]["existing"] is True  # created by main.bicep, not here
+    # main.bicep names exactly the host's and Flex's containers, and creates each of them.
+    resolver = Resolver(main)
+    host = [resolver.value(n) for n in _config(main["modules"]["rbac"])["params"]["hostContainerNames"]]
+    deployment = resolver.value(_function_app_module(main)["deploymentContainerUrl"]).rsplit("/", 1)[-1]
+    assert sorted(host) == sorted([deployment, "azure-webjobs-hosts", "azure-webjobs-secrets"])
+    created = {
+        resolver.value(c["name"]) for c in _config(main["modules"]["storage"])["params"]["blobServices"]["containers"]
+    }
+    assert set(host) <= created and "policy" in created and "policy" not in host
 
 
 def test_graph_app_roles_are_the_documented_ones() -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,7 @@ from shared.lifecycle.store import DueEntry, address_key, bucket_of
 from shared.lifecycle.worker import Outcome
 from shared.policy import Action, FixedPolicy, Policy, parse_policy
 from shared.policy.document import NO_POLICY
+from shared.storage import environment_proxies
 from tests.fakes import FakeDirectory, FakeQueue
 from tests.lifecycle_kit import Kit
 from tests.wiring import OPTIONS
@@ -255,3 +259,52 @@ async def test_an_id_naming_an_old_minute_gets_its_own_due_entry() -> None:
     kit.pass_time(kit.timers.queued_grace + 120)
     report = await kit.sweeper.sweep()
     assert {old, fresh} <= set(report.requeued)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, False),
+        ({"NO_PROXY": "*"}, False),  # a bypass list alone names no proxy
+        ({"HTTPS_PROXY": "http://proxy.contoso.com:3128"}, True),
+        ({"http_proxy": "http://proxy.contoso.com:3128"}, True),
+        ({"HTTPS_PROXY": ""}, False),
+    ],
+)
+def test_the_storage_clients_keep_environment_proxies_only_where_there_are_any(
+    environ: dict[str, str], expected: bool, tmp_path: Path
+) -> None:
+    """Clients skip aiohttp's per-request proxy and netrc lookups only when those could find nothing."""
+    assert environment_proxies({**environ, "NETRC": str(tmp_path / "none")}) is expected
+    (tmp_path / "netrc").write_text("machine proxy.contoso.com login a password b\n")
+    assert environment_proxies({**environ, "NETRC": str(tmp_path / "netrc")}) is True
+
+
+def test_built_storage_clients_trust_the_environment_as_it_says(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``use_env_settings`` reaches the SDKs' aiohttp transports: off without proxies, on with one."""
+    from azure.core.pipeline.transport._aiohttp import AioHttpTransport
+
+    from shared.settings import load_settings
+    from shared.storage import build_queue_client, build_table_client
+
+    settings = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "INVITE_REDIRECT_URL": "https://x"})
+    for name in [k for k in os.environ if k.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+
+    def transports() -> list[bool]:
+        """The settings of the transports the two clients built (found among the objects alive)."""
+        before = {id(o) for o in gc.get_objects() if isinstance(o, AioHttpTransport)}
+        clients = [build_table_client(settings), build_queue_client(settings)]
+        found = [
+            o._use_env_settings for o in gc.get_objects() if isinstance(o, AioHttpTransport) and id(o) not in before
+        ]
+        for client in clients:
+            asyncio.run(client.close())
+        return found
+
+    assert transports() == [False, False]
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.contoso.com:3128")
+    assert transports() == [True, True]

@@ -307,7 +307,7 @@ async def test_pending_then_approved_on_the_approvers_page(contexts: NewContext)
     await expect(manage.locator("#manage-message")).to_contain_text("Approved.")
     await expect(page.locator("#status-message")).to_contain_text(INVITED["en"], timeout=30_000)
     await manage.goto("/api/manage?lang=ja")
-    await expect(manage.locator("h1")).to_have_text("承認待ちの申請")
+    await expect(manage.locator("#heading-pending")).to_have_text("承認待ちの申請")
     await shot(manage, "approver-ja")
 
 
@@ -394,11 +394,16 @@ async def test_with_easy_auth_the_approver_decides_and_a_converter_sees_no_decis
     converter = await _signed_in(browser, easy_auth_site, "Signup.Convert")
     await expect(converter.locator("#no-approver-role")).to_be_visible()
     await expect(converter.locator(".request")).to_have_count(0)
+    # The console leaves out what the role cannot use: no pending list, no reviews, no bulk decisions.
+    await expect(converter.locator("#tab-overview")).to_be_visible()
+    await expect(converter.locator("#tab-pending, #tab-reviews, .bulk, .select-one")).to_have_count(0)
     assert await axe_violations(converter) == []
     await converter.context.close()
 
     approver = await _signed_in(browser, easy_auth_site, "Signup.Approve")
     card = await pending_card(approver, "kai@northwind.com")
+    await expect(approver.locator("#tab-pending")).to_have_attribute("aria-selected", "true")
+    await expect(card.locator(".select-one input")).to_be_visible()
     await card.locator("button", has_text="Approve").click()  # no reason: the page sends {}
     await expect(approver.locator("#manage-message")).to_contain_text("Approved.")
     await expect(form.locator("#status-message")).to_contain_text(INVITED["en"], timeout=30_000)

@@ -74,6 +74,7 @@ def wire(p: Parts) -> Lifecycle:
         manage_url="https://portal.example/api/manage",
         organisation="Contoso",
         contact="partners@contoso.com",
+        addresses=p.addresses,  # one "you already have an account" mail per address per window
         clock=p.clock,
         jitter=p.jitter,
     )

@@ -52,3 +52,17 @@ async def deny_signup(req: func.HttpRequest) -> func.HttpResponse:
 async def submit_conversion(req: func.HttpRequest) -> func.HttpResponse:
     """POST /api/manage/conversions: convert one internal user to B2B (202 with a status URL)."""
     return await serve(routes.CONVERT, req)
+
+
+@bp.function_name("get_stats")
+@bp.route(route="manage/stats", methods=ALL_METHODS, auth_level=AUTH_LEVEL)
+async def get_stats(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/manage/stats?days=30: counts per status per day, time to invite, failures, budget, attention."""
+    return await serve(routes.STATS, req)
+
+
+@bp.function_name("submit_decisions")
+@bp.route(route="manage/decisions", methods=ALL_METHODS, auth_level=AUTH_LEVEL)
+async def submit_decisions(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/manage/decisions: approve or deny up to 100 requests with one reason."""
+    return await serve(routes.DECISIONS, req)

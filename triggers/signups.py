@@ -65,4 +65,7 @@ async def sweep_signups(timer: func.TimerRequest) -> None:
     """Timer: set going again what a lost message, a dead worker or a missed retry left behind."""
     if timer.past_due:
         log.info("sweeper.past_due")
-    await get_services().sweeper.sweep()
+    services = get_services()
+    await services.sweeper.sweep()
+    if services.overview is not None:  # the graph.budget.used / graph.budget.limit gauges, once a sweep
+        await services.overview.publish_budget()

@@ -9,6 +9,9 @@
                                                           (docs/conversion.md); resumable
     signup-admin lifecycle --dry-run                     print what the guest-lifecycle rules would do to
                                                           each registered guest, and why; writes nothing
+    signup-admin status [--days 30] [--json]             the admin overview: sign-ups per status per day,
+                                                          time to invite, failures, the write budget, and
+                                                          what needs attention (docs/operations.md)
     signup-admin lifecycle [--yes]                       run one guest sweep (after a dry run and a
                                                           confirmation, unless --yes)
     signup-admin lifecycle --permissions                 the Graph permissions the rules need (JSON), for
@@ -65,7 +68,22 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the Graph permissions the policy's rules need (the template's lifecyclePermissions), as JSON",
     )
+    status = commands.add_parser("status", help="the admin overview's figures and what needs attention")
+    status.add_argument("--days", type=_days, default=30, help="intake days to cover, today included (1-90)")
+    status.add_argument("--json", action="store_true", help="print the figures as GET /api/manage/stats does")
     return root
+
+
+def _days(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 90:
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to 90, not {value!r}")
+    return int(value)
+
+
+async def _status(args: argparse.Namespace) -> int:
+    from .status import status
+
+    return await status(args.days, args.json, lambda text: print(text, flush=True))
 
 
 def _load_local_settings(path: Path) -> None:
@@ -152,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     _load_local_settings(Path.cwd() / "local.settings.json")
-    commands = {"convert": convert_command.run, "replay": _replay, "lifecycle": _lifecycle}
+    commands = {"convert": convert_command.run, "replay": _replay, "lifecycle": _lifecycle, "status": _status}
     try:
         return asyncio.run(commands[args.command](args))
     except ConfigurationError as exc:

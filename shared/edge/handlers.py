@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "pages" / "static"
 STATIC_TYPES: Final = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
-STATIC_FILES: Final = frozenset({"site.css", "signup.js", "status.js", "manage.js"})
+STATIC_FILES: Final = frozenset({"site.css", "signup.js", "status.js", "manage.js", "overview.js"})
 
 
 def language_of(request: Inbound) -> str:

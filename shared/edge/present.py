@@ -98,12 +98,14 @@ async def _show(show: Show) -> Reply:
     elif show.page == "status":
         body = status_page(show.language, services.settings, show.view)
     else:
+        policy = await services.policy.current()
         body = manage_page(
             show.language,
             services.settings,
             signed_in=bool(show.view.get("signed_in")),
             focus_id=show.view.get("focus_id"),
             can_approve=bool(show.view.get("can_approve", True)),
+            profiles=tuple(profile.name for profile in policy.profiles),
         )
     return _html(body, extra=show.headers)
 

@@ -19,6 +19,9 @@ SIGNUP_DETAIL: Final = Route("get_signup_detail", "GET", admin.signup_detail)
 APPROVE: Final = Route("approve_signup", "POST", admin.approve, admin_write=True)
 DENY: Final = Route("deny_signup", "POST", admin.deny, admin_write=True)
 CONVERT: Final = Route("submit_conversion", "POST", admin.convert, admin_write=True)
+# Issue 21: the admin overview and console (shared.stats, shared.approval.bulk).
+STATS: Final = Route("get_stats", "GET", admin.stats)
+DECISIONS: Final = Route("submit_decisions", "POST", admin.decisions, admin_write=True)
 # The guest lifecycle (docs/guest-lifecycle.md).
 LIST_REVIEWS: Final = Route("list_reviews", "GET", guests.list_reviews)
 DECIDE_REVIEWS: Final = Route("decide_reviews", "POST", guests.decide_reviews, admin_write=True)

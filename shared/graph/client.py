@@ -143,8 +143,10 @@ def build_credential(settings: Settings) -> Any:
 
 
 def build_http_client(settings: Settings) -> httpx.AsyncClient:
-    """The HTTP client Graph calls go through (the caller owns it and closes it)."""
-    return httpx.AsyncClient(timeout=httpx.Timeout(settings.graph_timeout_seconds))
+    """The HTTP client Graph calls go through (the caller owns it and closes it); one span per call
+    (``graph.call``: method, path, status, request-id; shared.telemetry mutes Kiota's own spans)."""
+    transport = telemetry.traced_transport(httpx.AsyncHTTPTransport(), "graph.call")
+    return httpx.AsyncClient(timeout=httpx.Timeout(settings.graph_timeout_seconds), transport=transport)
 
 
 def build_graph_client(settings: Settings, credential: Any, http: httpx.AsyncClient) -> GraphServiceClient:

@@ -118,6 +118,10 @@ class Admission:
         review = signup.policy_action == "review" and signup.decided_at is None
         if signup.conversion is None and await self._remembered_denial(signup, now):
             expires = signup.created_at + timedelta(seconds=self._timers.pending_expiry)
+            # A due entry first, though the request ends here: the sweeper's visit re-indexes it, should the
+            # process die between the write and its day-index update (shared.stats).
+            grace = now + timedelta(seconds=self._timers.queued_grace)
+            await self._index.add(DueEntry(bucket_of(grace), signup.id))
             denied = await write(
                 self._store,
                 signup,

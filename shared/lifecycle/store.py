@@ -122,6 +122,34 @@ class SignupStore(Protocol):
         ...
 
 
+class RecordIndex(Protocol):
+    """What hears of every record write that landed (the day index, ``shared.stats``).
+
+    ``writes.write`` calls it after each successful write; the sweeper calls it again (``force`` for a final
+    record) when it meets a record, so a crash between the write and this call is repaired.
+    """
+
+    async def indexed(self, signup: Signup, *, force: bool = False) -> bool:
+        """Bring the index in step with ``signup`` as stored; True when it wrote."""
+        ...
+
+
+class NoIndex:
+    """A ``RecordIndex`` that keeps nothing (stores built without one, and tests that do not care)."""
+
+    async def indexed(self, signup: Signup, *, force: bool = False) -> bool:
+        return False
+
+
+NO_INDEX: Final = NoIndex()
+
+
+def index_of(store: object) -> RecordIndex:
+    """The ``RecordIndex`` a store's writes report to (its ``record_index``); ``NO_INDEX`` when it has none."""
+    found = getattr(store, "record_index", None)
+    return found if found is not None else NO_INDEX
+
+
 class AddressBook(Protocol):
     """One claim per address: the conditional insert that keeps concurrent sign-ups to one invitation."""
 
@@ -263,10 +291,11 @@ _Table = Table  # the old name, which shared.approval.denials imports
 
 
 class TableSignupStore:
-    """``SignupStore`` on Azure Table storage (or Azurite)."""
+    """``SignupStore`` on Azure Table storage (or Azurite); ``record_index`` hears of every write."""
 
-    def __init__(self, client: TableClient) -> None:
+    def __init__(self, client: TableClient, record_index: RecordIndex = NO_INDEX) -> None:
         self._table = _Table(client)
+        self.record_index = record_index
 
     async def create(self, signup: Signup) -> Signup:
         check_edge(None, signup.status)

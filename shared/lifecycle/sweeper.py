@@ -28,7 +28,11 @@ any moment: the worker ignores or reschedules a message that comes too early or
 twice. An entry that cannot be handled (a storage fault, a record that does not
 parse) is moved to a later minute with one more nudge, and after ``MAX_NUDGES``
 to the ``skipped`` partition with an error log, so one bad entry never holds the
-cursor. The cursor advances past each minute once handled; an ETag on the
+cursor. Every record it meets is first re-indexed (the store's ``RecordIndex``,
+the stats' day index: repaired after a crash between a write and its index
+update; a failure keeps the entry), and so is every request the sweeper itself
+ends, before its entry goes. The
+cursor advances past each minute once handled; an ETag on the
 cursor keeps two sweepers from both advancing it.
 """
 
@@ -47,7 +51,7 @@ from . import doubt
 from .admission import Admission
 from .models import Signup, Status, Step, utcnow
 from .queue import SignupQueue
-from .store import SKIPPED_BUCKET, DueEntry, DueIndex, SignupStore, bucket_of, bucket_start, next_bucket
+from .store import SKIPPED_BUCKET, DueEntry, DueIndex, SignupStore, bucket_of, bucket_start, index_of, next_bucket
 from .timers import Timers
 from .transitions import Event
 from .writes import write
@@ -200,7 +204,12 @@ class Sweeper:
         try:
             signup = await self._store.get(entry.signup_id)
             final = {Status.FAILED, Status.DENIED, Status.EXPIRED, Status.UNKNOWN}
-            if signup is None or signup.status in final or self._done(signup):
+            settled = signup is None or signup.status in final or self._done(signup)
+            if signup is not None:
+                # The day index is made to agree with the record first (a crash after a write lost that write's
+                # index update); a failure keeps the entry. A settled record is final: its row is overwritten.
+                await index_of(self._store).indexed(signup, force=settled)
+            if signup is None or settled:
                 report.dropped += 1
                 return True
             if signup.status is Status.LINKED:
@@ -249,7 +258,8 @@ class Sweeper:
         event, changes = doubt.give_up(
             signup, now, self._timers, code=signup.error_code or "DeadlineExceeded", kind="transient"
         )
-        await write(self._store, signup, event, clock=self._clock, **changes)
+        ended = await write(self._store, signup, event, clock=self._clock, **changes)
+        await index_of(self._store).indexed(ended, force=True)  # the entry goes: its index must be right now
         report.failed.append(signup.id)
         log.warning("sweeper.deadline signup_id=%s status=%s", signup.id, signup.status.value)
         return True
@@ -263,6 +273,7 @@ class Sweeper:
         """A request waiting for review: expire it at its deadline; until then see its approvers' mail goes."""
         if now >= signup.deadline:
             expired = await write(self._store, signup, Event.EXPIRE, clock=self._clock, due_at=None)
+            await index_of(self._store).indexed(expired, force=True)  # the entry goes: its index must be right now
             if self._audit is not None:
                 await self._audit.append(AuditEntry(signup.id, now, "expired", "sweeper", {}))
             report.expired.append(expired.id)

@@ -91,6 +91,11 @@ class FollowUpRunner(Protocol):
         """Do the open steps; raises ``ConcurrencyConflict`` when the record changed underneath."""
         ...
 
+    async def existing_account_mail(self, signup: Signup) -> tuple[Signup, dict[str, Any]]:
+        """A member's address, before its request ends: its one "you already have an account" mail; the record
+        as written and the changes for the final write."""
+        ...
+
 
 class GuestRegistry(Protocol):
     """Where an invited guest is registered for its lifecycle rules (``shared.guests.GuestRecorder``)."""
@@ -589,6 +594,10 @@ class InvitationWorker:
         changes = self._failure(code or "Refused", kind, exc)
         if more["maybe_invited"]:
             return await self._end(signup, code or "Refused", kind, **more)
+        if kind == "member" and signup.conversion is None and self._follow_ups is not None:
+            # The public view shows a completed request; only the address's owner is told, by one mail.
+            signup, mail = await self._follow_ups.existing_account_mail(signup)
+            more = {**mail, **more}
         await self._finish(signup, Event.REFUSED, {**changes, **more})
         return Outcome.FAILED
 

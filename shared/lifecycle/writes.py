@@ -6,6 +6,10 @@ replaces the record if its ETag still matches. A reported conflict is a real
 conflict unless the record now carries this write's token: then the write
 landed and storage reported 412 only because the SDK retried a request that had
 already succeeded. Callers re-read and decide again on ``ConcurrencyConflict``.
+
+After a write that landed, the store's ``RecordIndex`` (the stats' day index) is
+told. Its failure does not fail the write, which stands: the sweeper repairs
+the index when it next meets the record (``Sweeper._visit``).
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ..errors import ConcurrencyConflict
+from ..errors import ConcurrencyConflict, StorageError
 from .models import Signup, Status, new_write_token, utcnow
-from .store import SignupStore
+from .store import SignupStore, index_of
 from .transitions import Event, apply
 
 log = logging.getLogger(__name__)
@@ -36,10 +40,20 @@ async def write(
     changes.setdefault("updated_at", clock())
     intended = apply(signup, event, target, write_token=new_write_token(), **changes)
     try:
-        return await store.replace(intended)
+        written = await store.replace(intended)
     except ConcurrencyConflict:
         fresh = await store.get(signup.id)
-        if fresh is not None and fresh.write_token == intended.write_token:
-            return fresh
-        log.info("lifecycle.write_conflict signup_id=%s event=%s", signup.id, event.value)
-        raise
+        if fresh is None or fresh.write_token != intended.write_token:
+            log.info("lifecycle.write_conflict signup_id=%s event=%s", signup.id, event.value)
+            raise
+        written = fresh
+    await reindex(store, written)
+    return written
+
+
+async def reindex(store: SignupStore, signup: Signup, *, force: bool = False) -> None:
+    """Tell the store's ``RecordIndex`` of ``signup`` as stored; a failure is logged (the sweeper repairs it)."""
+    try:
+        await index_of(store).indexed(signup, force=force)
+    except (StorageError, ConcurrencyConflict) as exc:
+        log.warning("lifecycle.index_failed signup_id=%s error=%s", signup.id, type(exc).__name__)

@@ -14,6 +14,12 @@ invitation itself:
   carries ``inviteRedeemUrl`` instead (Microsoft leaves ``customizedMessageBody``
   out when an app invites, so this is how an organisation words its own mail).
 
+A fourth mail ends a request rather than following an invitation: when the
+address belongs to a member (or to the tenant's own domains) and ``MAIL_SENDER``
+is set, the address gets one "you already have an account" mail
+(``account_mail``), tracked in the same ``org_mail`` step and sent before the
+request's final write (``existing_account_mail``).
+
 Mail goes at most once: the step is marked ``sending`` (a conditional write
 with a write token, so an SDK-retried write that landed is recognised as ours)
 before the Graph call. A lost answer leaves it ``unknown``, never retried; a
@@ -45,7 +51,7 @@ from ..errors import (
 from ..graph.directory import Directory, MailMessage
 from ..lifecycle.models import Signup, Status, Step, utcnow
 from ..lifecycle.queue import SignupQueue
-from ..lifecycle.store import SignupStore
+from ..lifecycle.store import AddressBook, SignupStore, address_key
 from ..lifecycle.timers import Timers
 from ..lifecycle.transitions import EDGES, Event
 from ..lifecycle.writes import write
@@ -103,6 +109,8 @@ class FollowUps:
         manage_url: str,
         organisation: str,
         contact: str,
+        signin_url: str = "https://myapps.microsoft.com",
+        addresses: AddressBook | None = None,
         clock: Callable[[], datetime] = utcnow,
         jitter: Callable[[], float] = random.random,
     ) -> None:
@@ -116,6 +124,8 @@ class FollowUps:
         self._manage_url = manage_url
         self._organisation = organisation
         self._contact = contact
+        self._signin_url = signin_url
+        self._addresses = addresses
         self._clock = clock
         self._jitter = jitter
 
@@ -141,6 +151,66 @@ class FollowUps:
         if profile is not None and profile.mail_template is not None and signup.redeem_url:
             changes["org_mail"] = Step.DUE if self._sender else Step.FAILED
         return changes
+
+    async def existing_account_mail(self, signup: Signup) -> tuple[Signup, dict[str, Any]]:
+        """Before a member's (or the tenant's) address ends: its one "you already have an account" mail.
+
+        Called while the request is still pending work; returns the record as now written and the ``org_mail``
+        change for the request's final write (nothing when no mail is sent). The step is marked ``sending``
+        first, so a delivery that finds it so (a crash or a lost race after the mark) never sends again.
+        """
+        if not self._sender:
+            return signup, {}
+        if signup.org_mail is Step.SENDING:
+            return signup, {"org_mail": Step.UNKNOWN}  # an earlier delivery may have sent it
+        if signup.org_mail is not None:
+            return signup, {"org_mail": signup.org_mail}  # decided earlier
+        if not await self._first_account_mail(signup):
+            log.info("onboarding.account_mail_repeat signup_id=%s", signup.id)
+            return signup, {}
+        from .account_mail import account_mail
+
+        message = account_mail(signup, self._organisation, self._signin_url)
+        marked = await write(self._store, signup, Event.STEP, clock=self._clock, org_mail=Step.SENDING)
+        try:
+            await self._directory.send_mail(self._sender, message)
+        except AmbiguousGraphError as exc:
+            log.warning("onboarding.mail_unknown signup_id=%s step=account_mail error=%s", signup.id, exc.code)
+            telemetry.count("mail.in_doubt", step="account_mail")
+            return marked, {"org_mail": Step.UNKNOWN}
+        except GraphError as exc:
+            # A courtesy mail: not retried (the request ends now), and never worth a second mail in doubt.
+            log.warning("onboarding.mail_refused signup_id=%s step=account_mail code=%s", signup.id, exc.code)
+            return marked, {"org_mail": Step.FAILED}
+        telemetry.count("mail.sent", step="account_mail")
+        log.info("onboarding.mail_sent signup_id=%s step=account_mail", signup.id)
+        return marked, {"org_mail": Step.DONE}
+
+    async def _first_account_mail(self, signup: Signup) -> bool:
+        """True when ``signup`` is the one request that mails its address in the repeat window.
+
+        Repeated sign-ups with a member's address must not make the organisation's mailbox mail that member
+        again and again: a claim of its own per address (a conditional insert, or a take-over once the request
+        that mailed is older than the window) lets one request in the window send.
+        """
+        if self._addresses is None:
+            return True
+        key = address_key("account-mail:" + signup.email)
+        window = timedelta(seconds=self._timers.repeat_window)
+        for _ in range(MAX_ROUNDS):
+            if await self._addresses.insert(key, signup.id):
+                return True
+            claim = await self._addresses.get(key)
+            if claim is None:
+                continue
+            if claim.signup_id == signup.id:
+                return True  # ours: the step's own marks keep it to one mail
+            earlier = await self._store.get(claim.signup_id)
+            if earlier is not None and self._clock() - earlier.updated_at < window:  # its mail, at its end
+                return False
+            if await self._addresses.take_over(claim, signup.id):
+                return True
+        return False
 
     # -- one delivery -------------------------------------------------------------------------
 

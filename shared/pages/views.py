@@ -173,15 +173,26 @@ def status_page(language: str, settings: Settings, view: Mapping[str, Any]) -> s
 
 
 def manage_page(
-    language: str, settings: Settings, *, signed_in: bool, focus_id: str | None, can_approve: bool = True
+    language: str,
+    settings: Settings,
+    *,
+    signed_in: bool,
+    focus_id: str | None,
+    can_approve: bool = True,
+    profiles: tuple[str, ...] = (),
 ) -> str:
-    """The approver's page (its data comes from the admin routes, fetched by its script).
+    """The admin's console (its data comes from the admin routes, fetched by its scripts).
 
-    ``can_approve`` False (a signed-in principal without the approver role): the page offers no
-    requests and no decisions, only a line saying so; the routes refuse such a caller anyway.
+    ``can_approve`` False (a signed-in principal without the approver role): the console offers no
+    pending requests, no reviews and no decisions, only a line saying so; the routes refuse such a
+    caller anyway. ``profiles`` are the policy's profile names, offered as a filter.
     """
+    from .console import STATUS_ORDER, console_messages, status_names, tabs
+
     brand = branding(settings)
     mode = "easyauth" if settings.manage_easy_auth_role else "keys"
+    texts = messages(language, brand.organisation)
+    texts.update(console_messages(language))
     return render(
         "manage.html",
         language,
@@ -193,5 +204,9 @@ def manage_page(
         can_approve=can_approve,
         sign_in_url=f"/.auth/login/aad?post_login_redirect_uri={API}/manage",
         focus_id=focus_id or "",
-        messages=messages(language, brand.organisation),
+        tabs=tabs(language, can_approve=can_approve),
+        profiles=profiles,
+        statuses=[(s.value, status_names(language)[s.value]) for s in STATUS_ORDER],
+        messages=texts,
+        wide=True,
     )

@@ -13,7 +13,8 @@ Exporters (``configure``, once, when the services are built; nothing at import, 
 * ``APPLICATIONINSIGHTS_CONNECTION_STRING``: Microsoft's Azure Monitor distro (``configure_azure_monitor``),
   as "Use OpenTelemetry with Azure Functions" prescribes for Python, with host.json's
   ``"telemetryMode": "OpenTelemetry"`` and ``PYTHON_ENABLE_OPENTELEMETRY=true``;
-* ``OTEL_EXPORTER_OTLP_ENDPOINT``: OTLP over HTTP (a local collector or Jaeger);
+* ``OTEL_EXPORTER_OTLP_ENDPOINT``: spans and metrics over OTLP/HTTP (a local collector or Jaeger), with the
+  OpenTelemetry SDK's own ``OTEL_*`` variables for batch sizes and the metric export interval;
 * ``TELEMETRY_CONSOLE=1``: spans printed to the console (``make run`` sets nothing by default).
 
 Without any of them the OpenTelemetry API is a no-op and costs next to nothing.
@@ -68,14 +69,17 @@ def configure(*, console: bool = False, environ: Mapping[str, str] | None = None
 
         extra.append(OTLPSpanExporter())
         installed.append("otlp")
+        if _otlp_metrics():
+            installed.append("otlp_metrics")
     if console:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         extra.append(ConsoleSpanExporter())
         installed.append("console")
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
     if extra:
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         provider = trace.get_tracer_provider()
@@ -84,19 +88,106 @@ def configure(*, console: bool = False, environ: Mapping[str, str] | None = None
             trace.set_tracer_provider(provider)
         for exporter in extra:
             provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        mute_libraries(provider)
     if installed:
         log.info("telemetry.configured exporters=%s", ",".join(installed))
     return installed
 
 
+# Kiota, under msgraph-sdk, makes about fifteen spans of its own per Graph request, and they carry the request's
+# full URL (url.full), whose $filter holds the address being looked up: measured by bench/telemetry, 30 spans per
+# invitation and addresses in the exported spans. Its tracers are mute; every Graph call gets one span of ours
+# instead (``traced_transport``).
+MUTED_SCOPES: Final = ("kiota",)
+
+
+def mute_libraries(provider: Any) -> None:
+    """Make ``provider`` hand no-op tracers to the libraries of ``MUTED_SCOPES`` (their tracers are taken when they
+    are imported, after this; one taken before a provider was set is the API's proxy, which asks it later)."""
+    from opentelemetry.trace import NoOpTracer
+
+    original = provider.get_tracer
+    if getattr(original, "muting", False):
+        return
+
+    def get_tracer(name: str, *args: Any, **kwargs: Any) -> Any:
+        if any(muted in name for muted in MUTED_SCOPES):
+            return NoOpTracer()
+        return original(name, *args, **kwargs)
+
+    get_tracer.muting = True  # type: ignore[attr-defined]
+    provider.get_tracer = get_tracer
+
+
+def traced_transport(inner: Any, name: str) -> Any:
+    """``inner``, an httpx async transport, with one client span ``name`` per request it sends: the method, the
+    path without the query (a segment holding an address shows as ``{upn}``), the status and the answer's
+    ``request-id``; a failure records its type only (a message may hold a URL)."""
+    import httpx
+    from opentelemetry.trace import SpanKind
+
+    class Traced(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            segments = request.url.path.split("/")
+            path = "/".join("{upn}" if "@" in segment else segment for segment in segments)
+            attributes = {"http.request.method": request.method, "url.path": path}
+            with _tracer_and_propagator()[0].start_as_current_span(
+                name, kind=SpanKind.CLIENT, attributes=attributes, record_exception=False, set_status_on_exception=False
+            ) as current:
+                try:
+                    response: httpx.Response = await inner.handle_async_request(request)
+                except Exception as exc:
+                    current.set_attribute("error.type", type(exc).__name__)
+                    raise
+                current.set_attribute("http.response.status_code", response.status_code)
+                request_id = response.headers.get("request-id")
+                if request_id:
+                    current.set_attribute("graph.request_id", request_id)
+                return response
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    return Traced()
+
+
+def _otlp_metrics() -> bool:
+    """Export the metrics through OTLP too, unless a meter provider is set already (the Azure Monitor distro's:
+    an SDK provider takes its readers when it is built)."""
+    from opentelemetry import metrics
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    if isinstance(metrics.get_meter_provider(), MeterProvider):
+        log.warning("telemetry.otlp_metrics_skipped reason=meter_provider_set")
+        return False
+    metrics.set_meter_provider(MeterProvider(metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())]))
+    return True
+
+
+# The tracer and the propagator, looked up once (a lookup per span cost a third of a span's price). A tracer
+# taken before a provider is set is the API's proxy, which uses the provider once one is set.
+_tracing: tuple[Any, Any] | None = None
+
+
+def _tracer_and_propagator() -> tuple[Any, Any]:
+    global _tracing
+    if _tracing is None:
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        _tracing = (trace.get_tracer(SCOPE), TraceContextTextMapPropagator())
+    return _tracing
+
+
 @contextmanager
 def span(name: str, *, parent: str | None = None, **attributes: Any) -> Iterator[Any]:
     """A span named ``name`` under ``parent`` (a traceparent) or the current span; yields it."""
-    from opentelemetry import trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    context = TraceContextTextMapPropagator().extract({"traceparent": parent}) if parent else None
-    tracer = trace.get_tracer(SCOPE)
+    tracer, propagator = _tracer_and_propagator()
+    context = propagator.extract({"traceparent": parent}) if parent else None
     clean = {k.replace("__", "."): v for k, v in attributes.items() if v is not None}
     with tracer.start_as_current_span(name, context=context, attributes=clean) as current:
         yield current
@@ -104,10 +195,8 @@ def span(name: str, *, parent: str | None = None, **attributes: Any) -> Iterator
 
 def traceparent() -> str | None:
     """The current span's W3C traceparent (None when no span is recording)."""
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
+    _tracer_and_propagator()[1].inject(carrier)
     return carrier.get("traceparent")
 
 
@@ -121,6 +210,11 @@ def record(name: str, value: float, unit: str, **attributes: Any) -> None:
     _instrument("histogram", name, unit).record(value, {k.replace("__", "."): v for k, v in attributes.items()})
 
 
+def gauge(name: str, value: float, unit: str, **attributes: Any) -> None:
+    """Set the gauge ``name`` to ``value`` (the last value recorded is exported)."""
+    _instrument("gauge", name, unit).set(value, {k.replace("__", "."): v for k, v in attributes.items()})
+
+
 _instruments: dict[tuple[str, str], Any] = {}
 
 
@@ -130,6 +224,6 @@ def _instrument(kind: str, name: str, unit: str) -> Any:
     key = (kind, name)
     if key not in _instruments:
         meter = metrics.get_meter(SCOPE)
-        make = meter.create_counter if kind == "counter" else meter.create_histogram
+        make = {"counter": meter.create_counter, "gauge": meter.create_gauge}.get(kind, meter.create_histogram)
         _instruments[key] = make(name, unit=unit)
     return _instruments[key]

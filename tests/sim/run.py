@@ -167,9 +167,13 @@ class Checks:
                 self.bad(f"{email.split('@')[1]}: {what} by {signup_id} {now - at} after one by {sid}")
             elif what != "Microsoft mail":
                 first, this = self.store.records.get(sid or ""), self.store.records.get(signup_id or "")
+                # Two invitations' mails: their invitations' distance. A member's "you already have an account"
+                # mail (no invitation): the mails' own distance.
                 gap = (
                     this.invited_at - first.invited_at
                     if first and this and first.invited_at and this.invited_at
+                    else now - at
+                    if first and this and not first.invited_at and not this.invited_at
                     else timedelta(0)
                 )
                 if gap < window:
