@@ -19,6 +19,7 @@ standard library is used: the hooks run before any venv exists.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -80,8 +81,35 @@ def graph_roles(template: Path = GRAPH_TEMPLATE) -> dict[str, str]:
     return {name.strip(): guid for guid, name in pattern.findall(template.read_text())}
 
 
+# What the guest lifecycle's rules may need (shared.policy.lifecycle_rules.required_permissions).
+LIFECYCLE_PERMISSIONS = (
+    "User.Read.All",
+    "User.ReadWrite.All",
+    "GroupMember.ReadWrite.All",
+    "Directory.Read.All",
+    "AuditLog.Read.All",
+)
+
+
+def lifecycle_permissions(env: Mapping[str, str]) -> list[str]:
+    """``GUEST_LIFECYCLE_PERMISSIONS``: what ``signup-admin lifecycle --permissions`` printed (JSON), or none."""
+    raw = (env.get("GUEST_LIFECYCLE_PERMISSIONS") or "").strip()
+    if not raw:
+        return []
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        raise HookError(
+            "GUEST_LIFECYCLE_PERMISSIONS is not JSON: set it to what `signup-admin lifecycle --permissions` prints."
+        ) from None
+    if not isinstance(names, list) or not all(n in LIFECYCLE_PERMISSIONS for n in names):
+        raise HookError(f"GUEST_LIFECYCLE_PERMISSIONS may list only {', '.join(LIFECYCLE_PERMISSIONS)}.")
+    return list(names)
+
+
 def wanted_roles(env: Mapping[str, str]) -> list[str]:
-    """The permissions this environment asks for: the three required ones and the optional ones turned on."""
+    """The permissions this environment asks for: the three required ones, the optional ones turned on, and
+    those the guest lifecycle's rules need (``GUEST_LIFECYCLE_PERMISSIONS``)."""
     names = ["User.Invite.All", "User.Read.All", "Domain.Read.All"]
     for key, name in (
         ("GRANT_USER_READWRITE", "User.ReadWrite.All"),
@@ -90,7 +118,7 @@ def wanted_roles(env: Mapping[str, str]) -> list[str]:
     ):
         if _flag(env, key, False) or _flag(env, key.replace("GRANT_", "GRAPH_GRANT_"), False):
             names.append(name)
-    return names
+    return names + [name for name in lifecycle_permissions(env) if name not in names]
 
 
 def manual_steps(env: Mapping[str, str]) -> str:
@@ -153,6 +181,7 @@ def postprovision(env: Mapping[str, str], runner: Runner = run, sleep: Callable[
         f"grantGroupMemberReadWrite={str(_flag(env, 'GRAPH_GRANT_GROUP_MEMBER_READWRITE', False)).lower()}",
         f"grantUserReadWrite={str(_flag(env, 'GRAPH_GRANT_USER_READWRITE', False)).lower()}",
         f"grantMailSend={str(_flag(env, 'GRAPH_GRANT_MAIL_SEND', False)).lower()}",
+        f"lifecyclePermissions={json.dumps(lifecycle_permissions(env))}",
     ]  # fmt: skip
     answer = runner(command)
     for attempt, pause in enumerate(RETRY_PAUSES, start=2):

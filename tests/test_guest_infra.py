@@ -7,6 +7,7 @@ rules, the role assignments whose condition holds with ``lifecyclePermissions`` 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -99,3 +100,22 @@ def test_the_template_grants_what_the_rules_need_and_only_that(rules: list[Lifec
     assert _granted(needed) == ALWAYS | needed
     # And nothing of the lifecycle's without rules that need it.
     assert not (_granted(frozenset()) - ALWAYS)
+
+
+def test_the_azd_hook_passes_the_rules_permissions_to_the_template() -> None:
+    """``GUEST_LIFECYCLE_PERMISSIONS`` (what ``signup-admin lifecycle --permissions`` prints) reaches the
+    template as ``lifecyclePermissions`` and the grant's report; anything else is refused."""
+    from tests.test_deploy import ENV, FakeCli, azd_hooks
+
+    needed = sorted(required_permissions([LifecycleRules(review_every_days=90, inactive_days=90)]))
+    cli = FakeCli(azd_hooks.Result(0, ""))
+    env = {**ENV, "GUEST_LIFECYCLE_PERMISSIONS": json.dumps(needed)}
+    message = azd_hooks.postprovision(env, cli, lambda _: None)
+    assert f"lifecyclePermissions={json.dumps(needed)}" in cli.commands[0]
+    assert "AuditLog.Read.All" in message and message.count("User.Read.All") == 1
+    assert _granted(frozenset(needed)) == ALWAYS | set(needed)
+    none = FakeCli(azd_hooks.Result(0, ""))
+    azd_hooks.postprovision(ENV, none, lambda _: None)
+    assert "lifecyclePermissions=[]" in none.commands[0]
+    with pytest.raises(azd_hooks.HookError, match="may list only"):
+        azd_hooks.postprovision({**ENV, "GUEST_LIFECYCLE_PERMISSIONS": '["Directory.ReadWrite.All"]'}, FakeCli())
