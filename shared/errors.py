@@ -13,6 +13,9 @@ Every error the domain raises on purpose derives from ``PortalError``::
     │   ├── AccessDenied            a principal without the approver role (403)
     │   ├── CrossSiteRequest        an admin write sent from another site (403)
     │   ├── UnknownSignup           no sign-up with that id (404)
+    │   ├── UnknownGuest            no guest the portal made has that id (404)
+    │   ├── RestoreWindowPassed     a deleted guest past Microsoft's 30 days (409)
+    │   ├── DirectoryUnavailable    Graph could not act on an admin's guest action now (503)
     │   ├── FormRejected            the page's honeypot or form token says it was not a person (400)
     │   ├── CaptchaFailed           the CAPTCHA provider did not vouch for the request (400)
     │   ├── TooManyRequests         a rate limit per client IP or email domain (429, Retry-After)
@@ -259,3 +262,30 @@ class WriteDeferred(TransientGraphError):
 
 class AmbiguousGraphError(GraphError):
     """A write may have reached Graph and acted, but its answer was lost; check before writing again."""
+
+
+class RestoreWindowPassed(RequestError):
+    """A deleted guest past Microsoft's 30 days in deleted items: it cannot come back."""
+
+    status = 409
+    type_uri = "/problems/restore-window-passed"
+    title = "Past the restore window"
+
+
+class DirectoryUnavailable(RequestError):
+    """Graph could not do it now (nothing is recorded as done); the caller may try again."""
+
+    status = 503
+    type_uri = "/problems/unavailable"
+    title = "Directory unavailable"
+
+
+class UnknownGuest(RequestError):
+    """No registered guest has that id (the portal never touches a guest it did not make)."""
+
+    status = 404
+    type_uri = "/problems/not-found"
+    title = "Not found"
+
+    def __init__(self) -> None:
+        super().__init__("No guest the portal made has that id.")

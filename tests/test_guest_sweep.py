@@ -16,7 +16,7 @@ import pytest
 from azure.data.tables.aio import TableClient
 
 from shared.audit import MemoryAuditLog
-from shared.errors import AmbiguousGraphError, TransientGraphError
+from shared.errors import AmbiguousGraphError, DirectoryUnavailable, RestoreWindowPassed, TransientGraphError
 from shared.guests import (
     Digests,
     GuestActions,
@@ -27,7 +27,6 @@ from shared.guests import (
     TableGuestRegister,
     record_invited,
 )
-from shared.guests.reviews import DirectoryUnavailable, RestoreWindowPassed
 from shared.lifecycle.models import Signup
 from shared.policy import FixedPolicy, parse_policy
 from shared.settings import Settings

@@ -17,7 +17,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from ..errors import DecisionConflict, GraphError, RequestError, ValidationFailed
+from ..errors import (
+    DecisionConflict,
+    DirectoryUnavailable,
+    GraphError,
+    RestoreWindowPassed,
+    UnknownGuest,
+    ValidationFailed,
+)
 from ..graph.directory import DELETED_ITEM_RETENTION, Directory
 from ..policy import PolicySource
 from ..policy.lifecycle_rules import LifecycleRules
@@ -31,33 +38,6 @@ DEFAULT_PAGE: Final = 50
 MAX_PAGE: Final = 200
 MAX_REASON: Final = 500
 LISTED_STATES: Final = {"blocked": GuestState.BLOCKED, "deleted": GuestState.DELETED}
-
-
-class RestoreWindowPassed(RequestError):
-    """A deleted guest past Microsoft's 30 days in deleted items: it cannot come back."""
-
-    status = 409
-    type_uri = "/problems/restore-window-passed"
-    title = "Past the restore window"
-
-
-class DirectoryUnavailable(RequestError):
-    """Graph could not do it now (nothing is recorded as done); the caller may try again."""
-
-    status = 503
-    type_uri = "/problems/unavailable"
-    title = "Directory unavailable"
-
-
-class UnknownGuest(RequestError):
-    """No registered guest has that id (the portal never touches a guest it did not make)."""
-
-    status = 404
-    type_uri = "/problems/not-found"
-    title = "Not found"
-
-    def __init__(self) -> None:
-        super().__init__("No guest the portal made has that id.")
 
 
 def _stamp(moment: datetime | None) -> str | None:
