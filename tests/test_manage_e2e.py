@@ -69,7 +69,11 @@ async def _until(
     deadline = asyncio.get_running_loop().time() + within
     while True:
         body = (await client.get(url, headers=KEY)).json()
-        steps_left = settled and any(g["state"] == "due" for g in body.get("groups") or [])
+        # A step's audit entry is written just after the record shows the step done: wait for both.
+        steps_left = settled and (
+            any(g["state"] == "due" for g in body.get("groups") or [])
+            or (bool(body.get("groups")) and "group_added" not in [h["event"] for h in body.get("history") or []])
+        )
         if body["status"] in statuses and not steps_left:
             return dict(body)
         if asyncio.get_running_loop().time() > deadline:
