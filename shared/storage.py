@@ -163,12 +163,18 @@ class Table:
         except AzureError as exc:
             raise StorageError(f"could not write {entity['PartitionKey']}: {type(exc).__name__}") from exc
 
-    async def partition(self, partition: str, limit: int) -> list[Any]:
-        """Up to ``limit`` entities of one partition, in key order (a missing table reads as empty)."""
+    async def partition(self, partition: str, limit: int, *, after: str | None = None) -> list[Any]:
+        """Up to ``limit`` entities of one partition, in key order (a missing table reads as empty).
+
+        ``after``: only rows whose key sorts after it (keyset paging, unaffected by deletions behind it).
+        """
         found: list[Any] = []
+        query, parameters = "PartitionKey eq @pk", {"pk": partition}
+        if after is not None:
+            query, parameters = query + " and RowKey gt @after", {**parameters, "after": after}
         try:
             pages = self.client.query_entities(
-                "PartitionKey eq @pk", parameters={"pk": partition}, results_per_page=min(limit, 1000)
+                query, parameters=parameters, results_per_page=min(limit, 1000)
             ).by_page()
             async for page in pages:
                 async for entity in page:

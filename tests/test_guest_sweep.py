@@ -407,3 +407,30 @@ async def test_rules_whose_action_is_none_stop_looking_once_they_have_passed(wor
     looked = await world.actions.look(looked[1], soft.lifecycle)
     assert looked is not None and looked[0].step.value == "nothing"
     assert looked[1].state is GuestState.REVIEW_PENDING and looked[1].due_at is None
+
+
+async def test_digests_read_the_whole_queue_in_pages_one_mail_per_reviewer(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More queued guests than one page holds: each reviewer still gets one digest, counting all its guests,
+    and a reviewer who had today's digest keeps its entries (read past, not resent) for the next day."""
+    from shared.guests import digest as digest_module
+
+    monkeypatch.setattr(digest_module, "PAGE", 3)
+    digests = world.actions.digests
+    queued = {"a@contoso.com": 4, "b@contoso.com": 1, "c@contoso.com": 7}  # 12 entries: 4 pages, groups across them
+    for reviewer, count in queued.items():
+        for n in range(count):
+            await digests.enqueue(reviewer, f"user-{reviewer[0]}-{n}", "partners")
+    report = await digests.send(world.clock())
+    assert report.sent == 3 and report.waiting == 0
+    for reviewer, count in queued.items():
+        mails = world.mails_to(reviewer)
+        assert len(mails) == 1, reviewer
+        assert mails[0].subject == f"Guest access review: {count} waiting"
+    await digests.enqueue("c@contoso.com", "user-c-late", "partners")
+    again = await digests.send(world.clock())
+    assert again.sent == 0 and again.waiting == 1 and len(world.mails_to("c@contoso.com")) == 1
+    world.clock.advance(DAY)
+    assert (await digests.send(world.clock())).sent == 1
+    assert world.mails_to("c@contoso.com")[-1].subject == "Guest access review: 1 waiting"

@@ -1,7 +1,9 @@
 """Reviewers' digests: one mail per reviewer per day, at most once, however many guests they review.
 
 When a guest is put up for review, each of its reviewers gets an entry in the digest queue; after a
-sweep, ``Digests.send`` mails every reviewer with entries once, listing them. Entities in the
+sweep, ``Digests.send`` reads the whole queue in pages of ``PAGE`` (a reviewer's entries are adjacent, so
+one reviewer is complete before the next starts, however many are queued) and mails every reviewer with
+entries once, listing them. Entities in the
 lifecycle's table::
 
     PartitionKey          RowKey                         what
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -34,7 +37,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_PARTITION: Final = "guestdigestq"
 MARK_PREFIX: Final = "guestdigest-"
-MAX_ENTRIES: Final = 5000  # one send reads at most this many queued entries; the rest wait for the next sweep
+PAGE: Final = 1000  # queue entries read at once; a send reads the whole queue, page by page
 
 
 def reviewer_key(reviewer: str) -> str:
@@ -88,21 +91,37 @@ class Digests:
         }
         await self._table.upsert(entity)
 
-    async def _queued(self) -> list[Any]:
-        return await self._table.partition(QUEUE_PARTITION, MAX_ENTRIES)
+    async def _by_reviewer(self) -> AsyncIterator[list[Any]]:
+        """The whole queue, one reviewer's entries at a time, read in pages of ``PAGE``.
+
+        A row key starts with the reviewer's key, so a reviewer's entries are adjacent: a group is complete
+        once the next key shows. Pages go by row key (keyset), so the entries dropped meanwhile move nothing.
+        """
+        after: str | None = None
+        group: list[Any] = []
+        while True:
+            page = await self._table.partition(QUEUE_PARTITION, PAGE, after=after)
+            for entity in page:
+                if group and reviewer_key(str(entity["reviewer"])) != reviewer_key(str(group[0]["reviewer"])):
+                    yield group
+                    group = []
+                group.append(entity)
+            if len(page) < PAGE:
+                break
+            after = str(page[-1]["RowKey"])
+        if group:
+            yield group
 
     async def _drop(self, entities: list[Any]) -> None:
         await self._table.delete_many(QUEUE_PARTITION, [str(entity["RowKey"]) for entity in entities])
 
     async def send(self, now: datetime) -> DigestReport:
         """Mail each reviewer with queued guests, at most once today; see the module's rules."""
-        by_reviewer: dict[str, list[Any]] = {}
-        for entity in await self._queued():
-            by_reviewer.setdefault(reviewer_key(str(entity["reviewer"])), []).append(entity)
         partition = f"{MARK_PREFIX}{day_number(now, self._day)}"
         sent = unknown = waiting = failed = 0
-        for key, entities in by_reviewer.items():
+        async for entities in self._by_reviewer():
             reviewer = str(entities[0]["reviewer"])
+            key = reviewer_key(reviewer)
             mark = {"PartitionKey": partition, "RowKey": key, "state": "sending", "at": now}
             etag = await self._table.insert(mark)
             if etag is None:

@@ -201,9 +201,10 @@ class SimTable:
         for row in rows:
             await self.delete(partition, row)
 
-    async def partition(self, partition: str, limit: int) -> list[Any]:
+    async def partition(self, partition: str, limit: int, *, after: str | None = None) -> list[Any]:
         await self._io("digest.partition")
-        return [dict(e) for (pk, _), (e, _) in sorted(self.rows.items()) if pk == partition][:limit]
+        rows = sorted(self.rows.items())
+        return [dict(e) for (pk, rk), (e, _) in rows if pk == partition and (after is None or rk > after)][:limit]
 
 
 class SimGuestDirectory:
