@@ -1,4 +1,4 @@
-"""Guest review sweep benchmark: one guest sweep over 50,000 registered guests, all due for review.
+"""Guest review sweep benchmark: a sweep over 50,000 registered guests, all due for review, then the block sweep.
 
 Azurite and the Graph emulator run as processes; the emulator holds the 50,000 guests (redeemed, so the
 rules ask for a review, not a reminder), and the register is seeded directly in Azurite (records and
@@ -12,6 +12,12 @@ msgraph-sdk to the emulator). Reported:
 * the Graph writes it spent against the write budget, by ``x-ms-throttle-priority``, from the emulator's
   request log (a review writes nothing to Graph: the digests are mail, which the directory budget does not
   count), and the digest mails sent.
+
+Then a share of the guests (``--kept``, 0.2) is kept by a reviewer (not timed), and a second sweep runs
+with the clock past ``reviewGraceDays``: the rest got no answer and are blocked (``onNoAnswer:
+blockSignIn``, one ``PATCH accountEnabled`` each). For it the same figures, with the Graph writes by
+``x-ms-throttle-priority`` (the lifecycle's are "low"), the 429s, and the share of the budget
+(``GRAPH_WRITE_BUDGET`` per ``GRAPH_WRITE_WINDOW_SECONDS``) the writes used over the sweep's time.
 
 Run: ``make bench-guests`` (``--guests 2000`` for a quick look).
 """
@@ -100,7 +106,42 @@ async def seed_register(register: TableGuestRegister, ids: list[str], invited: d
     return time.perf_counter() - began
 
 
-async def run(guests: int, concurrency: int) -> dict[str, Any]:
+def _graph_figures(requests: list[dict[str, Any]], elapsed: float, budget: int, window: float) -> dict[str, Any]:
+    writes = [r for r in requests if r["method"] in ("POST", "PATCH", "DELETE") and "sendMail" not in r["path"]]
+    priorities = Counter(str(r["headers"].get("x-ms-throttle-priority", "-")) for r in writes)
+    capacity = budget / window * elapsed  # the writes the budget allowed over the sweep
+    return {
+        "graph_reads": sum(1 for r in requests if r["method"] == "GET"),
+        "graph_writes": len(writes),
+        "graph_writes_by_priority": dict(priorities),
+        "graph_429": sum(1 for r in requests if r.get("status") == 429),
+        "budget": f"{budget} writes per {window:g} s",
+        "budget_share_used": round(len(writes) / capacity, 3) if capacity else None,
+        "digest_mails": sum(1 for r in requests if "sendMail" in r["path"]),
+    }
+
+
+async def _timed(sweep: Any, graph: str, counts: Counter[str]) -> tuple[Any, float, list[dict[str, Any]]]:
+    counts.clear()
+    seen_before = len(json_get(f"{graph}/_emulator/requests"))
+    began = time.perf_counter()
+    report = await sweep.sweep()
+    elapsed = time.perf_counter() - began
+    return report, elapsed, json_get(f"{graph}/_emulator/requests")[seen_before:]
+
+
+def _storage_figures(counts: Counter[str]) -> dict[str, Any]:
+    reads = {k: v for k, v in counts.items() if k.split(".")[1] in READS}
+    return {
+        "storage_reads": sum(reads.values()),
+        "storage_reads_by_kind": reads,
+        "storage_writes": sum(v for k, v in counts.items() if k not in reads),
+        "storage_writes_by_kind": {k: v for k, v in counts.items() if k not in reads},
+    }
+
+
+async def run(guests: int, concurrency: int, kept_share: float) -> dict[str, Any]:
+    """The review sweep over ``guests``; then, past the grace period, the sweep that blocks the unanswered."""
     import os
 
     from shared.guests import GuestSweep
@@ -130,7 +171,9 @@ async def run(guests: int, concurrency: int) -> dict[str, Any]:
             "MAIL_SENDER": "portal@contoso.com",
         }
         os.environ.update({k: v for k, v in env.items() if k.startswith("IDENTITY_")})
-        services = build_services(load_settings(env))
+        settings = load_settings(env)
+        services = build_services(settings)
+        budget, window = settings.graph_write_budget, settings.graph_write_window_seconds
         try:
             sweep = services.guest_sweep
             assert sweep is not None
@@ -146,32 +189,53 @@ async def run(guests: int, concurrency: int) -> dict[str, Any]:
             digests = sweep._digests
             digests._table = Counting(digests._table, counts, "table")  # type: ignore[assignment]
             timed = GuestSweep(counted, actions, digests, services.policy, concurrency=concurrency)  # type: ignore[arg-type]
-            seen_before = len(json_get(f"{st.graph}/_emulator/requests"))
-            began = time.perf_counter()
-            report = await timed.sweep()
-            elapsed = time.perf_counter() - began
+            report, elapsed, requests = await _timed(timed, st.graph, counts)
+            review = {
+                "elapsed_seconds": round(elapsed, 1),
+                "guests_per_second": round(report.looked / elapsed, 1) if elapsed else None,
+                "looked": report.looked,
+                "steps": dict(report.steps),
+                **_storage_figures(counts),
+                **_graph_figures(requests, elapsed, budget, window),
+                "digests": vars(report.digests),
+            }
+            # A share of the reviewers answer "keep" (not timed); past reviewGraceDays the rest are blocked.
+            rules = (await services.policy.current()).profile(PROFILE)
+            assert rules is not None and rules.lifecycle is not None
+            kept = ids[: int(guests * kept_share)]
+            for start in range(0, len(kept), 64):
+                found = await asyncio.gather(*(register.get(uid) for uid in kept[start : start + 64]))
+                await asyncio.gather(
+                    *(actions.keep(r, rules.lifecycle, "reviewer0@contoso.com", None) for r in found if r)
+                )
+            later = now + timedelta(days=rules.lifecycle.review_grace_days, hours=1)
+            actions.clock = lambda: later + (datetime.now(UTC) - now)
+            after_grace = GuestSweep(
+                counted,  # type: ignore[arg-type]
+                actions,
+                digests,
+                services.policy,
+                concurrency=concurrency,
+                clock=actions.clock,
+            )
+            report, elapsed, requests = await _timed(after_grace, st.graph, counts)
+            block = {
+                "kept_by_reviewers": len(kept),
+                "elapsed_seconds": round(elapsed, 1),
+                "guests_per_second": round(report.looked / elapsed, 1) if elapsed else None,
+                "looked": report.looked,
+                "steps": dict(report.steps),
+                **_storage_figures(counts),
+                **_graph_figures(requests, elapsed, budget, window),
+            }
         finally:
             await services.aclose()
-        requests = json_get(f"{st.graph}/_emulator/requests")[seen_before:]
-    writes = [r for r in requests if r["method"] in ("POST", "PATCH", "DELETE") and "sendMail" not in r["path"]]
-    priorities = Counter(str(r["headers"].get("x-ms-throttle-priority", "-")) for r in writes)
-    reads = {k: v for k, v in counts.items() if k.split(".")[1] in READS}
     return {
         "guests": guests,
         "concurrency": concurrency,
         "seed_seconds": round(seeded, 1),
-        "elapsed_seconds": round(elapsed, 1),
-        "guests_per_second": round(report.looked / elapsed, 1) if elapsed else None,
-        "looked": report.looked,
-        "steps": dict(report.steps),
-        "storage_reads": sum(reads.values()),
-        "storage_reads_by_kind": reads,
-        "storage_writes_by_kind": {k: v for k, v in counts.items() if k not in reads},
-        "graph_reads": sum(1 for r in requests if r["method"] == "GET"),
-        "graph_writes": len(writes),
-        "graph_writes_by_priority": dict(priorities),
-        "digest_mails": sum(1 for r in requests if "sendMail" in r["path"]),
-        "digests": vars(report.digests),
+        "review_sweep": review,
+        "block_sweep": block,
     }
 
 
@@ -187,8 +251,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.guests", description=__doc__)
     parser.add_argument("--guests", type=int, default=50000)
     parser.add_argument("--concurrency", type=int, default=8, help="guests looked at together (the sweep's default)")
+    parser.add_argument(
+        "--kept", type=float, default=0.2, help="share of guests a reviewer keeps before the grace ends"
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.guests, args.concurrency))
+    result = asyncio.run(run(args.guests, args.concurrency, args.kept))
     print(json.dumps(result, indent=2))
     print(f"saved {save('guests', result)}")
 
