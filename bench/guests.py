@@ -199,6 +199,7 @@ async def run(guests: int, concurrency: int, kept_share: float) -> dict[str, Any
                 **_graph_figures(requests, elapsed, budget, window),
                 "digests": vars(report.digests),
             }
+            print(json.dumps({"review_sweep": review}), flush=True)  # before the long, budget-paced block sweep
             # A share of the reviewers answer "keep" (not timed); past reviewGraceDays the rest are blocked.
             rules = (await services.policy.current()).profile(PROFILE)
             assert rules is not None and rules.lifecycle is not None
