@@ -155,7 +155,9 @@ async def page(contexts: NewContext) -> Page:
 async def axe_violations(page: Page) -> list[dict[str, Any]]:
     """axe-core's serious and critical violations on the page as it is (WCAG 2.x A and AA rules)."""
     # Evaluated through the DevTools protocol: the page's own CSP (rightly) refuses injected inline scripts.
-    await page.evaluate(AXE.read_text(encoding="utf-8") + "\n;0")
+    # Once per document: a tab switch keeps the document, and with it axe (parsing it again costs about a second).
+    if not await page.evaluate("typeof axe !== 'undefined'"):
+        await page.evaluate(AXE.read_text(encoding="utf-8") + "\n;0")
     tags = "['wcag2a', 'wcag2aa', 'wcag21aa', 'wcag22aa']"
     result = await page.evaluate(f"async () => await axe.run(document, {{runOnly: {{type: 'tag', values: {tags}}}}})")
     return [v for v in result["violations"] if v["impact"] in {"serious", "critical"}]
