@@ -9,7 +9,7 @@ VENVINFRA := .venv-infra
 # The browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: run test test-slow test-all simulate test-313 check check-infra lint screenshots bench bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats bench-guests bench-telemetry setup clean
+.PHONY: run test test-slow test-all simulate test-313 check check-infra lint screenshots bench setup clean
 
 setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 
@@ -116,39 +116,15 @@ screenshots: setup
 	$(PY) -m pytest -m browser -q tests/test_pages_browser.py tests/test_console_browser.py
 	@ls screenshots/
 
-bench: bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats bench-guests bench-telemetry
+## The benchmarks (what each measures and its figures: docs/benchmarks.md). `make bench-<name>` runs one:
+## intake, ratelimit, drain, outage, scale, convert, coldstart, stats, guests (one review sweep over 50,000
+## registered guests), telemetry.
+BENCHES := intake ratelimit drain outage scale convert coldstart stats guests telemetry
+bench: $(addprefix bench-,$(BENCHES))
 
-bench-intake: setup
-	$(PY) -m bench.intake
-
-bench-telemetry: setup
-	$(PY) -m bench.telemetry
-
-bench-ratelimit: setup
-	$(PY) -m bench.ratelimit
-
-bench-drain: setup
-	$(PY) -m bench.drain
-
-bench-outage: setup
-	$(PY) -m bench.outage
-
-bench-scale: setup
-	$(PY) -m bench.scale
-
-bench-convert: setup
-	$(PY) -m bench.convert
-
-## one guest review sweep over 50,000 registered guests: storage reads, elapsed time, Graph writes by priority.
-bench-guests: setup
-	$(PY) -m bench.guests
-
-## import function_app in 10 fresh processes: median time and peak RSS, the heaviest modules (-X importtime).
-bench-coldstart: setup
-	$(PY) -m bench.coldstart
+# A pattern rule, so the bench-* targets cannot be .PHONY (make skips implicit rules for phony targets).
+bench-%: setup
+	$(PY) -m bench.$*
 
 clean:
 	rm -rf $(VENV) $(VENV313) $(VENVINFRA) node_modules .azurite .run .pytest_cache .mypy_cache .ruff_cache
-
-bench-stats: setup
-	$(PY) -m bench.stats
