@@ -26,6 +26,9 @@ own:
 * ``local.settings.json`` values become environment variables; anything already
   in the environment wins. ``AzureWebJobs.<function>.Disabled=true`` disables a
   function, as in Azure.
+* ``DEVHOST_GC_LOG=1`` logs each full garbage collection with its pause
+  (``devhost.gc``), which stalls every invocation in flight; the intake
+  benchmark counts them.
 
 It is the development and test host, not a product: it is left out of
 deployments by ``.funcignore``.
