@@ -83,6 +83,7 @@ class HostWatch:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def mark(self) -> tuple[float, int]:
+        """Where things stand now: the host's CPU seconds and the length of its log."""
         return self.cpu_seconds(), self.host.log_path.stat().st_size
 
     def since(self, mark: tuple[float, int]) -> tuple[float, list[float]]:
