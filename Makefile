@@ -1,4 +1,4 @@
-# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+# Two commands do all set-up on a fresh machine: `make run` and `make test` (`make test-slow` adds the slow tests).
 # The app supports Python 3.11-3.13; .venv uses the first of them found, preferring 3.11.
 PYTHON    ?= $(shell scripts/find-python 3.11 3.12 3.13)
 PYTHON313 ?= $(shell scripts/find-python 3.13)
@@ -9,7 +9,7 @@ VENVINFRA := .venv-infra
 # The browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
 CHROMIUM  := /usr/bin/chromium
 
-.PHONY: run test simulate test-313 check check-infra lint screenshots bench bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats bench-guests bench-telemetry setup clean
+.PHONY: run test test-slow test-all simulate test-313 check check-infra lint screenshots bench setup clean
 
 setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 
@@ -40,7 +40,9 @@ SEEDS ?= 10000
 simulate: setup
 	$(PY) -m tests.sim --seeds $(SEEDS) --jobs 2
 
-## The whole test suite; fixtures start and stop Azurite, the emulator and the host.
+## The test suite without the slow fault and browser tests (at most about 3 minutes on 2 cores); fixtures
+## start and stop Azurite, the emulator and the host. `make test-slow` runs the rest, `make test-all` both;
+## `.ci/run` runs both.
 ## Three pytest-xdist workers (most tests wait on processes, not the CPU), one module per worker at a time
 ## (--dist loadscope: a module's host is started once, and tests that measure a budget or timing run together).
 ## test_openapi.py runs apart, serially: under xdist schemathesis's per-operation items collapse into one item
@@ -48,13 +50,24 @@ simulate: setup
 ## the workers, not after them (its own host and fixtures; its output is shown when it ends), which saves its
 ## time on the suite's wall clock.
 PYTEST_PARALLEL ?= -n 3 --dist loadscope
-PYTEST_ALL = mkdir -p .run; \
+FAST := not faults and not browser
+SLOW := faults or browser
+PYTEST_FAST = mkdir -p .run; \
 	$(PY) -m pytest -p no:cacheprovider tests/test_openapi.py > .run/openapi.log 2>&1 & openapi=$$!; \
-	$(PY) -m pytest $(PYTEST_PARALLEL) --ignore=tests/test_openapi.py; status=$$?; \
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "$(FAST)" --ignore=tests/test_openapi.py; status=$$?; \
 	wait $$openapi; openapi_status=$$?; echo "--- tests/test_openapi.py (ran beside the workers) ---"; \
 	cat .run/openapi.log; [ $$openapi_status -eq 0 ] || exit 1; exit $$status
+PYTEST_SLOW = $(PY) -m pytest $(PYTEST_PARALLEL) -m "$(SLOW)" --ignore=tests/test_openapi.py
 test: setup
-	$(PYTEST_ALL)
+	$(PYTEST_FAST)
+
+## The slow fault tests (-m faults: the host under Graph and storage faults, 1,000-sign-up bursts, kills) and the
+## browser tests (-m browser: Debian's chromium through Playwright).
+test-slow: setup
+	$(PYTEST_SLOW)
+
+## Every test: `make test` then `make test-slow`.
+test-all: test test-slow
 
 ## The unit and integration tests (not the end-to-end or browser ones) in a separate venv on Python 3.13, where
 ## azure-functions 2.x and the worker library azure-functions-runtime replace azure-functions 1.x.
@@ -95,46 +108,23 @@ check: setup check-infra
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PYTEST_ALL)
+	$(PYTEST_FAST)
+	$(PYTEST_SLOW)
 
 ## Screenshots of the pages (en and ja) into screenshots/ (git-ignored), from the browser tests.
 screenshots: setup
 	$(PY) -m pytest -m browser -q tests/test_pages_browser.py tests/test_console_browser.py
 	@ls screenshots/
 
-bench: bench-intake bench-ratelimit bench-drain bench-outage bench-scale bench-convert bench-coldstart bench-stats bench-guests bench-telemetry
+## The benchmarks (what each measures and its figures: docs/benchmarks.md). `make bench-<name>` runs one:
+## intake, ratelimit, drain, outage, scale, convert, coldstart, stats, guests (one review sweep over 50,000
+## registered guests), telemetry.
+BENCHES := intake ratelimit drain outage scale convert coldstart stats guests telemetry
+bench: $(addprefix bench-,$(BENCHES))
 
-bench-intake: setup
-	$(PY) -m bench.intake
-
-bench-telemetry: setup
-	$(PY) -m bench.telemetry
-
-bench-ratelimit: setup
-	$(PY) -m bench.ratelimit
-
-bench-drain: setup
-	$(PY) -m bench.drain
-
-bench-outage: setup
-	$(PY) -m bench.outage
-
-bench-scale: setup
-	$(PY) -m bench.scale
-
-bench-convert: setup
-	$(PY) -m bench.convert
-
-## one guest review sweep over 50,000 registered guests: storage reads, elapsed time, Graph writes by priority.
-bench-guests: setup
-	$(PY) -m bench.guests
-
-## import function_app in 10 fresh processes: median time and peak RSS, the heaviest modules (-X importtime).
-bench-coldstart: setup
-	$(PY) -m bench.coldstart
+# A pattern rule, so the bench-* targets cannot be .PHONY (make skips implicit rules for phony targets).
+bench-%: setup
+	$(PY) -m bench.$*
 
 clean:
 	rm -rf $(VENV) $(VENV313) $(VENVINFRA) node_modules .azurite .run .pytest_cache .mypy_cache .ruff_cache
-
-bench-stats: setup
-	$(PY) -m bench.stats

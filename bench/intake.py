@@ -28,16 +28,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables.aio import TableClient
 from azure.storage.queue.aio import QueueClient
 
+from devhost.processes import Service
 from shared.abuse import FormTokens
 from shared.settings import load_settings
 from shared.storage import environment_proxies
@@ -59,6 +63,35 @@ def production_limits() -> dict[str, str]:
         "RATE_LIMIT_WINDOW_SECONDS": str(defaults.rate_limit_window_seconds),
         "RATE_LIMIT_SYNC_SECONDS": str(defaults.rate_limit_sync_seconds),
     }
+
+
+_GC_PAUSE = re.compile(rb"devhost\.gc generation=2 pause_ms=([0-9.]+)")
+
+
+class HostWatch:
+    """The host's CPU time (from ``/proc``) and its full garbage collections (``DEVHOST_GC_LOG``) over a span."""
+
+    def __init__(self, host: Service) -> None:
+        self.host = host
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the host process so far (0 where ``/proc`` is missing)."""
+        try:
+            fields = Path(f"/proc/{self.host.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def mark(self) -> tuple[float, int]:
+        """Where things stand now: the host's CPU seconds and the length of its log."""
+        return self.cpu_seconds(), self.host.log_path.stat().st_size
+
+    def since(self, mark: tuple[float, int]) -> tuple[float, list[float]]:
+        """CPU seconds since ``mark`` and the full collections' pauses (ms) logged since."""
+        with self.host.log_path.open("rb") as log:
+            log.seek(mark[1])
+            pauses = [float(m) for m in _GC_PAUSE.findall(log.read())]
+        return self.cpu_seconds() - mark[0], pauses
 
 
 async def _drive(
@@ -104,7 +137,9 @@ def _record(i: int) -> dict[str, object]:
     }
 
 
-async def run(connection: str, url: str, levels: dict[int, int]) -> dict[str, dict[str, dict[str, float]]]:
+async def run(
+    connection: str, url: str, levels: dict[int, int], watch: HostWatch
+) -> dict[str, dict[str, dict[str, float]]]:
     # Two yardsticks of the same two writes. ``yardstick``: the SDKs' clients as they come (the issue's fixed
     # yardstick). ``lean``: clients that skip aiohttp's per-request proxy and netrc lookups exactly when the
     # app's do (shared.storage.environment_proxies), so no part of a ratio is SDK overhead the app has cut.
@@ -158,7 +193,9 @@ async def run(connection: str, url: str, levels: dict[int, int]) -> dict[str, di
                 continue
             yard_lat, yard_time, _ = await _drive(concurrency, total, yardstick)
             lean_lat, lean_time, _ = await _drive(concurrency, total, lean_yardstick)
+            mark = watch.mark()
             intake_lat, intake_time, statuses = await _drive(concurrency, total, post)
+            host_cpu, pauses = watch.since(mark)
         yard, intake = summarise(yard_lat, yard_time), summarise(intake_lat, intake_time)
         lean_yard = summarise(lean_lat, lean_time)
         accepted = statuses.get(202, 0)
@@ -169,11 +206,18 @@ async def run(connection: str, url: str, levels: dict[int, int]) -> dict[str, di
         ratio["p99"] = intake["p99_ms"] / yard["p99_ms"]
         ratio["rate_lean"] = intake["rate"] / lean_yard["rate"]
         ratio["p99_lean"] = intake["p99_ms"] / lean_yard["p99_ms"]
+        host = {
+            "cpu_ms_per_signup": 1000 * host_cpu / total,
+            "gc_full_collections": len(pauses),
+            "gc_longest_pause_ms": max(pauses, default=0.0),
+        }
         results[str(concurrency)] = {
             "yardstick": yard,
             "yardstick_lean": lean_yard,
             "intake": {**intake, "refused_429": refused, "failed": failed},
             "ratio": ratio,
+            "host": host,
+            "load_average": os.getloadavg()[0],
         }
         print(
             f"c={concurrency:>2}"
@@ -181,7 +225,9 @@ async def run(connection: str, url: str, levels: dict[int, int]) -> dict[str, di
             f" | intake {intake['rate']:6.1f}/s p50 {intake['p50_ms']:6.1f} p99 {intake['p99_ms']:6.1f} ms"
             f" | rate x{ratio['rate']:.2f} (>=0.8) p50 x{ratio['p50']:.2f} p99 x{ratio['p99']:.2f} (<=1.5)"
             f" | lean yardstick {lean_yard['rate']:6.1f}/s: rate x{ratio['rate_lean']:.2f} p99 x{ratio['p99_lean']:.2f}"
-            f" | 429 {refused} other {failed}",
+            f" | 429 {refused} other {failed}"
+            f" | host CPU {host['cpu_ms_per_signup']:.2f} ms/sign-up, full GCs {len(pauses)}"
+            f" (longest {host['gc_longest_pause_ms']:.0f} ms) | load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
         if failed:
@@ -199,7 +245,7 @@ def main() -> None:
     limits = production_limits()
     print(f"production defaults: {limits}, FORM_TOKEN_SECRET set, audit on", flush=True)
     with stack() as st:
-        url, _ = st.host(
+        url, host = st.host(
             {
                 "AzureWebJobs.invite_signup.Disabled": "true",
                 "AzureWebJobs.finalise_poisoned_signup.Disabled": "true",
@@ -207,10 +253,11 @@ def main() -> None:
                 "SIGNUP_QUEUE": "bench-intake",
                 "SIGNUP_TABLE": "benchintake",
                 "FORM_TOKEN_SECRET": SECRET,
+                "DEVHOST_GC_LOG": "1",  # the host logs each full collection's pause; counted per level
                 **limits,
             }
         )
-        results = asyncio.run(run(st.connection, url, levels))
+        results = asyncio.run(run(st.connection, url, levels, HostWatch(host)))
     print(f"results: {save('intake', {'settings': limits, 'levels': results})}")
 
 

@@ -76,7 +76,10 @@ async def strip_principals(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Drop client-sent principal headers, Easy Auth on or off (the platform's front end does the same)."""
-    return await handler(request.clone(headers=without_principals(request.headers)))
+    # A request without any is passed on as it is: cloning every request cost the host about 1 % of its CPU.
+    if any(k.lower().startswith(PRINCIPAL_PREFIX) for k in request.headers):
+        request = request.clone(headers=without_principals(request.headers))
+    return await handler(request)
 
 
 class EasyAuthStandIn:

@@ -26,6 +26,9 @@ own:
 * ``local.settings.json`` values become environment variables; anything already
   in the environment wins. ``AzureWebJobs.<function>.Disabled=true`` disables a
   function, as in Azure.
+* ``DEVHOST_GC_LOG=1`` logs each full garbage collection with its pause
+  (``devhost.gc``), which stalls every invocation in flight; the intake
+  benchmark counts them.
 
 It is the development and test host, not a product: it is left out of
 deployments by ``.funcignore``.
@@ -37,6 +40,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import gc
 import importlib
 import inspect
 import json
@@ -46,6 +50,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -538,6 +543,25 @@ class TimerRunner:
         self.last = due
 
 
+def watch_collections() -> Any:
+    """Log every full (generation 2) garbage collection with how long it stopped the process
+    (``DEVHOST_GC_LOG=1``; the intake benchmark counts them): such a pause stalls every invocation in flight.
+    Returns the callback (``gc.callbacks.remove`` stops it)."""
+    started: list[float] = []
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            pause = 1000 * (time.perf_counter() - started[0])
+            log.warning("devhost.gc generation=2 pause_ms=%.1f collected=%s", pause, info.get("collected"))
+
+    gc.callbacks.append(callback)
+    return callback
+
+
 def load_app(module_name: str) -> func.FunctionApp:
     """Import the app module and return its ``FunctionApp``."""
     module = importlib.import_module(module_name)
@@ -568,6 +592,11 @@ async def serve(
 
     app = load_app(module_name)
     functions = discover(app, os.environ)
+    try:
+        if flag(os.environ.get("DEVHOST_GC_LOG")):
+            watch_collections()
+    except ValueError as exc:
+        raise SystemExit(f"devhost: DEVHOST_GC_LOG: {exc}") from None
 
     key = os.environ.get("DEVHOST_FUNCTION_KEY") or None
     if key is None and any(fn.auth_level in KEY_LEVELS for fn in functions.http):

@@ -6,6 +6,7 @@ concurrent invocations in one worker process (one event loop).
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -336,4 +337,18 @@ def get_services() -> Services:
     global _services
     if _services is None:
         _services = build_services(get_settings())
+        settle_heap()
     return _services
+
+
+def settle_heap() -> None:
+    """Move what exists now (the imported modules, the clients just built) out of the cyclic collector's sight.
+
+    Everything built so far lives as long as the process, yet a full (generation 2) collection walks all of it
+    (some 90,000 objects once msgraph-sdk and the Storage SDKs are imported) and stops the event loop for 50-140
+    ms (the shared development machine) while every invocation in flight waits: at 8 concurrent sign-ups that
+    pause was the intake p99 (docs/benchmarks.md, "Intake"). ``gc.freeze`` leaves them out of every later
+    collection. No collection first: it would add that pause to the first invocation, to free the few dozen
+    objects start-up leaves as garbage (10 to 30 in the benchmarks' hosts), which are kept instead.
+    """
+    gc.freeze()

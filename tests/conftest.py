@@ -44,7 +44,6 @@ TEST_POLICY = str(Path(__file__).resolve().parent / "policies" / "test-domains.j
 # about when they do, instead of one of them starting last.
 SLOW_FIRST = (
     "test_faults_burst.py",
-    "test_stats_recount.py",
     "test_faults.py",
     "test_guest_scenario.py",
     "test_console_browser.py",

@@ -48,8 +48,10 @@ async def submit(client: httpx.AsyncClient, email: str) -> str:
     return str(response.json()["statusUrl"])
 
 
-async def settle(client: httpx.AsyncClient, urls: list[str], within: float = 90) -> list[dict[str, Any]]:
-    """Poll the status URLs until all are final (only those still pending are asked again); their views."""
+async def settle(
+    client: httpx.AsyncClient, urls: list[str], within: float = 90, final: set[str] = FINAL
+) -> list[dict[str, Any]]:
+    """Poll the status URLs until all are ``final`` (only those still pending are asked again); their views."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     views: dict[str, dict[str, Any]] = {}
@@ -59,7 +61,7 @@ async def settle(client: httpx.AsyncClient, urls: list[str], within: float = 90)
             batch = pending[start : start + 50]
             for url, response in zip(batch, await asyncio.gather(*(client.get(u) for u in batch)), strict=True):
                 views[url] = response.json()
-        pending = [u for u in pending if views[u]["status"] not in FINAL]
+        pending = [u for u in pending if views[u]["status"] not in final]
         if pending:
             left = sorted({views[u]["status"] for u in pending})
             assert loop.time() < deadline, f"{len(pending)} still {left} after {within}s"

@@ -260,7 +260,8 @@ async def test_an_onboarding_burst_from_one_address(
     form token is refused."""
     # Both hosts start together.
     (default, url), (lowered, lowered_url) = await asyncio.gather(
-        _one_ip_host(azurite, emulator_server[1], tmp_path / "default", "burst"),
+        # The fill time is not the subject here (test_the_guarded_endpoint's): no wait before the page's post.
+        _one_ip_host(azurite, emulator_server[1], tmp_path / "default", "burst", SIGNUP_MIN_FILL_SECONDS="0"),
         # A day-long window: a window's end cannot fall inside the burst and reset the count.
         _one_ip_host(
             azurite,
@@ -286,7 +287,6 @@ async def test_an_onboarding_burst_from_one_address(
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             page = await http.get("/api/signup?lang=en")
             served = page.text.split('name="formToken" value="', 1)[1].split('"', 1)[0]
-            await asyncio.sleep(3)  # SIGNUP_MIN_FILL_SECONDS
             form = {"email": "nojs@fabrikam.com", "displayName": "N", "formToken": served}
             html = {"Accept": "text/html"}
             posted = await http.post("/api/signups", data=form, headers=html)

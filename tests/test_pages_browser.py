@@ -155,7 +155,9 @@ async def page(contexts: NewContext) -> Page:
 async def axe_violations(page: Page) -> list[dict[str, Any]]:
     """axe-core's serious and critical violations on the page as it is (WCAG 2.x A and AA rules)."""
     # Evaluated through the DevTools protocol: the page's own CSP (rightly) refuses injected inline scripts.
-    await page.evaluate(AXE.read_text(encoding="utf-8") + "\n;0")
+    # Once per document: a tab switch keeps the document, and with it axe (parsing it again costs about a second).
+    if not await page.evaluate("typeof axe !== 'undefined'"):
+        await page.evaluate(AXE.read_text(encoding="utf-8") + "\n;0")
     tags = "['wcag2a', 'wcag2aa', 'wcag21aa', 'wcag22aa']"
     result = await page.evaluate(f"async () => await axe.run(document, {{runOnly: {{type: 'tag', values: {tags}}}}})")
     return [v for v in result["violations"] if v["impact"] in {"serious", "critical"}]
@@ -369,8 +371,9 @@ async def easy_auth_site(
         yield url
 
 
-async def _signed_in(browser: Browser, site: str, roles: str) -> Page:
+async def _signed_in(browser: Browser, site: str, roles: str, watches: list[Watch]) -> Page:
     context = await browser.new_context(base_url=site)
+    watches.append(watch(context))
     page = await context.new_page()
     await page.goto("/.auth/login/dev?post_login_redirect_uri=/api/manage?lang=en")
     await page.fill("#name", "ann@contoso.com")
@@ -383,15 +386,17 @@ async def _signed_in(browser: Browser, site: str, roles: str) -> Page:
 async def test_with_easy_auth_the_approver_decides_and_a_converter_sees_no_decisions(
     browser: Browser, easy_auth_site: str, emulator: GraphEmulator
 ) -> None:
-    """The page's JSON writes pass the cross-site rules with the session cookie; the page follows the role."""
+    """The page's JSON writes pass the cross-site rules with the session cookie; the page follows the role.
+    Every context is watched: each page it loads carries the CSP header, and nothing breaks the policy."""
     guest = await browser.new_context(base_url=easy_auth_site)
+    watches = [watch(guest)]
     form = await guest.new_page()
     await form.goto("/api/signup?lang=en")
     await fill_form(form, "kai@northwind.com")
     await form.click("#submit")
     await expect(form.locator("#status-message")).to_contain_text("Waiting for approval", timeout=30_000)
 
-    converter = await _signed_in(browser, easy_auth_site, "Signup.Convert")
+    converter = await _signed_in(browser, easy_auth_site, "Signup.Convert", watches)
     await expect(converter.locator("#no-approver-role")).to_be_visible()
     await expect(converter.locator(".request")).to_have_count(0)
     # The console leaves out what the role cannot use: no pending list, no reviews, no bulk decisions.
@@ -400,7 +405,7 @@ async def test_with_easy_auth_the_approver_decides_and_a_converter_sees_no_decis
     assert await axe_violations(converter) == []
     await converter.context.close()
 
-    approver = await _signed_in(browser, easy_auth_site, "Signup.Approve")
+    approver = await _signed_in(browser, easy_auth_site, "Signup.Approve", watches)
     card = await pending_card(approver, "kai@northwind.com")
     await expect(approver.locator("#tab-pending")).to_have_attribute("aria-selected", "true")
     await expect(card.locator(".select-one input")).to_be_visible()
@@ -409,3 +414,4 @@ async def test_with_easy_auth_the_approver_decides_and_a_converter_sees_no_decis
     await expect(form.locator("#status-message")).to_contain_text(INVITED["en"], timeout=30_000)
     await approver.context.close()
     await guest.close()
+    assert len(watches) == 3 and all(seen.pages > 0 and seen.problems == [] for seen in watches), watches
