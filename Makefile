@@ -57,7 +57,10 @@ PYTEST_FAST = mkdir -p .run; \
 	$(PY) -m pytest $(PYTEST_PARALLEL) -m "$(FAST)" --ignore=tests/test_openapi.py; status=$$?; \
 	wait $$openapi; openapi_status=$$?; echo "--- tests/test_openapi.py (ran beside the workers) ---"; \
 	cat .run/openapi.log; [ $$openapi_status -eq 0 ] || exit 1; exit $$status
-PYTEST_SLOW = $(PY) -m pytest $(PYTEST_PARALLEL) -m "$(SLOW)" --ignore=tests/test_openapi.py
+# test_scale.py runs alone, after the others: it measures how much of Graph's rate three hosts keep (at least
+# 0.85), a figure that the CPU of the fault and browser modules beside it moves (0.83 in one such run).
+PYTEST_SLOW = $(PY) -m pytest $(PYTEST_PARALLEL) -m "$(SLOW)" --ignore=tests/test_openapi.py \
+	--ignore=tests/test_scale.py && $(PY) -m pytest -p no:cacheprovider tests/test_scale.py
 test: setup
 	$(PYTEST_FAST)
 
