@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import tempfile
 import time
@@ -75,6 +76,9 @@ def stack(emulator_args: list[str] | None = None) -> Iterator[Stack]:
     """Fresh Azurite (and emulator when ``emulator_args`` is given) on free ports; all stopped after."""
     workdir = Path(tempfile.mkdtemp(prefix="signup-bench-"))
     st = Stack(workdir, "")
+    # SIGTERM's default ends the process without running the finally below, which left Azurite and the
+    # emulator running; as an exception it unwinds through it like Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         blob, queue, table = free_port(), free_port(), free_port()
         st.services.append(start_azurite(workdir / "azurite", workdir, blob, queue, table))
@@ -88,6 +92,11 @@ def stack(emulator_args: list[str] | None = None) -> Iterator[Stack]:
         for service in reversed(st.services):
             service.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def emulator_json(st: Stack, path: str) -> Any:
