@@ -99,6 +99,15 @@ def _terminated(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def cpu_seconds(service: Service) -> float:
+    """User + system CPU time of a running service's process so far (from ``/proc``; 0 where it is missing)."""
+    try:
+        fields = Path(f"/proc/{service.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def emulator_json(st: Stack, path: str) -> Any:
     """A control endpoint of the stack's Graph emulator, parsed."""
     with urllib.request.urlopen(f"{st.graph}/_emulator/{path}", timeout=30) as response:  # noqa: S310 - loopback

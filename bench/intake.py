@@ -34,7 +34,6 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiohttp
 from azure.core.exceptions import ResourceExistsError
@@ -46,7 +45,7 @@ from shared.abuse import FormTokens
 from shared.settings import load_settings
 from shared.storage import environment_proxies
 
-from .common import save, stack, summarise
+from .common import cpu_seconds, save, stack, summarise
 
 LEVELS = {1: 400, 8: 400, 32: 400}
 WARMUP = 30
@@ -74,24 +73,16 @@ class HostWatch:
     def __init__(self, host: Service) -> None:
         self.host = host
 
-    def cpu_seconds(self) -> float:
-        """User plus system CPU time of the host process so far (0 where ``/proc`` is missing)."""
-        try:
-            fields = Path(f"/proc/{self.host.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def mark(self) -> tuple[float, int]:
         """Where things stand now: the host's CPU seconds and the length of its log."""
-        return self.cpu_seconds(), self.host.log_path.stat().st_size
+        return cpu_seconds(self.host), self.host.log_path.stat().st_size
 
     def since(self, mark: tuple[float, int]) -> tuple[float, list[float]]:
         """CPU seconds since ``mark`` and the full collections' pauses (ms) logged since."""
         with self.host.log_path.open("rb") as log:
             log.seek(mark[1])
             pauses = [float(m) for m in _GC_PAUSE.findall(log.read())]
-        return self.cpu_seconds() - mark[0], pauses
+        return cpu_seconds(self.host) - mark[0], pauses
 
 
 async def _drive(

@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import re
 import statistics
 import sys
@@ -38,13 +37,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from devhost.processes import Service, free_port, http_ok, start, wait_until
 
 from . import intake
-from .common import drain_report, emulator_json, fill, save, stack, wait_until_final
+from .common import cpu_seconds, drain_report, emulator_json, fill, save, stack, wait_until_final
 
 KINDS = ("traces", "metrics", "logs")
 ADDRESS = re.compile(rb"[A-Za-z0-9._+-]+(?:@|%40)fabrikam\.com", re.IGNORECASE)
@@ -107,12 +105,6 @@ def start_sink(log_dir: Any) -> tuple[Service, str]:
 def sink_stats(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{url}/stats", timeout=10) as response:  # noqa: S310 - loopback
         return dict(json.load(response))
-
-
-def cpu_seconds(service: Service) -> float:
-    """User + system CPU time of a running service's process so far."""
-    fields = Path(f"/proc/{service.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def telemetry_env(on: bool, sink: str) -> dict[str, str]:
