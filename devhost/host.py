@@ -51,7 +51,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -543,7 +543,7 @@ class TimerRunner:
         self.last = due
 
 
-def watch_collections() -> Any:
+def watch_collections() -> Callable[[str, dict[str, int]], None]:
     """Log every full (generation 2) garbage collection with how long it stopped the process
     (``DEVHOST_GC_LOG=1``; the intake benchmark counts them): such a pause stalls every invocation in flight.
     Returns the callback (``gc.callbacks.remove`` stops it)."""
